@@ -1,0 +1,165 @@
+"""``build_model(config)``: torchvision's RetinaNet with the aerial configuration.
+
+The network is torchvision's: ResNet (or MobileNetV3) + FPN on P3-P7, a
+classification and a box-regression subnet, focal loss (alpha 0.25,
+gamma 2), classifier bias prior 0.01.  What we set:
+
+* anchors from ``ModelConfig`` (9 per location by default);
+* no resizing: ``NoResizeTransform`` passes tiles through at the scene's
+  resolution (torchvision would resize the short side to 800 px);
+* no mean/std in the transform: band scaling happens in
+  ``retinanet.normalize`` from the checkpoint's ``BandConfig``, so the
+  transform sees already-normalised tensors;
+* ``detections_per_img`` from ``ModelConfig.detections_per_tile`` (torchvision's
+  silent default cap is 300).
+
+Weights are always random (``weights=None, weights_backbone=None``): nothing
+is downloaded at run time.  Load trained weights with ``retinanet.checkpoint``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import mobilenet, resnet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import (
+    BackboneWithFPN,
+    _mobilenet_extractor,
+    _resnet_fpn_extractor,
+)
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from retinanet.config import ModelConfig
+
+_RESNET_C5_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+class NoResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform minus the resize and the mean/std step.
+
+    Tiles are batched (zero-padded to a multiple of 32 px) but never rescaled,
+    so a box in the output is in the tile's own pixels.
+    """
+
+    def resize(
+        self, image: Tensor, target: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        """Return ``image`` and ``target`` unchanged (no resize)."""
+        return image, target
+
+    def normalize(self, image: Tensor) -> Tensor:
+        """Identity: inputs are normalised by ``retinanet.normalize``."""
+        return image
+
+
+def _build_backbone(config: ModelConfig) -> BackboneWithFPN:
+    """ResNet/MobileNetV3 + FPN returning P3-P7 (256 channels each)."""
+    # Trainable BatchNorm when training from scratch; FrozenBatchNorm2d is for
+    # ImageNet-initialised backbones, which we cannot download here.
+    norm_layer = nn.BatchNorm2d
+    if config.backbone in _RESNET_C5_CHANNELS:
+        body = getattr(resnet, config.backbone)(weights=None, norm_layer=norm_layer)
+        # P6 from C5 as in the focal-loss paper (torchvision's v2 recipe).
+        c5 = _RESNET_C5_CHANNELS[config.backbone]
+        return _resnet_fpn_extractor(
+            body, trainable_layers=5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(c5, 256)
+        )
+    if config.backbone == "mobilenet_v3_large":
+        body = mobilenet.mobilenet_v3_large(weights=None, norm_layer=norm_layer)
+        # stage_indices are [stem, strided blocks (strides 4, 8, 16, 32)..., last];
+        # C3/C4/C5 = the stride-8 and stride-16 blocks and the last block (stride 32).
+        num_stages = 1 + sum(getattr(b, "_is_cn", False) for b in body.features) + 1
+        returned = [num_stages - 4, num_stages - 3, num_stages - 1]
+        extractor = _mobilenet_extractor(
+            body,
+            fpn=True,
+            trainable_layers=num_stages,
+            returned_layers=returned,
+            extra_blocks=LastLevelP6P7(256, 256),
+        )
+        assert isinstance(extractor, BackboneWithFPN)
+        return extractor
+    raise ValueError(f"unknown backbone {config.backbone!r}")
+
+
+def build_model(config: ModelConfig) -> RetinaNet:
+    """Build an untrained RetinaNet for ``config``.
+
+    Args:
+        config: model configuration (classes, backbone, anchors, thresholds).
+
+    Returns:
+        A ``torchvision.models.detection.RetinaNet`` in eval mode whose
+        ``forward`` takes normalised tiles ``list[Tensor[C, H, W]]`` and, in
+        eval mode, returns per tile ``{"boxes": Tensor[N, 4] xyxy tile px,
+        "scores": Tensor[N], "labels": Tensor[N] (0-based class ids)}``.
+
+    Example:
+        >>> from retinanet import ModelConfig, build_model
+        >>> model = build_model(ModelConfig(backbone="resnet18", class_names=("car",)))
+        >>> model.anchor_generator.num_anchors_per_location()
+        [9, 9, 9, 9, 9]
+    """
+    backbone = _build_backbone(config)
+    anchor_generator = AnchorGenerator(
+        sizes=config.anchor_sizes_per_level(),
+        aspect_ratios=(tuple(config.aspect_ratios),) * len(config.anchor_sizes_px),
+    )
+    head = RetinaNetHead(
+        backbone.out_channels,
+        anchor_generator.num_anchors_per_location()[0],
+        config.num_classes,
+    )
+    # RetinaNetHead's default prior is 0.01; re-apply from the config so a
+    # non-default prior_probability is honoured.
+    _set_classifier_prior(head, config.prior_probability)
+    model = RetinaNet(
+        backbone,
+        num_classes=config.num_classes,
+        anchor_generator=anchor_generator,
+        head=head,
+        score_thresh=config.score_thresh,
+        nms_thresh=config.nms_thresh,
+        detections_per_img=config.detections_per_tile,
+        topk_candidates=config.topk_candidates,
+        image_mean=[0.0] * config.band_config.num_channels,
+        image_std=[1.0] * config.band_config.num_channels,
+    )
+    model.transform = NoResizeTransform(
+        min_size=config.tile_size_px,
+        max_size=config.tile_size_px,
+        image_mean=[0.0] * config.band_config.num_channels,
+        image_std=[1.0] * config.band_config.num_channels,
+        size_divisible=32,
+    )
+    _adapt_input_channels(model, config.band_config.num_channels)
+    model.eval()
+    return model
+
+
+def _set_classifier_prior(head: RetinaNetHead, prior_probability: float) -> None:
+    """Set the classifier bias so sigmoid(bias) == prior_probability (paper eq. init)."""
+    bias_value = -torch.log(torch.tensor((1.0 - prior_probability) / prior_probability))
+    nn.init.constant_(head.classification_head.cls_logits.bias, float(bias_value))
+
+
+def _adapt_input_channels(model: RetinaNet, num_channels: int) -> None:
+    """Replace the stem conv when the imagery has other than 3 bands."""
+    if num_channels == 3:
+        return
+    body: Any = model.backbone.body
+    if hasattr(body, "conv1"):
+        old = body.conv1
+        body.conv1 = nn.Conv2d(
+            num_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
+        )
+    else:  # mobilenet: features.0 is Conv2dNormActivation
+        stem = body["0"][0]
+        body["0"][0] = nn.Conv2d(
+            num_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False
+        )
