@@ -27,6 +27,8 @@ PAPER_ANCHOR_SCALES: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 PAPER_ASPECT_RATIOS: tuple[float, ...] = (0.5, 1.0, 2.0)
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large")
+P6_INPUTS: tuple[str, ...] = ("c5", "p5")
+NORM_LAYERS: tuple[str, ...] = ("batch", "frozen_batch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,10 @@ class ModelConfig:
         band_config: band order and scaling.
         tile_size_px: tile size the model was trained at (detect default).
         gsd_m: ground sample distance of the training imagery, metres/pixel.
+        p6_input: P6 is computed from C5 (paper, torchvision v2) or from P5
+            (torchvision v1 ``retinanet_resnet50_fpn``, DeepForest).
+        norm_layer: ``batch`` (trainable, from scratch) or ``frozen_batch``
+            (torchvision/DeepForest releases trained from ImageNet weights).
     """
 
     class_names: tuple[str, ...] = ("object",)
@@ -99,6 +105,8 @@ class ModelConfig:
     band_config: BandConfig = field(default_factory=BandConfig)
     tile_size_px: int = 1024
     gsd_m: float | None = None
+    p6_input: str = "c5"
+    norm_layer: str = "batch"
 
     def __post_init__(self) -> None:
         if not self.class_names:
@@ -108,6 +116,12 @@ class ModelConfig:
         if self.backbone not in BACKBONES:
             raise ValueError(
                 f"ModelConfig.backbone must be one of {BACKBONES}, got backbone={self.backbone!r}"
+            )
+        if self.p6_input not in P6_INPUTS:
+            raise ValueError(f"ModelConfig.p6_input must be one of {P6_INPUTS}, got {self.p6_input!r}")
+        if self.norm_layer not in NORM_LAYERS:
+            raise ValueError(
+                f"ModelConfig.norm_layer must be one of {NORM_LAYERS}, got {self.norm_layer!r}"
             )
         if len(self.anchor_sizes_px) != 5:
             raise ValueError(

@@ -33,6 +33,7 @@ from torchvision.models.detection.backbone_utils import (
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from retinanet.config import ModelConfig
 
@@ -59,15 +60,16 @@ class NoResizeTransform(GeneralizedRCNNTransform):
 
 def _build_backbone(config: ModelConfig) -> BackboneWithFPN:
     """ResNet/MobileNetV3 + FPN returning P3-P7 (256 channels each)."""
-    # Trainable BatchNorm when training from scratch; FrozenBatchNorm2d is for
-    # ImageNet-initialised backbones, which we cannot download here.
-    norm_layer = nn.BatchNorm2d
+    # Trainable BatchNorm when training from scratch; FrozenBatchNorm2d for
+    # imported releases that were fine-tuned from ImageNet backbones.
+    norm_layer: Any = nn.BatchNorm2d if config.norm_layer == "batch" else FrozenBatchNorm2d
     if config.backbone in _RESNET_C5_CHANNELS:
         body = getattr(resnet, config.backbone)(weights=None, norm_layer=norm_layer)
-        # P6 from C5 as in the focal-loss paper (torchvision's v2 recipe).
-        c5 = _RESNET_C5_CHANNELS[config.backbone]
+        # P6 from C5 as in the focal-loss paper (torchvision's v2 recipe), or from
+        # P5 as torchvision v1 / DeepForest do.
+        p6_in = _RESNET_C5_CHANNELS[config.backbone] if config.p6_input == "c5" else 256
         return _resnet_fpn_extractor(
-            body, trainable_layers=5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(c5, 256)
+            body, trainable_layers=5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(p6_in, 256)
         )
     if config.backbone == "mobilenet_v3_large":
         body = mobilenet.mobilenet_v3_large(weights=None, norm_layer=norm_layer)
