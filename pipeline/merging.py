@@ -1,0 +1,217 @@
+"""Detections of one scene's tiles -> one set of scene-pixel boxes.
+
+Neighbouring tiles overlap, so an object near a seam is seen by two (or, on
+a corner, four) tiles; one of them may see it truncated.  Plain IoU-NMS
+misses a truncated box (a half box has IoU 0.5 with the whole one at best),
+so the merge works in three steps, all vectorised:
+
+1. shift tile boxes into scene pixels (float64);
+2. ``strategy``:
+
+   * ``"core"`` (default): keep a box only from the tile whose *core* holds
+     its centre.  Cores partition the scene and sit ``overlap/2`` inside each
+     interior tile edge, so an object no larger than the overlap whose centre
+     is in a core is seen whole by that tile, and a truncated copy in the
+     neighbour has its centre outside the neighbour's core;
+   * ``"edge"``: drop boxes cut by an interior tile edge (the neighbour sees
+     them whole);
+   * ``"iou"``: keep everything (plain NMS only; for comparison);
+
+3. class-aware (or ``class_agnostic``) IoU-NMS, then a suppression on
+   intersection-over-smaller (IoS) for boxes near seams, where IoU fails on
+   a box that contains a truncated copy of itself.
+
+Figures that chose the default are in ``bench/RESULTS.md`` (``bench/merge_duplicates.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms, nms
+
+from pipeline.georef import tile_to_scene_px
+from pipeline.types import TileDetections
+
+STRATEGIES: tuple[str, ...] = ("core", "edge", "iou")
+
+
+@dataclass(frozen=True, slots=True)
+class MergeConfig:
+    """How tile detections are merged.
+
+    Attributes:
+        strategy: ``core``, ``edge`` or ``iou`` (see module docstring).
+        iou_threshold: IoU above which the lower-scoring box is suppressed.
+        ios_threshold: intersection-over-smaller above which the lower-scoring
+            of two seam boxes is suppressed.
+        class_agnostic: suppress across classes too.
+        edge_tolerance_px: a box side within this distance of an interior tile
+            edge counts as cut by it (``edge`` strategy and seam selection).
+    """
+
+    strategy: str = "core"
+    iou_threshold: float = 0.5
+    ios_threshold: float = 0.7
+    class_agnostic: bool = False
+    edge_tolerance_px: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"MergeConfig.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        for name in ("iou_threshold", "ios_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"MergeConfig.{name} must be in (0, 1], got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class MergedBoxes:
+    """Scene-pixel detections after merging.
+
+    Attributes:
+        boxes_xyxy_px: float64 ``[N, 4]`` scene px.
+        scores: float32 ``[N]``.
+        labels: int64 ``[N]``.
+    """
+
+    boxes_xyxy_px: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _concat(tile_dets: Sequence[TileDetections]) -> tuple[np.ndarray, ...]:
+    """Stack all tiles' boxes in scene px, with each box's tile window and core."""
+    boxes, scores, labels, windows, cores, interior = [], [], [], [], [], []
+    for td in tile_dets:
+        n = len(td)
+        if n == 0:
+            continue
+        t = td.tile
+        boxes.append(tile_to_scene_px(td.boxes_xyxy_px, t.col_off_px, t.row_off_px))
+        scores.append(td.scores)
+        labels.append(td.labels)
+        window = (t.col_off_px, t.row_off_px, t.col_off_px + t.valid_width_px, t.row_off_px + t.valid_height_px)
+        windows.append(np.tile(np.asarray(window, np.float64), (n, 1)))
+        cores.append(np.tile(np.asarray(t.core_xyxy_px, np.float64), (n, 1)))
+        # an edge is interior when the core does not reach it (another tile lies beyond)
+        core = t.core_xyxy_px
+        flags = [core[0] > t.col_off_px, core[1] > t.row_off_px, core[2] < window[2], core[3] < window[3]]
+        interior.append(np.tile(np.asarray(flags, bool), (n, 1)))
+    if not boxes:
+        return (
+            np.zeros((0, 4)),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+            np.zeros((0, 4)),
+            np.zeros((0, 4)),
+            np.zeros((0, 4), bool),
+        )
+    return tuple(np.concatenate(x) for x in (boxes, scores, labels, windows, cores, interior))
+
+
+def _cut_by_interior_edge(boxes: np.ndarray, windows: np.ndarray, interior: np.ndarray, tol: float) -> np.ndarray:
+    """[N] bool: box touches an interior edge of its own tile."""
+    touches = np.stack(
+        [
+            boxes[:, 0] <= windows[:, 0] + tol,
+            boxes[:, 1] <= windows[:, 1] + tol,
+            boxes[:, 2] >= windows[:, 2] - tol,
+            boxes[:, 3] >= windows[:, 3] - tol,
+        ],
+        axis=1,
+    )
+    return (touches & interior).any(axis=1)
+
+
+def _centre_in_core(boxes: np.ndarray, cores: np.ndarray) -> np.ndarray:
+    """[N] bool: box centre lies in its tile's half-open core [lo, hi)."""
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    return (cx >= cores[:, 0]) & (cx < cores[:, 2]) & (cy >= cores[:, 1]) & (cy < cores[:, 3])
+
+
+def ios_suppress(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float, class_agnostic: bool) -> np.ndarray:
+    """Indexes kept after suppressing on intersection-over-smaller.
+
+    "Fast NMS" form (a box is dropped if any higher-scoring box overlaps it
+    above ``threshold``), vectorised over a pairwise matrix; callers pass
+    only the few boxes near seams.
+
+    Returns:
+        int64 indexes into ``boxes`` of the kept boxes, by descending score.
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(-scores, kind="stable")
+    b = torch.as_tensor(boxes[order], dtype=torch.float64)
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)  # (N, N)
+    area = (b[:, 2:] - b[:, :2]).prod(-1)
+    ios = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1e-9)
+    if not class_agnostic:
+        lab = torch.as_tensor(labels[order])
+        ios = ios * (lab[:, None] == lab[None, :])
+    ios = ios.triu(diagonal=1)  # only higher-scoring (row) vs lower-scoring (column)
+    keep = ios.max(dim=0).values <= threshold
+    return order[keep.numpy()]
+
+
+def merge_scene(tile_dets: Sequence[TileDetections], config: MergeConfig = MergeConfig()) -> MergedBoxes:
+    """Merge one scene's tile detections into scene-pixel detections.
+
+    Args:
+        tile_dets: detections of the scene's tiles (any order; tiles with no
+            detections may be left out).
+        config: strategy and thresholds.
+
+    Returns:
+        Merged boxes in scene px (float64), sorted by descending score.
+
+    Example:
+        >>> from pipeline.tiling import TilingConfig, tile_scene
+        >>> tiles = tile_scene("s.tif", 200, 100, TilingConfig(tile_size_px=128, overlap_px=32))
+        >>> # one object at scene px (90, 10)-(110, 30): whole in tile 0 and in tile 1
+        >>> dets = [TileDetections(tiles[0], [[90, 10, 110, 30]], [0.9], [0]),
+        ...         TileDetections(tiles[1], [[0, 10, 14, 30]], [0.8], [0])]
+        >>> merge_scene(dets).boxes_xyxy_px.tolist()
+        [[90.0, 10.0, 110.0, 30.0]]
+    """
+    boxes, scores, labels, windows, cores, interior = _concat(tile_dets)
+    if config.strategy == "core":
+        keep = _centre_in_core(boxes, cores)
+    elif config.strategy == "edge":
+        keep = ~_cut_by_interior_edge(boxes, windows, interior, config.edge_tolerance_px)
+    else:
+        keep = np.ones(len(boxes), bool)
+    boxes, scores, labels, cores = boxes[keep], scores[keep], labels[keep], cores[keep]
+    if len(boxes) == 0:
+        return MergedBoxes(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    tb = torch.as_tensor(boxes, dtype=torch.float64)
+    ts = torch.as_tensor(scores, dtype=torch.float64)
+    if config.class_agnostic:
+        kept = nms(tb, ts, config.iou_threshold).numpy()
+    else:
+        kept = batched_nms(tb, ts, torch.as_tensor(labels), config.iou_threshold).numpy()
+    boxes, scores, labels, cores = boxes[kept], scores[kept], labels[kept], cores[kept]
+
+    # IoS suppression among boxes that cross or touch their tile's core edge
+    near_seam = ~(
+        (boxes[:, 0] >= cores[:, 0]) & (boxes[:, 2] <= cores[:, 2]) & (boxes[:, 1] >= cores[:, 1]) & (boxes[:, 3] <= cores[:, 3])
+    )
+    seam_idx = np.flatnonzero(near_seam)
+    if len(seam_idx) > 1:
+        kept_seam = seam_idx[ios_suppress(boxes[seam_idx], scores[seam_idx], labels[seam_idx], config.ios_threshold, config.class_agnostic)]
+        keep_mask = ~near_seam
+        keep_mask[kept_seam] = True
+        boxes, scores, labels = boxes[keep_mask], scores[keep_mask], labels[keep_mask]
+    order = np.argsort(-scores, kind="stable")
+    return MergedBoxes(boxes[order], scores[order].astype(np.float32), labels[order])

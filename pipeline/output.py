@@ -1,0 +1,96 @@
+"""Merged scene detections -> one GeoParquet file per scene under ``OUT/``.
+
+File names are ``<scene stem>-<8 hex of the URI's sha1>.parquet`` so scenes
+with the same name in different folders or buckets never collide, and a
+re-run finds a scene's file again.  A file exists only once complete
+(``geoparquet.write_geoparquet`` renames a temp file into place), so "the file
+exists" is "the scene is done".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from pyproj import CRS
+
+from pipeline.geoparquet import DetectionColumns, build_table, crs_label, write_geoparquet
+from pipeline.georef import corners_to_bounds, corners_to_polygons, reproject_corners, scene_px_to_crs
+from pipeline.merging import MergedBoxes
+from pipeline.types import SceneInfo
+
+
+def scene_output_path(out_dir: str | Path, scene_uri: str) -> Path:
+    """Where a scene's detections go."""
+    stem = PurePosixPath(scene_uri.rstrip("/")).stem or "scene"
+    digest = hashlib.sha1(scene_uri.encode()).hexdigest()[:8]
+    return Path(out_dir) / f"{stem}-{digest}.parquet"
+
+
+def choose_output_crs(scene_crs_wkts: list[str], to_crs: str | None) -> CRS:
+    """One dataset, one CRS: the scenes' common CRS, else ``to_crs`` (default OGC:CRS84).
+
+    Args:
+        scene_crs_wkts: CRS of every scene in the run.
+        to_crs: the user's ``--to-crs``; when given it always wins.
+    """
+    if to_crs:
+        return CRS.from_user_input(to_crs)
+    crss = {CRS.from_wkt(w) for w in scene_crs_wkts}
+    if len(crss) == 1:
+        return crss.pop()
+    return CRS.from_user_input("OGC:CRS84")
+
+
+def scene_columns(
+    scene: SceneInfo,
+    merged: MergedBoxes,
+    *,
+    class_names: tuple[str, ...],
+    out_crs: CRS,
+    model_id: str,
+    run_id: str,
+) -> DetectionColumns:
+    """Georeference merged scene-pixel boxes into the contract's columns."""
+    scene_crs = CRS.from_wkt(scene.crs_wkt)
+    corners = scene_px_to_crs(merged.boxes_xyxy_px, scene.transform)
+    corners = reproject_corners(corners, scene_crs, out_crs)
+    return DetectionColumns(
+        polygons=corners_to_polygons(corners),
+        bounds_crs=corners_to_bounds(corners),
+        scores=merged.scores,
+        label_ids=merged.labels,
+        class_names=class_names,
+        scene=scene.uri,
+        boxes_xyxy_px=np.asarray(merged.boxes_xyxy_px),
+        model=model_id,
+        run_id=run_id,
+        scene_crs=crs_label(scene_crs),
+    )
+
+
+def write_scene_detections(
+    out_dir: str | Path,
+    scene: SceneInfo,
+    merged: MergedBoxes,
+    *,
+    class_names: tuple[str, ...],
+    out_crs: CRS,
+    model_id: str,
+    run_id: str,
+) -> Path:
+    """Georeference and write one scene's detections atomically.
+
+    Returns:
+        The file written (see ``scene_output_path``).
+    """
+    cols = scene_columns(
+        scene, merged, class_names=class_names, out_crs=out_crs, model_id=model_id, run_id=run_id
+    )
+    return write_geoparquet(
+        scene_output_path(out_dir, scene.uri),
+        build_table(cols),
+        out_crs,
+        extra_metadata={"scene": scene.uri, "run_id": run_id, "model": model_id, "class_names": list(class_names)},
+    )

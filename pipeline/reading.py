@@ -1,0 +1,212 @@
+"""Scene header and tile pixels: the only ``rasterio.open`` on the inference path.
+
+* ``open_scene`` reads a scene's header into ``SceneInfo`` and refuses what
+  cannot be processed (not a GeoTIFF, no CRS without ``--assume-crs``, too
+  few bands), naming the file and the problem.
+* ``read_tiles`` reads a list of tiles of one scene with *clamped* windows
+  (never boundless reads, which bypass GDAL's block cache) and pads edge
+  tiles with zeros in numpy.  A scene is never read whole.
+
+Only the GeoTIFF/COG drivers open scenes unless the caller widens the list:
+a VRT or PNG renamed ``.tif`` would otherwise open with its own driver (and a
+VRT can point at any local file).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import numpy as np
+import rasterio
+from pyproj import CRS
+from rasterio.errors import RasterioError, RasterioIOError
+
+from pipeline.errors import InvalidSceneError, TileReadError
+from pipeline.sources import s3_endpoint_url
+from pipeline.types import SceneInfo, TileSpec
+
+# GDAL reads COGs with the GTiff driver (its COG driver only writes).
+DEFAULT_DRIVERS: tuple[str, ...] = ("GTiff",)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadConfig:
+    """How scenes are opened and read.
+
+    Attributes:
+        bands: 1-based band indexes to read, in model channel order.
+        drivers: GDAL drivers allowed to open a scene.
+        assume_crs: CRS for scenes that have none (e.g. ``EPSG:32633``).
+        block_cache_mb: GDAL block cache; should hold a row of tiles.
+    """
+
+    bands: tuple[int, ...] = (1, 2, 3)
+    drivers: tuple[str, ...] = DEFAULT_DRIVERS
+    assume_crs: str | None = None
+    block_cache_mb: int = 256
+
+
+def gdal_options(config: ReadConfig) -> dict[str, object]:
+    """GDAL config options for object-store and local reads.
+
+    The S3 endpoint follows ``AWS_ENDPOINT_URL`` like the AWS CLI does.
+    """
+    options: dict[str, object] = {
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no LIST per open on object stores
+        "VSI_CACHE": True,
+        "VSI_CACHE_SIZE": 64 * 1024 * 1024,
+        "GDAL_CACHEMAX": config.block_cache_mb,  # MB: a row of tiles
+        "GDAL_HTTP_MAX_RETRY": 4,  # GDAL does not retry HTTP reads by default
+        "GDAL_HTTP_RETRY_DELAY": 1,
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
+    }
+    endpoint = s3_endpoint_url()
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options["AWS_S3_ENDPOINT"] = parsed.netloc or parsed.path
+        options["AWS_HTTPS"] = "YES" if parsed.scheme == "https" else "NO"
+        options["AWS_VIRTUAL_HOSTING"] = "FALSE"
+    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+        options["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
+    return options
+
+
+@contextmanager
+def gdal_env(config: ReadConfig) -> Iterator[None]:
+    """``rasterio.Env`` with ``gdal_options(config)``."""
+    with rasterio.Env(**gdal_options(config)):
+        yield
+
+
+def _open(uri: str, config: ReadConfig) -> rasterio.io.DatasetReader:
+    """Open ``uri`` with the first allowed driver that accepts it."""
+    errors: list[RasterioIOError] = []
+    for driver in config.drivers:  # rasterio.open takes one driver name at a time
+        try:
+            return rasterio.open(uri, driver=driver)
+        except RasterioIOError as exc:
+            errors.append(exc)
+    empty = not uri.startswith("s3://") and os.path.isfile(uri) and os.path.getsize(uri) == 0
+    raise InvalidSceneError(
+        f"{uri}: cannot open as {'/'.join(config.drivers)}"
+        f"{' (the file is empty, 0 bytes)' if empty else ''}: {errors[0] if errors else 'no driver'}. "
+        "Is it a complete GeoTIFF? Other formats need --drivers"
+    ) from (errors[0] if errors else None)
+
+
+def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> SceneInfo:
+    """Validate an open dataset and describe it.
+
+    Raises:
+        InvalidSceneError: no CRS (and no ``assume_crs``), too few bands,
+            non-invertible transform.
+    """
+    if src.crs is None:
+        if config.assume_crs is None:
+            raise InvalidSceneError(
+                f"{uri}: scene has no CRS, so detections cannot be georeferenced; "
+                "pass --assume-crs EPSG:XXXX to process it anyway"
+            )
+        crs = CRS.from_user_input(config.assume_crs)
+    else:
+        crs = CRS.from_user_input(src.crs.to_wkt())
+    if max(config.bands) > src.count:
+        raise InvalidSceneError(
+            f"{uri}: scene has {src.count} band(s) but bands {config.bands} were asked for; "
+            f"pass --bands with indexes 1..{src.count} (e.g. --bands {','.join(['1'] * len(config.bands))})"
+        )
+    transform = tuple(src.transform)[:6]
+    a, b, _, d, e, _ = transform
+    if a * e - b * d == 0:
+        raise InvalidSceneError(f"{uri}: affine transform {transform} is not invertible")
+    has_mask = any(
+        rasterio.enums.MaskFlags.per_dataset in flags or rasterio.enums.MaskFlags.alpha in flags
+        for flags in src.mask_flag_enums
+    )
+    return SceneInfo(
+        uri=uri,
+        width_px=src.width,
+        height_px=src.height,
+        count=src.count,
+        dtype=str(src.dtypes[0]),
+        crs_wkt=crs.to_wkt(),
+        transform=transform,  # type: ignore[arg-type]
+        nodata=src.nodata,
+        has_mask=has_mask,
+    )
+
+
+def open_scene(uri: str, config: ReadConfig) -> SceneInfo:
+    """Open a scene's header and check that it can be processed.
+
+    Args:
+        uri: local path or ``s3://bucket/key``.
+        config: bands, drivers, ``assume_crs``.
+
+    Returns:
+        ``SceneInfo`` (no pixels are read).
+
+    Raises:
+        InvalidSceneError: with the file and the problem in the message.
+    """
+    with gdal_env(config), _open(uri, config) as src:
+        return scene_info(src, uri, config)
+
+
+@dataclass(frozen=True, slots=True)
+class TileRead:
+    """Pixels of one tile.
+
+    Attributes:
+        tile: the tile.
+        image: float32 ``[C, H, W]`` raw scene units, zero-padded past the edge;
+            None when the tile is entirely nodata (skipped, not inferred).
+    """
+
+    tile: TileSpec
+    image: np.ndarray | None
+
+
+def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig) -> TileRead:
+    """Read one tile from an open dataset with a clamped window, pad in numpy."""
+    window = tile.window()
+    try:
+        data = src.read(list(config.bands), window=window)
+        nodata_mask = None
+        if src.nodata is not None:
+            nodata_mask = np.all(data == src.nodata, axis=0)
+        elif any(
+            rasterio.enums.MaskFlags.per_dataset in f or rasterio.enums.MaskFlags.alpha in f
+            for f in src.mask_flag_enums
+        ):
+            nodata_mask = src.dataset_mask(window=window) == 0
+    except (RasterioError, OSError) as exc:
+        raise TileReadError(
+            f"{tile.scene_uri}: cannot read tile {tile.index} (window col {tile.col_off_px}, "
+            f"row {tile.row_off_px}, {tile.valid_width_px}x{tile.valid_height_px} px): {exc}. "
+            "The file may be truncated or corrupt"
+        ) from exc
+    if nodata_mask is not None and nodata_mask.all():
+        return TileRead(tile, None)
+    image = np.zeros((len(config.bands), tile.height_px, tile.width_px), dtype=np.float32)
+    values = data.astype(np.float32)
+    if nodata_mask is not None:
+        values[:, nodata_mask] = 0.0
+    image[:, : tile.valid_height_px, : tile.valid_width_px] = values
+    return TileRead(tile, image)
+
+
+def read_tiles(uri: str, tiles: Sequence[TileSpec], config: ReadConfig) -> Iterator[TileRead]:
+    """Read tiles of one scene in order, sharing one open dataset.
+
+    Raises:
+        InvalidSceneError: if the scene cannot be opened.
+        TileReadError: if a tile's pixels cannot be read.
+    """
+    with gdal_env(config), _open(uri, config) as src:
+        for tile in tiles:
+            yield read_tile(src, tile, config)
