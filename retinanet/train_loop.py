@@ -1,0 +1,168 @@
+"""Training and evaluation loops: plain torch, no Ray.
+
+``ray_train`` wraps ``fit`` for Ray Train; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from retinanet.config import BandConfig
+from retinanet.evaluate import ImageBoxes, evaluate_detections
+from retinanet.normalize import normalize_tiles
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: total epochs (a resumed run continues up to this).
+        batch_size: tiles per step per worker.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps.
+        grad_clip: max gradient norm.
+        val_fraction: share of scenes held out when no validation set is given.
+        score_threshold: score for precision/recall in the per-epoch evaluation.
+        augment: flips, 90-degree rotations and jitter.
+        seed: RNG seed.
+        max_steps_per_epoch: cap on steps per epoch (None: the whole data set).
+    """
+
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 10.0
+    val_fraction: float = 0.2
+    score_threshold: float = 0.3
+    augment: bool = True
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters, no weight decay on norms and biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+
+
+def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 5% of ``lr``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]],
+    band_config: BandConfig,
+    config: TrainConfig,
+    *,
+    start_step: int,
+    total_steps: int,
+    device: str | torch.device = "cpu",
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns mean losses and the last step number.
+
+    Args:
+        model: a torchvision RetinaNet (possibly DDP-wrapped).
+        optimizer: from ``make_optimizer`` (its lr is set each step).
+        loader: batches of (raw images, targets) from ``LabeledTiles``.
+        band_config: input scaling.
+        config: optimisation settings.
+        start_step: global step at the start of the epoch (for the lr schedule).
+        total_steps: steps in the whole run.
+        device: where to train.
+        on_step: called after each step with (global step, losses).
+
+    Returns:
+        ``{"loss", "classification", "bbox_regression", "steps", "global_step", "seconds"}``.
+    """
+    model.train()
+    sums: dict[str, float] = {"loss": 0.0, "classification": 0.0, "bbox_regression": 0.0}
+    steps = 0
+    step = start_step
+    started = time.time()
+    for images, targets in loader:
+        if config.max_steps_per_epoch is not None and steps >= config.max_steps_per_epoch:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, config)
+        inputs = [normalize_tiles(im, band_config).to(device) for im in images]
+        tgts = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        losses = model(inputs, tgts)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+        for k in sums:
+            sums[k] += values.get(k, 0.0)
+        steps += 1
+        step += 1
+        if on_step is not None:
+            on_step(step, values)
+    out = {k: v / max(1, steps) for k, v in sums.items()}
+    out.update(steps=float(steps), global_step=float(step), seconds=time.time() - started)
+    return out
+
+
+@torch.inference_mode()
+def evaluate_model(
+    model: nn.Module,
+    loader: Iterable[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]],
+    band_config: BandConfig,
+    class_names: tuple[str, ...],
+    *,
+    score_threshold: float = 0.3,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Detect on a labeled loader and compute COCO metrics per tile.
+
+    Returns:
+        ``retinanet.evaluate.evaluate_detections`` output (``overall`` and per class).
+    """
+    was_training = model.training
+    model.eval()
+    gts, dts = [], []
+    for images, targets in loader:
+        outputs = model([normalize_tiles(im, band_config).to(device) for im in images])
+        for out, tgt in zip(outputs, targets):
+            gts.append(ImageBoxes(tgt["boxes"].numpy(), tgt["labels"].numpy()))
+            dts.append(ImageBoxes(out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), out["scores"].cpu().numpy()))
+    if was_training:
+        model.train()
+    if not gts:
+        return {"overall": {"map": -1.0, "ap50": -1.0, "precision": 0.0, "recall": 0.0}}
+    return evaluate_detections(gts, dts, class_names, score_threshold=score_threshold)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
