@@ -1,0 +1,46 @@
+# aerialdet: `make demo` (set up + run the main job on synthetic scenes), `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= demo_out
+# torch/torchvision are pinned here (not in pyproject.toml, which keeps ranges
+# users elsewhere can satisfy): these two builds lie on this machine's disk.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test test-all bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e . --group test
+	touch $@
+
+# Train a small model on synthetic scenes, detect on held-out scenes, evaluate,
+# and draw a quicklook. About 10 minutes on 2 CPU cores.
+demo: install
+	$(BIN)/aerialdet synth $(DEMO)/train --scenes 6 --size-px 1024 --seed 1
+	$(BIN)/aerialdet train $(DEMO)/train/labels.parquet --out $(DEMO)/model --epochs 10 \
+		--backbone resnet18 --tile-size-px 256 --overwrite
+	$(BIN)/aerialdet synth $(DEMO)/heldout --scenes 2 --size-px 2048 --seed 7
+	$(BIN)/aerialdet detect $(DEMO)/heldout --model $(DEMO)/model/best --out $(DEMO)/detections \
+		--tile-size-px 512 --overlap-px 128 --overwrite
+	$(BIN)/aerialdet evaluate $(DEMO)/detections $(DEMO)/heldout/labels.parquet
+	$(BIN)/aerialdet query $(DEMO)/detections --label vehicle --min-score 0.5 --limit 5
+	$(BIN)/aerialdet quicklook $(DEMO)/detections --scene scene_000.tif -o $(DEMO)/quicklook.png
+	@echo "demo done: detections in $(DEMO)/detections, picture in $(DEMO)/quicklook.png"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/merge_duplicates.py
+	$(BIN)/python bench/query_pruning.py
+
+lint: install
+	$(BIN)/python -m ruff check . || true
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,61 @@
+"""Shared fixtures: hand-checkable GeoTIFF scenes, RNG guard."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import Affine
+
+# Objects painted by `make_scene`: (x1, y1, x2, y2) scene px and the band (0=red,1=green,2=blue)
+Obj = tuple[int, int, int, int, int]
+
+
+@pytest.fixture(autouse=True)
+def _restore_rng():
+    """Tests must not leak RNG state into each other."""
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()
+    yield
+    torch.set_rng_state(torch_state)
+    np.random.set_state(np_state)
+
+
+def write_scene(
+    path: Path,
+    objects: Sequence[Obj],
+    *,
+    width: int = 64,
+    height: int = 64,
+    transform: Affine = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0),
+    crs: str | None = "EPSG:32633",
+    dtype: str = "uint8",
+    count: int = 3,
+    nodata: float | None = None,
+    fill: float = 0,
+) -> Path:
+    """Write a scene with solid objects (255 in one band) on a flat background."""
+    data = np.full((count, height, width), fill, dtype=dtype)
+    for x1, y1, x2, y2, band in objects:
+        data[band, y1:y2, x1:x2] = 255
+    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, transform=transform,
+                   tiled=width >= 256 and height >= 256, nodata=nodata)
+    if crs:
+        profile["crs"] = crs
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def make_scene(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_scene(name, objects, **kwargs)`` -> path of a GeoTIFF in tmp_path."""
+
+    def factory(name: str, objects: Sequence[Obj] = (), **kwargs: object) -> Path:
+        return write_scene(tmp_path / name, objects, **kwargs)  # type: ignore[arg-type]
+
+    return factory

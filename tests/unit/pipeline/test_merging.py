@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline.merging import MergeConfig, ios_suppress, merge_scene
+from pipeline.tiling import TilingConfig, tile_scene
+from pipeline.types import TileDetections
+
+CFG = TilingConfig(tile_size_px=128, overlap_px=32)  # stride 96; cores split at 112
+
+
+def tile_views(tiles, objects, score=0.9):
+    """What a perfect detector sees: each object clipped to each tile (truncated boxes included)."""
+    out = []
+    for t in tiles:
+        boxes, labels = [], []
+        for x1, y1, x2, y2, lab in objects:
+            cx1, cy1 = max(x1, t.col_off_px), max(y1, t.row_off_px)
+            cx2 = min(x2, t.col_off_px + t.valid_width_px)
+            cy2 = min(y2, t.row_off_px + t.valid_height_px)
+            if cx2 > cx1 and cy2 > cy1:
+                boxes.append([cx1 - t.col_off_px, cy1 - t.row_off_px, cx2 - t.col_off_px, cy2 - t.row_off_px])
+                labels.append(lab)
+        out.append(TileDetections(t, np.array(boxes, float).reshape(-1, 4), [score] * len(boxes), labels))
+    return out
+
+
+OBJECTS = [
+    (100, 20, 120, 40, 0),   # straddles the vertical seam (tiles 0|1 overlap 96..128)
+    (90, 90, 110, 110, 1),   # on the four-tile corner
+    (118, 50, 134, 60, 0),   # crosses the right edge of tile 0 (truncated there)
+    (10, 10, 20, 20, 2),     # inside one tile only
+    (180, 150, 200, 170, 1),
+]
+
+
+@pytest.mark.parametrize("strategy", ["core", "edge"])
+def test_each_object_reported_once(strategy):
+    tiles = tile_scene("s", 250, 250, CFG)
+    merged = merge_scene(tile_views(tiles, OBJECTS), MergeConfig(strategy=strategy))
+    got = sorted(map(tuple, merged.boxes_xyxy_px.astype(int).tolist()))
+    assert got == sorted((x1, y1, x2, y2) for x1, y1, x2, y2, _ in OBJECTS)
+
+
+def test_plain_iou_nms_leaves_truncated_duplicates():
+    tiles = tile_scene("s", 250, 250, CFG)
+    merged = merge_scene(tile_views(tiles, OBJECTS), MergeConfig(strategy="iou", ios_threshold=1.0))
+    assert len(merged) > len(OBJECTS)  # the reason the default is not plain NMS
+
+
+def test_class_aware_by_default_and_agnostic_on_request():
+    t = tile_scene("s", 100, 100, TilingConfig(tile_size_px=128, overlap_px=32))[0]
+    dets = [TileDetections(t, [[10, 10, 30, 30], [11, 10, 31, 30]], [0.9, 0.8], [0, 1])]
+    assert len(merge_scene(dets)) == 2
+    assert len(merge_scene(dets, MergeConfig(class_agnostic=True))) == 1
+
+
+def _reference_greedy_nms(boxes, scores, thr):
+    order = list(np.argsort(-scores))
+    keep = []
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        rest = []
+        for j in order:
+            xx1, yy1 = max(boxes[i, 0], boxes[j, 0]), max(boxes[i, 1], boxes[j, 1])
+            xx2, yy2 = min(boxes[i, 2], boxes[j, 2]), min(boxes[i, 3], boxes[j, 3])
+            inter = max(0, xx2 - xx1) * max(0, yy2 - yy1)
+            a = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+            b = (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1])
+            if inter / (a + b - inter) <= thr:
+                rest.append(j)
+        order = rest
+    return sorted(keep)
+
+
+def test_single_tile_merge_matches_reference_nms():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 90, size=(60, 2))
+    wh = rng.uniform(5, 30, size=(60, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32).astype(np.float64)
+    scores = rng.uniform(0.1, 1, 60).astype(np.float32)
+    t = tile_scene("s", 128, 128, CFG)[0]  # one tile, core = whole scene
+    merged = merge_scene([TileDetections(t, boxes, scores, np.zeros(60))], MergeConfig(ios_threshold=1.0))
+    expected = _reference_greedy_nms(boxes, scores, 0.5)
+    assert sorted(map(tuple, merged.boxes_xyxy_px.round(4).tolist())) == sorted(map(tuple, boxes[expected].round(4).tolist()))
+
+
+def test_ios_suppress_drops_contained_box():
+    boxes = np.array([[0, 0, 20, 20], [0, 0, 8, 20], [50, 50, 60, 60]], float)
+    keep = ios_suppress(boxes, np.array([0.9, 0.8, 0.7]), np.zeros(3, int), 0.7, False)
+    assert sorted(keep.tolist()) == [0, 2]
+
+
+def test_no_detections_gives_empty_arrays():
+    t = tile_scene("s", 64, 64, CFG)[0]
+    merged = merge_scene([TileDetections.empty(t)])
+    assert merged.boxes_xyxy_px.shape == (0, 4) and len(merged) == 0
+
+
+def test_tile_detections_length_check_names_tile():
+    t = tile_scene("scene.tif", 64, 64, CFG)[0]
+    with pytest.raises(ValueError, match="scene.tif"):
+        TileDetections(t, np.zeros((2, 4)), [0.5], [0, 1])
