@@ -1,0 +1,128 @@
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import jsonschema
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from pyproj import CRS
+
+from pipeline.geoparquet import COLUMNS, hilbert_index, read_geo_metadata
+from pipeline.merging import MergedBoxes
+from pipeline.output import choose_output_crs, scene_output_path, write_scene_detections
+from pipeline.query import connect
+from pipeline.types import SceneInfo
+
+SCHEMA = json.loads((Path(__file__).parents[3] / "pipeline" / "schema" / "geoparquet-1.1.schema.json").read_text())
+
+
+def scene(uri, epsg, x0, y0, gsd=0.5):
+    return SceneInfo(uri, 1000, 1000, 3, "uint8", CRS.from_epsg(epsg).to_wkt(), (gsd, 0.0, x0, 0.0, -gsd, y0))
+
+
+def merged(n, seed=0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 900, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (n, 2))], 1)
+    return MergedBoxes(boxes, rng.uniform(0.05, 1, n).astype(np.float32), rng.integers(0, 2, n))
+
+
+def write(out, sc, m, crs=None):
+    out_crs = crs or CRS.from_wkt(sc.crs_wkt)
+    return write_scene_detections(out, sc, m, class_names=("car", "tree"), out_crs=out_crs, model_id="m@1", run_id="r1")
+
+
+def check_contract(path):
+    meta = read_geo_metadata(path)
+    jsonschema.validate(meta, SCHEMA)
+    assert meta["version"] == "1.1.0" and meta["primary_column"] == "geometry"
+    col = meta["columns"]["geometry"]
+    assert col["encoding"] == "WKB" and col["geometry_types"] == ["Polygon"]
+    assert col["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
+    assert tuple(pq.read_schema(path).names) == COLUMNS
+    return meta
+
+
+def test_scene_file_contract_and_readers(tmp_path):
+    sc = scene("s3://b/a.tif", 32633, 500000, 5000000)
+    path = write(tmp_path, sc, merged(50))
+    assert path == scene_output_path(tmp_path, "s3://b/a.tif")
+    meta = check_contract(path)
+    assert CRS.from_json_dict(meta["columns"]["geometry"]["crs"]) == CRS.from_epsg(32633)
+    # geopandas: CRS equal to the scene's, bbox column equal to geometry bounds
+    gdf = gpd.read_parquet(path)
+    assert gdf.crs == CRS.from_epsg(32633) and len(gdf) == 50
+    # pyarrow: the covering struct equals the geometry bounds
+    bbox = pq.read_table(path).column("bbox").combine_chunks()
+    cover = np.stack([bbox.field(k).to_numpy() for k in ("xmin", "ymin", "xmax", "ymax")], 1)
+    assert np.allclose(gdf.geometry.bounds.to_numpy(), cover)
+    # pixel columns map to CRS by the affine: x = 500000 + 0.5 * col, y = 5000000 - 0.5 * row
+    assert np.allclose(cover[:, 0], 500000 + 0.5 * gdf["xmin_px"])
+    assert np.allclose(cover[:, 3], 5000000 - 0.5 * gdf["ymin_px"])
+    # pyarrow dataset filter on the covering struct
+    t = pads.dataset(path).to_table(filter=pads.field("bbox", "xmin") < 500100)
+    assert t.num_rows == int((cover[:, 0] < 500100).sum())
+
+
+def test_two_crs_dataset_is_reprojected_to_crs84_and_keeps_scene_crs(tmp_path):
+    a = scene("a.tif", 32633, 500000, 5000000)
+    b = scene("b.tif", 32632, 500000, 5000000)
+    out_crs = choose_output_crs([a.crs_wkt, b.crs_wkt], None)
+    assert out_crs == CRS.from_user_input("OGC:CRS84")
+    pa_, pb = write(tmp_path, a, merged(10), out_crs), write(tmp_path, b, merged(10, 1), out_crs)
+    for p in (pa_, pb):
+        check_contract(p)
+    gdf = gpd.read_parquet(tmp_path)  # a directory of files reads as one dataset
+    assert gdf.crs == out_crs and set(gdf["scene_crs"]) == {"EPSG:32633", "EPSG:32632"}
+    # zone 33 (central meridian 15E) vs zone 32 (9E), both at easting 500000
+    lon_a = gdf[gdf.scene == "a.tif"].geometry.bounds["minx"].mean()
+    lon_b = gdf[gdf.scene == "b.tif"].geometry.bounds["minx"].mean()
+    assert 15.0 < lon_a < 15.02 and 9.0 < lon_b < 9.02
+    con = connect()
+    n = con.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/*.parquet') WHERE ST_Intersects(geometry, ST_MakeEnvelope(14, 40, 16, 50))").fetchone()[0]
+    assert n == 10
+
+
+def test_same_crs_scenes_keep_it():
+    wkt = CRS.from_epsg(32633).to_wkt()
+    assert choose_output_crs([wkt, wkt], None) == CRS.from_epsg(32633)
+    assert choose_output_crs([wkt], "EPSG:3857") == CRS.from_epsg(3857)
+
+
+def test_duckdb_bbox_query_and_spatial_order(tmp_path):
+    sc = scene("a.tif", 32633, 500000, 5000000)
+    path = write(tmp_path, sc, merged(400))
+    con = connect()
+    q = "SELECT count(*) FROM read_parquet(?) WHERE bbox.xmax >= 500100 AND bbox.xmin <= 500200 AND bbox.ymax >= 4999700 AND bbox.ymin <= 4999800"
+    n = con.execute(q, [str(path)]).fetchone()[0]
+    gdf = gpd.read_parquet(path)
+    expect = int(gdf.intersects(__import__("shapely").box(500100, 4999700, 500200, 4999800)).sum())
+    assert n == expect
+    # Hilbert order: consecutive rows are close together (far closer than random order)
+    c = gdf.geometry.centroid
+    step = np.hypot(np.diff(c.x), np.diff(c.y)).mean()
+    rand = np.hypot(np.diff(c.x.sample(frac=1, random_state=0)), np.diff(c.y.sample(frac=1, random_state=0))).mean()
+    assert step < rand / 3
+
+
+def test_hilbert_index_is_a_curve():
+    x, y = np.meshgrid(np.arange(8.0), np.arange(8.0))
+    d = hilbert_index(x.ravel(), y.ravel(), (0, 0, 7, 7), order=3)
+    assert sorted(d.tolist()) == list(range(64))
+    order = np.argsort(d)
+    steps = np.abs(np.diff(x.ravel()[order])) + np.abs(np.diff(y.ravel()[order]))
+    assert (steps == 1).all()
+
+
+def test_write_is_atomic_no_temp_left(tmp_path):
+    write(tmp_path, scene("a.tif", 32633, 0, 0), merged(5))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_empty_scene_still_valid(tmp_path):
+    empty = MergedBoxes(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    p = write(tmp_path, scene("a.tif", 32633, 0, 0), empty)
+    check_contract(p)
+    assert len(gpd.read_parquet(p)) == 0
