@@ -116,7 +116,8 @@ class _Builder:
                     self.issues.append(LabelIssue(self.file, row, f"image {path} cannot be read: {exc}"))
                     self.sizes[key] = None
                     return False
-            self.boxes.setdefault(key, [])
+            if self.sizes[key] is not None:
+                self.boxes.setdefault(key, [])
         if self.sizes[key] is None:
             self.issues.append(LabelIssue(self.file, row, f"unknown image {path} (file not found)"))
             return False

@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retinanet.labeled_tiles import LabeledTiles, read_labels, split_by_group
+from retinanet.synth import SynthConfig, write_scenes
+
+
+@pytest.fixture
+def chips(tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((40, 50, 3), 100, np.uint8)).save(tmp_path / name)
+    return tmp_path
+
+
+def test_coco_with_bad_rows(chips):
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
+        "categories": [{"id": 7, "name": "car"}, {"id": 9, "name": "tree"}],
+        "annotations": [
+            {"image_id": 1, "category_id": 7, "bbox": [1, 2, 10, 5]},
+            {"image_id": 2, "category_id": 9, "bbox": [0, 0, 0, 5]},     # degenerate
+            {"image_id": 2, "category_id": 9, "bbox": [45, 30, 10, 5]},  # out of image
+            {"image_id": 3, "category_id": 7, "bbox": [0, 0, 5, 5]},     # unknown image
+        ],
+    }
+    (chips / "l.json").write_text(json.dumps(coco))
+    ls = read_labels([chips / "l.json"])
+    a = next(im for im in ls.images if im.path.endswith("a.png"))
+    assert a.boxes_xyxy_px.tolist() == [[1, 2, 11, 7]] and ls.class_names[a.labels[0]] == "car"
+    messages = [str(i) for i in ls.issues]
+    assert any("annotations[1]" in m and "degenerate" in m for m in messages)
+    assert any("annotations[2]" in m and "outside" in m for m in messages)
+    assert any("annotations[3]" in m and "unknown image_id" in m for m in messages)
+    assert all("l.json" in m for m in messages)
+
+
+def test_voc(chips):
+    (chips / "a.xml").write_text(
+        "<annotation><filename>a.png</filename>"
+        "<object><name>car</name><bndbox><xmin>3</xmin><ymin>4</ymin><xmax>13</xmax><ymax>9</ymax></bndbox></object>"
+        "<object><name>car</name><bndbox><xmin>30</xmin><ymin>4</ymin><xmax>20</xmax><ymax>9</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    ls = read_labels([chips / "a.xml"])
+    assert ls.images[0].boxes_xyxy_px.tolist() == [[3, 4, 13, 9]]
+    assert len(ls.issues) == 1 and "a.xml object 1" in str(ls.issues[0])
+
+
+def test_deepforest_csv(chips):
+    (chips / "l.csv").write_text(
+        "image_path,xmin,ymin,xmax,ymax,label\n"
+        "a.png,1,1,5,5,Tree\n"
+        "missing.png,1,1,5,5,Tree\n"
+        "b.png,1,1,60,5,Tree\n"
+    )
+    ls = read_labels([chips / "l.csv"])
+    assert [len(im.labels) for im in sorted(ls.images, key=lambda i: i.path)] == [1, 0]
+    rows = sorted(str(i.row) for i in ls.issues)
+    assert rows == ["3", "4"]
+    ds = LabeledTiles(ls.images, (1, 2, 3))
+    image, target = ds[[im.path.endswith("a.png") for im in ls.images].index(True)]
+    assert image.shape == (3, 40, 50) and target["boxes"].tolist() == [[1, 1, 5, 5]]
+
+
+def test_geoparquet_labels_over_scenes_are_chipped(tmp_path):
+    truths = write_scenes(tmp_path, num_scenes=2, cfg=SynthConfig(size_px=512, seam_tile_px=256, seam_overlap_px=0), seed=3)
+    ls = read_labels([tmp_path / "labels.parquet"], tile_size_px=256)
+    assert ls.class_names == ("vehicle", "building", "tree") and ls.issues == []
+    assert len(ls.images) == 2 * 4 and {im.window[2] for im in ls.images} == {256}
+    # every object whose box lies wholly inside a tile is in that tile's targets, in tile px
+    truth = truths[0]
+    x1, y1, x2, y2 = truth.boxes_xyxy_px[np.argmax((truth.boxes_xyxy_px[:, 2] < 250) & (truth.boxes_xyxy_px[:, 3] < 250))]
+    tile0 = next(im for im in ls.images if im.path == str(truth.path) and im.window[:2] == (0, 0))
+    assert np.isclose(tile0.boxes_xyxy_px, [x1, y1, x2, y2], atol=1e-3).all(axis=1).any()
+    train, val = split_by_group(ls.images, 0.5)
+    assert {im.group for im in train}.isdisjoint({im.group for im in val})
