@@ -21,21 +21,33 @@ def ray_address_option(f: F) -> F:
     )(f)
 
 
+FORWARDED_ENV_PREFIXES = ("AWS_", "GDAL_", "CPL_", "VSI_", "AERIALDET_")
+
+
+def forwarded_env() -> dict[str, str]:
+    """Environment the workers need too: object-store endpoint and credentials, GDAL options."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
 def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
     """Connect to Ray: ``address``, else ``$RAY_ADDRESS``, else a private local cluster.
 
     A bare ``ray.init()`` would attach to any cluster already running on the
-    machine; ``address="local"`` always starts a private one.
+    machine; ``address="local"`` always starts a private one.  ``AWS_*`` and
+    GDAL variables of this shell are forwarded to the workers (a submitted
+    job gets them from its ``--runtime-env-json`` instead).
     """
     import ray
 
     if ray.is_initialized():
         return
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:
-        ray.init(address=target, log_to_driver=True)
+    runtime_env = {"env_vars": forwarded_env()}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's runtime env applies
+        ray.init(log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
 
 
 def parse_int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
