@@ -176,6 +176,14 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
         if rank == 0:
             print(f"fine-tuning from {spec.init_checkpoint}; classes carried over: {carried}", flush=True)
 
+    resumed_from = start_epoch - 1 if resume is not None else None
+    metrics_path = out_dir / "metrics.jsonl"
+    if rank == 0 and metrics_path.exists():
+        # drop lines of epochs whose checkpoint was never committed (a failed
+        # attempt may have logged an epoch that is now re-run)
+        kept = [line for line in metrics_path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] < start_epoch]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+
     device = ray.train.torch.get_device()
     model = prepare_model(model)  # [2]
     optimizer = make_optimizer(model, spec.train)
@@ -212,7 +220,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
         global_step = int(result["global_step"])
         metrics: dict[str, Any] = {"epoch": epoch, "global_step": global_step, "loss": result["loss"],
                                    "classification": result["classification"], "bbox_regression": result["bbox_regression"],
-                                   "epoch_seconds": result["seconds"]}
+                                   "epoch_seconds": result["seconds"], "resumed_from_epoch": resumed_from}
         checkpoint = None
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
@@ -228,7 +236,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
                 save_dir(out_dir / "last", model, spec.model, train_state=train_state, extra_meta=extra)
                 if improved:
                     save_dir(out_dir / "best", model, spec.model, extra_meta=extra)
-                with (out_dir / "metrics.jsonl").open("a") as f:
+                with metrics_path.open("a") as f:
                     f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
                 _plot(out_dir / "metrics.jsonl", out_dir / "training.png")
                 print(f"epoch {epoch}: loss {metrics['loss']:.3f}  val AP50 {overall['ap50']:.3f}  mAP {overall['map']:.3f}", flush=True)
