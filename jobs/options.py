@@ -47,7 +47,8 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's runtime env applies
         ray.init(log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+        # the dashboard serves the State API that Ray Train polls; without it Train logs warnings
+        ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=True)
 
 
 def parse_int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,21 @@ class ImageBoxes:
     boxes_xyxy: np.ndarray
     labels: np.ndarray
     scores: np.ndarray | None = None
+
+
+@contextlib.contextmanager
+def _quiet_pycocotools() -> Iterator[None]:
+    """Silence pycocotools' progress prints (Ray workers re-route print, so
+    redirecting sys.stdout alone is not enough)."""
+    from pycocotools import coco, cocoeval
+
+    for module in (coco, cocoeval):
+        module.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module in (coco, cocoeval):
+            del module.print  # type: ignore[attr-defined]
 
 
 def _coco_eval(
@@ -61,7 +76,7 @@ def _coco_eval(
             results.append({"image_id": img_id, "category_id": int(label) + 1, "bbox": [box[0], box[1], w, h], "score": float(score), "area": w * h})
     gt_coco = COCO()
     gt_coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": k + 1} for k in range(num_classes)]}
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_pycocotools():
         gt_coco.createIndex()
         dt_coco = COCO()
         dt_coco.dataset = {"images": images, "annotations": [dict(r, id=i + 1, iscrowd=0) for i, r in enumerate(results)], "categories": gt_coco.dataset["categories"]}

@@ -80,7 +80,7 @@ class SceneTruth:
     labels: np.ndarray
 
 
-def _place_objects(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+def place_objects(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
     """Random non-overlapping boxes, some centred on tile seams."""
     size = cfg.size_px
     area_km2 = (size * cfg.gsd_m / 1000.0) ** 2
@@ -196,7 +196,7 @@ def write_scene(path: str | Path, cfg: SynthConfig, seed: int, origin_xy: tuple[
         origin_xy: top-left corner in CRS units (default ``cfg.origin_xy``).
     """
     rng = np.random.default_rng(seed)
-    boxes, labels = _place_objects(rng, cfg)
+    boxes, labels = place_objects(rng, cfg)
     colors = _colors(rng, labels)
     x0, y0 = origin_xy or cfg.origin_xy
     transform = Affine(cfg.gsd_m, 0.0, x0, 0.0, -cfg.gsd_m, y0)

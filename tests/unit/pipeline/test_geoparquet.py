@@ -126,3 +126,23 @@ def test_empty_scene_still_valid(tmp_path):
     p = write(tmp_path, scene("a.tif", 32633, 0, 0), empty)
     check_contract(p)
     assert len(gpd.read_parquet(p)) == 0
+
+
+def test_bbox_filter_skips_most_row_groups(tmp_path):
+    """Hilbert order + small row groups: pyarrow's own statistics prune a bbox query."""
+    n = 100_000
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 20_000, (n, 2))
+    m = MergedBoxes(np.concatenate([xy, xy + 10], 1), np.full(n, 0.5, np.float32), np.zeros(n, np.int64))
+    sc = SceneInfo("big.tif", 20_010, 20_010, 3, "uint8", CRS.from_epsg(32633).to_wkt(), (1.0, 0.0, 0.0, 0.0, -1.0, 0.0))
+    path = write(tmp_path, sc, m)
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups >= 12
+    flt = (pads.field("bbox", "xmax") >= 1000) & (pads.field("bbox", "xmin") <= 1500) & (
+        pads.field("bbox", "ymax") >= -1500) & (pads.field("bbox", "ymin") <= -1000)
+    (frag,) = pads.dataset(path).get_fragments()
+    kept = [rg.id for f in frag.split_by_row_group(flt) for rg in f.row_groups]
+    assert 1 <= len(kept) <= meta.num_row_groups // 4
+    # and the kept row groups hold every matching row
+    full = pads.dataset(path).to_table(filter=flt).num_rows
+    assert full == int(((xy[:, 0] + 10 >= 1000) & (xy[:, 0] <= 1500) & (-xy[:, 1] >= -1500 - 0) & (-xy[:, 1] - 10 <= -1000)).sum())
