@@ -18,7 +18,7 @@ failed block); a failed scene is listed in the report and the rest go on.
 
 from __future__ import annotations
 
-import os
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -94,7 +94,7 @@ def _open_headers(uris: list[str], read_cfg: ReadConfig) -> list[SceneInfo | str
 
 def _read_group(item: dict[str, Any], read_cfg: ReadConfig, num_channels: int, tile_size_px: int) -> list[dict[str, Any]]:
     """flat_map body: read one group of tiles; never raises."""
-    tiles: list[TileSpec] = item["tiles"]
+    tiles: list[TileSpec] = pickle.loads(item["tiles"])
     rows: list[dict[str, Any]] = []
     blank = np.zeros((num_channels, tile_size_px, tile_size_px), np.float32)
 
@@ -274,7 +274,8 @@ def run_detect(cfg: RunConfig, *, log: Callable[[str], None] = print) -> RunRepo
 
     plans = {uri: tile_scene(uri, s.width_px, s.height_px, cfg.tiling) for uri, s in scenes.items()}
     groups = [
-        {"tiles": group}
+        # pickled: Arrow has no type for a list of TileSpec, and a binary column keeps Ray quiet
+        {"scene_uri": group[0].scene_uri, "tiles": pickle.dumps(group)}
         for tiles in plans.values()
         for group in group_tile_rows(tiles, cfg.tiling.tile_rows_per_task)
     ]
