@@ -40,7 +40,8 @@ bench: install
 	$(BIN)/python bench/query_pruning.py
 
 lint: install
-	$(BIN)/python -m ruff check . || true
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -64,12 +64,16 @@ def main() -> None:
     boxes, labels = place_objects(np.random.default_rng(args.seed), cfg)
     tiles = tile_scene("bench", args.size_px, args.size_px, TilingConfig(tile_size_px=1024, overlap_px=128))
     views = tile_views(tiles, boxes, labels)
-    print(f"scene {args.size_px}x{args.size_px} px, {len(boxes)} objects, {len(tiles)} tiles, "
-          f"{sum(len(v) for v in views)} tile detections")
+    print(
+        f"scene {args.size_px}x{args.size_px} px, {len(boxes)} objects, {len(tiles)} tiles, "
+        f"{sum(len(v) for v in views)} tile detections"
+    )
     print(f"{'strategy':<10}{'kept':>8}{'duplicates':>12}{'missed':>8}{'merge ms':>10}")
     for strategy in ("iou", "edge", "core"):
         t0 = time.perf_counter()
-        merged = merge_scene(views, MergeConfig(strategy=strategy, ios_threshold=1.0 if strategy == "iou" else 0.7))
+        merged = merge_scene(
+            views, MergeConfig(strategy=strategy, ios_threshold=1.0 if strategy == "iou" else 0.7)
+        )
         ms = (time.perf_counter() - t0) * 1000
         dups, missed = count(merged.boxes_xyxy_px, boxes)
         print(f"{strategy:<10}{len(merged):>8}{dups:>12}{missed:>8}{ms:>10.1f}")

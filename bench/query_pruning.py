@@ -41,8 +41,20 @@ def main() -> None:
     corners = scene_px_to_crs(boxes, transform)
     crs = CRS.from_epsg(32633)
     t0 = time.perf_counter()
-    table = build_table(DetectionColumns(corners_to_polygons(corners), corners_to_bounds(corners), rng.uniform(0, 1, n).astype(np.float32),
-                                         rng.integers(0, 3, n), ("vehicle", "building", "tree"), "bench.tif", boxes, "bench", "bench", "EPSG:32633"))
+    table = build_table(
+        DetectionColumns(
+            corners_to_polygons(corners),
+            corners_to_bounds(corners),
+            rng.uniform(0, 1, n).astype(np.float32),
+            rng.integers(0, 3, n),
+            ("vehicle", "building", "tree"),
+            "bench.tif",
+            boxes,
+            "bench",
+            "bench",
+            "EPSG:32633",
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.parquet"
         write_geoparquet(path, table, crs)
@@ -50,7 +62,12 @@ def main() -> None:
         meta = pq.ParquetFile(path).metadata
         total_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         q = (520_000.0, 4_980_000.0, 520_500.0, 4_980_500.0)
-        flt = (pads.field("bbox", "xmax") >= q[0]) & (pads.field("bbox", "xmin") <= q[2]) & (pads.field("bbox", "ymax") >= q[1]) & (pads.field("bbox", "ymin") <= q[3])
+        flt = (
+            (pads.field("bbox", "xmax") >= q[0])
+            & (pads.field("bbox", "xmin") <= q[2])
+            & (pads.field("bbox", "ymax") >= q[1])
+            & (pads.field("bbox", "ymin") <= q[3])
+        )
         (frag,) = pads.dataset(path).get_fragments()
         kept = frag.split_by_row_group(flt)
         kept_ids = [rg.id for f in kept for rg in f.row_groups]
@@ -59,16 +76,23 @@ def main() -> None:
         cover = f"bbox.xmax >= {q[0]} AND bbox.xmin <= {q[2]} AND bbox.ymax >= {q[1]} AND bbox.ymin <= {q[3]}"
         exact = f"ST_Intersects(geometry, ST_MakeEnvelope({q[0]}, {q[1]}, {q[2]}, {q[3]}))"
         timings = {}
-        for name, where in (("covering + ST_Intersects", f"{cover} AND {exact}"), ("ST_Intersects only", exact)):
+        for name, where in (
+            ("covering + ST_Intersects", f"{cover} AND {exact}"),
+            ("ST_Intersects only", exact),
+        ):
             con.execute(f"SELECT count(*) FROM read_parquet('{path}') WHERE {where}").fetchone()  # warm
             t = time.perf_counter()
             for _ in range(3):
                 rows = con.execute(f"SELECT count(*) FROM read_parquet('{path}') WHERE {where}").fetchone()[0]
             timings[name] = ((time.perf_counter() - t) / 3, rows)
-        print(f"{n} detections, {meta.num_row_groups} row groups, {total_bytes / 1e6:.1f} MB uncompressed columns; written in {write_s:.1f} s")
-        print(f"query box 500 m x 500 m: pyarrow keeps {len(kept_ids)}/{meta.num_row_groups} row groups "
-              f"({100 * len(kept_ids) / meta.num_row_groups:.2f} %), {kept_bytes / 1e6:.2f} MB of {total_bytes / 1e6:.1f} MB "
-              f"({100 * kept_bytes / total_bytes:.2f} %)")
+        print(
+            f"{n} detections, {meta.num_row_groups} row groups, {total_bytes / 1e6:.1f} MB uncompressed columns; written in {write_s:.1f} s"
+        )
+        print(
+            f"query box 500 m x 500 m: pyarrow keeps {len(kept_ids)}/{meta.num_row_groups} row groups "
+            f"({100 * len(kept_ids) / meta.num_row_groups:.2f} %), {kept_bytes / 1e6:.2f} MB of {total_bytes / 1e6:.1f} MB "
+            f"({100 * kept_bytes / total_bytes:.2f} %)"
+        )
         for name, (sec, rows) in timings.items():
             print(f"duckdb {name:<26} {rows:>6} rows  {sec * 1000:8.1f} ms")
         a, b = timings["ST_Intersects only"][0], timings["covering + ST_Intersects"][0]

@@ -26,17 +26,53 @@ failed (listed in OUT/_run.json), 2 on bad usage.
 @click.argument("source")
 @click.option("--model", "model", required=True, help="Checkpoint directory (from `aerialdet train`).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--tile-size-px", default=None, type=click.IntRange(min=32), help="Tile size [default: the checkpoint's, else 1024].")
-@click.option("--overlap-px", default=128, show_default=True, type=click.IntRange(min=0), help="Overlap between tiles; at least the largest object.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Tiles per model call.")
-@click.option("--bands", default=None, callback=parse_int_list, help="1-based bands in model order [default: the checkpoint's, e.g. 1,2,3].")
+@click.option(
+    "--tile-size-px",
+    default=None,
+    type=click.IntRange(min=32),
+    help="Tile size [default: the checkpoint's, else 1024].",
+)
+@click.option(
+    "--overlap-px",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Overlap between tiles; at least the largest object.",
+)
+@click.option(
+    "--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Tiles per model call."
+)
+@click.option(
+    "--bands",
+    default=None,
+    callback=parse_int_list,
+    help="1-based bands in model order [default: the checkpoint's, e.g. 1,2,3].",
+)
 @click.option("--assume-crs", default=None, help="CRS for scenes that have none, e.g. EPSG:32633.")
-@click.option("--to-crs", default=None, help="Output CRS [default: the scenes' CRS if shared, else OGC:CRS84].")
+@click.option(
+    "--to-crs", default=None, help="Output CRS [default: the scenes' CRS if shared, else OGC:CRS84]."
+)
 @click.option("--class-agnostic", is_flag=True, help="Cross-tile NMS across classes.")
-@click.option("--merge", "merge_strategy", default="core", show_default=True, type=click.Choice(["core", "edge", "iou"]), help="Cross-tile merge strategy.")
-@click.option("--actors", default=None, type=click.IntRange(min=1), help="Model actors [default: one per GPU, or CPUs-1].")
+@click.option(
+    "--merge",
+    "merge_strategy",
+    default="core",
+    show_default=True,
+    type=click.Choice(["core", "edge", "iou"]),
+    help="Cross-tile merge strategy.",
+)
+@click.option(
+    "--actors",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Model actors [default: one per GPU, or CPUs-1].",
+)
 @click.option("--cpus-per-actor", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--gpus/--no-gpus", default=None, help="Force GPU or CPU actors [default: GPUs when the cluster has them].")
+@click.option(
+    "--gpus/--no-gpus",
+    default=None,
+    help="Force GPU or CPU actors [default: GPUs when the cluster has them].",
+)
 @click.option("--amp", is_flag=True, help="float16 autocast on GPU.")
 @click.option("--overwrite", is_flag=True, help="Redo scenes whose output already exists.")
 @click.option("--drivers", default="GTiff", show_default=True, help="GDAL drivers allowed to open scenes.")
@@ -90,13 +126,24 @@ def detect_command(
         raise click.BadParameter(str(exc), param_hint="--model") from None
     tile = tile_size_px or handle.tile_size_px or 1024
     if overlap_px >= tile:
-        raise click.BadParameter(f"must be smaller than the tile size ({tile} px), got {overlap_px}", param_hint="--overlap-px")
+        raise click.BadParameter(
+            f"must be smaller than the tile size ({tile} px), got {overlap_px}", param_hint="--overlap-px"
+        )
     cfg = RunConfig(
         source=source,
         out_dir=out_dir,
-        detect=DetectConfig(model=model, batch_size=batch_size, num_actors=actors, cpus_per_actor=cpus_per_actor, use_gpu=gpus, amp=amp),
+        detect=DetectConfig(
+            model=model,
+            batch_size=batch_size,
+            num_actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            use_gpu=gpus,
+            amp=amp,
+        ),
         tiling=TilingConfig(tile_size_px=tile, overlap_px=overlap_px),
-        read=ReadConfig(bands=bands or handle.band_config.bands, drivers=tuple(drivers.split(",")), assume_crs=assume_crs),
+        read=ReadConfig(
+            bands=bands or handle.band_config.bands, drivers=tuple(drivers.split(",")), assume_crs=assume_crs
+        ),
         merge=MergeConfig(strategy=merge_strategy, class_agnostic=class_agnostic),
         to_crs=to_crs,
         overwrite=overwrite,

@@ -58,7 +58,9 @@ def parse_int_list(ctx: click.Context, param: click.Parameter, value: str | None
     try:
         out = tuple(int(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated band numbers like 1,2,3, got {value!r}", param=param) from None
+        raise click.BadParameter(
+            f"expected comma-separated band numbers like 1,2,3, got {value!r}", param=param
+        ) from None
     if not out or min(out) < 1:
         raise click.BadParameter(f"band numbers are 1-based, got {value!r}", param=param)
     return out

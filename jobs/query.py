@@ -26,12 +26,27 @@ Examples:
 @click.option("--scene", "scenes", multiple=True, help="Scene URI or file name (repeatable).")
 @click.option("--sql", default=None, help="SQL over the filtered view `detections`.")
 @click.option("--summary", is_flag=True, help="Counts per scene and class, score histogram, area.")
-@click.option("--format", "fmt", type=click.Choice(["table", "geojson", "gpkg", "csv", "parquet"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "geojson", "gpkg", "csv", "parquet"]),
+    default="table",
+    show_default=True,
+)
 @click.option("-o", "--output", default=None, help="Output file (required for gpkg and parquet).")
 @click.option("--limit", default=20, show_default=True, type=int, help="Rows shown by --format table.")
 def query_command(
-    path: str, bbox: tuple[float, float, float, float] | None, bbox_crs: str | None, labels: tuple[str, ...],
-    min_score: float | None, scenes: tuple[str, ...], sql: str | None, summary: bool, fmt: str, output: str | None, limit: int,
+    path: str,
+    bbox: tuple[float, float, float, float] | None,
+    bbox_crs: str | None,
+    labels: tuple[str, ...],
+    min_score: float | None,
+    scenes: tuple[str, ...],
+    sql: str | None,
+    summary: bool,
+    fmt: str,
+    output: str | None,
+    limit: int,
 ) -> None:
     """Query the detections under PATH (an output directory, file or glob)."""
     from pipeline.query import Filters, QueryError, read_detections, run_sql
@@ -52,11 +67,17 @@ def query_command(
             else:
                 raise click.UsageError("--sql results are tables: use --format table or csv")
             return
-        gdf = read_detections(path, bbox=bbox, bbox_crs=bbox_crs, labels=labels, min_score=min_score, scenes=scenes)
+        gdf = read_detections(
+            path, bbox=bbox, bbox_crs=bbox_crs, labels=labels, min_score=min_score, scenes=scenes
+        )
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
     if fmt == "table":
-        cols = [c for c in ("label", "score", "scene", "xmin_px", "ymin_px", "xmax_px", "ymax_px") if c in gdf.columns]
+        cols = [
+            c
+            for c in ("label", "score", "scene", "xmin_px", "ymin_px", "xmax_px", "ymax_px")
+            if c in gdf.columns
+        ]
         click.echo(gdf[cols].sort_values("score", ascending=False).to_string(max_rows=limit))
         click.echo(f"{len(gdf)} detection(s), CRS {gdf.crs.to_string() if gdf.crs else None}")
     elif fmt == "geojson":
@@ -86,7 +107,7 @@ def query_command(
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True)
 @click.option("--max-size-px", default=1024, show_default=True, type=click.IntRange(min=64))
 def quicklook_command(path: str, scene: str, output: str, min_score: float, max_size_px: int) -> None:
-    """Draw the detections of one scene of PATH over a downsampled view of it.
+    r"""Draw the detections of one scene of PATH over a downsampled view of it.
 
     \b
     Example:
@@ -106,5 +127,12 @@ def quicklook_command(path: str, scene: str, output: str, min_score: float, max_
     if not uri.startswith("s3://") and not Path(uri).exists():
         raise click.ClickException(f"scene {uri!r} not found (and no detections name it)")
     boxes = gdf[["xmin_px", "ymin_px", "xmax_px", "ymax_px"]].to_numpy() if len(gdf) else []
-    out = render_quicklook(uri, boxes, list(gdf["label"]) if len(gdf) else [], gdf["score"].to_numpy() if len(gdf) else [], output, max_size_px=max_size_px)
+    out = render_quicklook(
+        uri,
+        boxes,
+        list(gdf["label"]) if len(gdf) else [],
+        gdf["score"].to_numpy() if len(gdf) else [],
+        output,
+        max_size_px=max_size_px,
+    )
     click.echo(f"wrote {out} ({len(gdf)} detections)")

@@ -15,7 +15,9 @@ Examples:
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--scenes", "num_scenes", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--size-px", default=2048, show_default=True, type=click.IntRange(min=64))
-@click.option("--gsd-m", default=0.3, show_default=True, type=click.FloatRange(min=0.01), help="Metres per pixel.")
+@click.option(
+    "--gsd-m", default=0.3, show_default=True, type=click.FloatRange(min=0.01), help="Metres per pixel."
+)
 @click.option("--crs", default="EPSG:32633", show_default=True, help="A projected CRS in metres.")
 @click.option("--seed", default=0, show_default=True, type=int)
 def synth_command(out_dir: str, num_scenes: int, size_px: int, gsd_m: float, crs: str, seed: int) -> None:
@@ -27,9 +29,15 @@ def synth_command(out_dir: str, num_scenes: int, size_px: int, gsd_m: float, crs
 
     try:
         if not CRS.from_user_input(crs).is_projected:
-            raise click.BadParameter(f"{crs} is not a projected CRS; use one in metres, e.g. a UTM zone", param_hint="--crs")
+            raise click.BadParameter(
+                f"{crs} is not a projected CRS; use one in metres, e.g. a UTM zone", param_hint="--crs"
+            )
     except CRSError as exc:
         raise click.BadParameter(f"{crs!r} is not a CRS ({exc})", param_hint="--crs") from None
-    truths = write_scenes(out_dir, num_scenes=num_scenes, cfg=SynthConfig(size_px=size_px, gsd_m=gsd_m, crs=crs), seed=seed)
+    truths = write_scenes(
+        out_dir, num_scenes=num_scenes, cfg=SynthConfig(size_px=size_px, gsd_m=gsd_m, crs=crs), seed=seed
+    )
     total = sum(len(t.labels) for t in truths)
-    click.echo(f"wrote {len(truths)} scene(s) with {total} objects to {out_dir} (labels: {out_dir}/labels.parquet)")
+    click.echo(
+        f"wrote {len(truths)} scene(s) with {total} objects to {out_dir} (labels: {out_dir}/labels.parquet)"
+    )

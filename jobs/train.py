@@ -23,7 +23,9 @@ OUT/metrics.jsonl and OUT/training.png.
 """
 
 
-def _band_stats(labels: tuple[str, ...], bands: tuple[int, ...], tile_size_px: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _band_stats(
+    labels: tuple[str, ...], bands: tuple[int, ...], tile_size_px: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-band mean and std (raw units) over up to 32 training tiles."""
     import numpy as np
 
@@ -39,12 +41,26 @@ def _band_stats(labels: tuple[str, ...], bands: tuple[int, ...], tile_size_px: i
 
 @click.command("train", epilog=EPILOG)
 @click.argument("labels", nargs=-1, required=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Checkpoint directory root.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Checkpoint directory root."
+)
 @click.option("--epochs", default=12, show_default=True, type=click.IntRange(min=1))
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Ray Train workers.")
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Ray Train workers."
+)
 @click.option("--gpus", is_flag=True, help="One GPU per worker (nccl).")
-@click.option("--backbone", default="resnet18", show_default=True, type=click.Choice(["resnet18", "resnet34", "resnet50", "mobilenet_v3_large"]))
-@click.option("--init", "init_ckpt", default=None, help="Checkpoint to fine-tune from (classes matched by name; new classes added).")
+@click.option(
+    "--backbone",
+    default="resnet18",
+    show_default=True,
+    type=click.Choice(["resnet18", "resnet34", "resnet50", "mobilenet_v3_large"]),
+)
+@click.option(
+    "--init",
+    "init_ckpt",
+    default=None,
+    help="Checkpoint to fine-tune from (classes matched by name; new classes added).",
+)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run in --out and start over.")
 @click.option("--val", "val_labels", multiple=True, help="Validation labels (else scenes are held out).")
@@ -53,17 +69,41 @@ def _band_stats(labels: tuple[str, ...], bands: tuple[int, ...], tile_size_px: i
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--bands", default="1,2,3", show_default=True, help="1-based bands in model order.")
-@click.option("--anchor-sizes-px", default="16,32,64,128,256", show_default=True, help="Base anchor size per level P3..P7 (paper: 32,64,128,256,512).")
+@click.option(
+    "--anchor-sizes-px",
+    default="16,32,64,128,256",
+    show_default=True,
+    help="Base anchor size per level P3..P7 (paper: 32,64,128,256,512).",
+)
 @click.option("--max-steps-per-epoch", default=None, type=click.IntRange(min=1))
-@click.option("--cpus-per-worker", default=None, type=click.IntRange(min=1), help="[default: all CPUs / workers]")
+@click.option(
+    "--cpus-per-worker", default=None, type=click.IntRange(min=1), help="[default: all CPUs / workers]"
+)
 @click.option("--max-failures", default=1, show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=int)
 @ray_address_option
 def train_command(
-    labels: tuple[str, ...], out_dir: str, epochs: int, workers: int, gpus: bool, backbone: str, init_ckpt: str | None,
-    resume: bool, overwrite: bool, val_labels: tuple[str, ...], classes: str | None, tile_size_px: int, batch_size: int,
-    lr: float, bands: str, anchor_sizes_px: str, max_steps_per_epoch: int | None, cpus_per_worker: int | None,
-    max_failures: int, seed: int, address: str | None,
+    labels: tuple[str, ...],
+    out_dir: str,
+    epochs: int,
+    workers: int,
+    gpus: bool,
+    backbone: str,
+    init_ckpt: str | None,
+    resume: bool,
+    overwrite: bool,
+    val_labels: tuple[str, ...],
+    classes: str | None,
+    tile_size_px: int,
+    batch_size: int,
+    lr: float,
+    bands: str,
+    anchor_sizes_px: str,
+    max_steps_per_epoch: int | None,
+    cpus_per_worker: int | None,
+    max_failures: int,
+    seed: int,
+    address: str | None,
 ) -> None:
     """Train RetinaNet on LABELS (COCO .json, VOC .xml, DeepForest .csv, GeoParquet/GPKG)."""
     import os
@@ -76,7 +116,9 @@ def train_command(
 
     out = Path(out_dir)
     if (out / RAY_DIR).exists() and not (resume or overwrite):
-        raise click.UsageError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start over")
+        raise click.UsageError(
+            f"{out} already holds a training run; pass --resume to continue it or --overwrite to start over"
+        )
     if overwrite and out.exists():
         shutil.rmtree(out)
     for p in labels + val_labels:
@@ -86,18 +128,22 @@ def train_command(
     try:
         anchors = tuple(int(a) for a in anchor_sizes_px.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected 5 comma-separated integers, got {anchor_sizes_px!r}", param_hint="--anchor-sizes-px") from None
+        raise click.BadParameter(
+            f"expected 5 comma-separated integers, got {anchor_sizes_px!r}", param_hint="--anchor-sizes-px"
+        ) from None
 
     if resume and (out / "train_spec.json").exists():
-        from retinanet.ray_train import spec_from_json
-
         import json
+
+        from retinanet.ray_train import spec_from_json
 
         previous = spec_from_json(json.loads((out / "train_spec.json").read_text()))
         model_cfg = previous.model
     else:
         try:
-            label_set = read_labels(labels, tuple(classes.split(",")) if classes else None, tile_size_px=tile_size_px)
+            label_set = read_labels(
+                labels, tuple(classes.split(",")) if classes else None, tile_size_px=tile_size_px
+            )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         for issue in label_set.issues[:20]:
@@ -130,7 +176,9 @@ def train_command(
         labels=tuple(str(Path(p).resolve()) for p in labels),
         out_dir=str(out.resolve()),
         model=model_cfg,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch),
+        train=TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch
+        ),
         val_labels=tuple(str(Path(p).resolve()) for p in val_labels),
         init_checkpoint=str(Path(init_ckpt).resolve()) if init_ckpt else None,
         num_workers=workers,
@@ -143,7 +191,9 @@ def train_command(
     if result.error is not None:
         click.echo(f"training failed: {result.error}", err=True)
         sys.exit(1)
-    click.echo(f"checkpoints: {out / 'best'} (best val AP50), {out / 'last'}; metrics: {out / 'metrics.jsonl'}")
+    click.echo(
+        f"checkpoints: {out / 'best'} (best val AP50), {out / 'last'}; metrics: {out / 'metrics.jsonl'}"
+    )
 
 
 def main() -> None:

@@ -112,7 +112,11 @@ def load_model(source: str, *, device: str | torch.device = "cpu") -> ModelHandl
 
     ckpt = load_dir(source, device=device)
     return ModelHandle(
-        ckpt.model, ckpt.config.band_config, ckpt.config.class_names, ckpt.checkpoint_id, ckpt.config.tile_size_px
+        ckpt.model,
+        ckpt.config.band_config,
+        ckpt.config.class_names,
+        ckpt.checkpoint_id,
+        ckpt.config.tile_size_px,
     )
 
 
@@ -122,9 +126,11 @@ def describe_model(source: str) -> ModelHandle:
 
     if source == standin.STANDIN_SOURCE:
         return ModelHandle(None, standin.STANDIN_BANDS, standin.STANDIN_CLASSES, source)  # type: ignore[arg-type]
+    from pathlib import Path
+
     from retinanet.checkpoint import ModelConfig, _checkpoint_id, _weights_path, read_meta
 
-    path = __import__("pathlib").Path(source)
+    path = Path(source)
     meta = read_meta(path)
     config = ModelConfig.from_json(meta["config"])
     return ModelHandle(

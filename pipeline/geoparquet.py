@@ -116,9 +116,7 @@ def build_table(cols: DetectionColumns) -> pa.Table:
             return pa.array([value] * n, pa.string())
         return pa.array(np.asarray(value, dtype=object), pa.string())
 
-    bbox = pa.StructArray.from_arrays(
-        [pa.array(bounds[:, i]) for i in range(4)], fields=list(BBOX_TYPE)
-    )
+    bbox = pa.StructArray.from_arrays([pa.array(bounds[:, i]) for i in range(4)], fields=list(BBOX_TYPE))
     arrays = [
         pa.array(shapely.to_wkb(cols.polygons) if n else [], pa.binary()),
         bbox,
@@ -134,7 +132,9 @@ def build_table(cols: DetectionColumns) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-def hilbert_index(x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float], order: int = 16) -> np.ndarray:
+def hilbert_index(
+    x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float], order: int = 16
+) -> np.ndarray:
     """Hilbert curve index of points within ``bounds``, vectorised.
 
     Args:

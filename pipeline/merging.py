@@ -97,7 +97,12 @@ def _concat(tile_dets: Sequence[TileDetections]) -> tuple[np.ndarray, ...]:
         boxes.append(tile_to_scene_px(td.boxes_xyxy_px, t.col_off_px, t.row_off_px))
         scores.append(td.scores)
         labels.append(td.labels)
-        window = (t.col_off_px, t.row_off_px, t.col_off_px + t.valid_width_px, t.row_off_px + t.valid_height_px)
+        window = (
+            t.col_off_px,
+            t.row_off_px,
+            t.col_off_px + t.valid_width_px,
+            t.row_off_px + t.valid_height_px,
+        )
         windows.append(np.tile(np.asarray(window, np.float64), (n, 1)))
         cores.append(np.tile(np.asarray(t.core_xyxy_px, np.float64), (n, 1)))
         # an edge is interior when the core does not reach it (another tile lies beyond)
@@ -116,7 +121,9 @@ def _concat(tile_dets: Sequence[TileDetections]) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate(x) for x in (boxes, scores, labels, windows, cores, interior))
 
 
-def _cut_by_interior_edge(boxes: np.ndarray, windows: np.ndarray, interior: np.ndarray, tol: float) -> np.ndarray:
+def _cut_by_interior_edge(
+    boxes: np.ndarray, windows: np.ndarray, interior: np.ndarray, tol: float
+) -> np.ndarray:
     """[N] bool: box touches an interior edge of its own tile."""
     touches = np.stack(
         [
@@ -137,7 +144,9 @@ def _centre_in_core(boxes: np.ndarray, cores: np.ndarray) -> np.ndarray:
     return (cx >= cores[:, 0]) & (cx < cores[:, 2]) & (cy >= cores[:, 1]) & (cy < cores[:, 3])
 
 
-def ios_suppress(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float, class_agnostic: bool) -> np.ndarray:
+def ios_suppress(
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float, class_agnostic: bool
+) -> np.ndarray:
     """Indexes kept after suppressing on intersection-over-smaller.
 
     "Fast NMS" form (a box is dropped if any higher-scoring box overlaps it
@@ -205,11 +214,22 @@ def merge_scene(tile_dets: Sequence[TileDetections], config: MergeConfig = Merge
 
     # IoS suppression among boxes that cross or touch their tile's core edge
     near_seam = ~(
-        (boxes[:, 0] >= cores[:, 0]) & (boxes[:, 2] <= cores[:, 2]) & (boxes[:, 1] >= cores[:, 1]) & (boxes[:, 3] <= cores[:, 3])
+        (boxes[:, 0] >= cores[:, 0])
+        & (boxes[:, 2] <= cores[:, 2])
+        & (boxes[:, 1] >= cores[:, 1])
+        & (boxes[:, 3] <= cores[:, 3])
     )
     seam_idx = np.flatnonzero(near_seam)
     if len(seam_idx) > 1:
-        kept_seam = seam_idx[ios_suppress(boxes[seam_idx], scores[seam_idx], labels[seam_idx], config.ios_threshold, config.class_agnostic)]
+        kept_seam = seam_idx[
+            ios_suppress(
+                boxes[seam_idx],
+                scores[seam_idx],
+                labels[seam_idx],
+                config.ios_threshold,
+                config.class_agnostic,
+            )
+        ]
         keep_mask = ~near_seam
         keep_mask[kept_seam] = True
         boxes, scores, labels = boxes[keep_mask], scores[keep_mask], labels[keep_mask]

@@ -16,7 +16,12 @@ import numpy as np
 from pyproj import CRS
 
 from pipeline.geoparquet import DetectionColumns, build_table, crs_label, write_geoparquet
-from pipeline.georef import corners_to_bounds, corners_to_polygons, reproject_corners, scene_px_to_crs
+from pipeline.georef import (
+    corners_to_bounds,
+    corners_to_polygons,
+    reproject_corners,
+    scene_px_to_crs,
+)
 from pipeline.merging import MergedBoxes
 from pipeline.types import SceneInfo
 
@@ -92,5 +97,10 @@ def write_scene_detections(
         scene_output_path(out_dir, scene.uri),
         build_table(cols),
         out_crs,
-        extra_metadata={"scene": scene.uri, "run_id": run_id, "model": model_id, "class_names": list(class_names)},
+        extra_metadata={
+            "scene": scene.uri,
+            "run_id": run_id,
+            "model": model_id,
+            "class_names": list(class_names),
+        },
     )

@@ -34,7 +34,12 @@ def connect() -> Any:
     try:
         import duckdb_extension_spatial
 
-        ext = Path(duckdb_extension_spatial.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "spatial.duckdb_extension"
+        ext = (
+            Path(duckdb_extension_spatial.__file__).parent
+            / "extensions"
+            / f"v{duckdb.__version__}"
+            / "spatial.duckdb_extension"
+        )
         con.load_extension(str(ext))
     except (ImportError, duckdb.Error) as exc:
         raise QueryError(
@@ -60,7 +65,9 @@ def dataset_files(path: str | Path) -> list[str]:
     else:
         raise QueryError(f"{p}: no such file or directory")
     if not files:
-        raise QueryError(f"{p}: holds no detections (no .parquet files); run `aerialdet detect ... --out {p}` first")
+        raise QueryError(
+            f"{p}: holds no detections (no .parquet files); run `aerialdet detect ... --out {p}` first"
+        )
     return files
 
 
@@ -75,7 +82,9 @@ def dataset_crs(files: list[str]) -> CRS:
         col = meta["columns"][meta["primary_column"]]
         crss.add(CRS.from_json_dict(col["crs"]) if col.get("crs") else CRS.from_user_input("OGC:CRS84"))
     if len(crss) != 1:
-        raise QueryError(f"the files mix {len(crss)} CRSs ({', '.join(c.to_string() for c in crss)}); query them separately")
+        raise QueryError(
+            f"the files mix {len(crss)} CRSs ({', '.join(c.to_string() for c in crss)}); query them separately"
+        )
     return crss.pop()
 
 
@@ -111,11 +120,17 @@ def _bbox_in(crs: CRS, f: Filters) -> tuple[float, float, float, float] | None:
     except Exception as exc:
         raise QueryError(f"--bbox-crs {f.bbox_crs!r} is not a CRS ({exc})") from exc
     try:
-        out = Transformer.from_crs(src, crs, always_xy=True).transform_bounds(xmin, ymin, xmax, ymax, densify_pts=21)
+        out = Transformer.from_crs(src, crs, always_xy=True).transform_bounds(
+            xmin, ymin, xmax, ymax, densify_pts=21
+        )
     except Exception as exc:
-        raise QueryError(f"bbox {f.bbox} cannot be transformed from {src.to_string()} to {crs.to_string()}: {exc}") from exc
+        raise QueryError(
+            f"bbox {f.bbox} cannot be transformed from {src.to_string()} to {crs.to_string()}: {exc}"
+        ) from exc
     if not np.all(np.isfinite(out)):
-        raise QueryError(f"bbox {f.bbox} cannot be transformed from {src.to_string()} to {crs.to_string()} (outside its area of use)")
+        raise QueryError(
+            f"bbox {f.bbox} cannot be transformed from {src.to_string()} to {crs.to_string()} (outside its area of use)"
+        )
     return tuple(float(v) for v in out)  # type: ignore[return-value]
 
 
@@ -227,11 +242,15 @@ def read_detections(
 def summary(path: str | Path, f: Filters = Filters()) -> dict[str, Any]:
     """Counts per scene and class, a score histogram, and the area covered."""
     con, crs = open_view(path, f)
-    per = con.execute("SELECT scene, label, count(*) AS n FROM detections GROUP BY ALL ORDER BY ALL").fetchall()
+    per = con.execute(
+        "SELECT scene, label, count(*) AS n FROM detections GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
     hist = con.execute(
         "SELECT floor(score * 10) / 10 AS bin, count(*) FROM detections GROUP BY ALL ORDER BY ALL"
     ).fetchall()
-    ext = con.execute("SELECT min(bbox.xmin), min(bbox.ymin), max(bbox.xmax), max(bbox.ymax), count(*) FROM detections").fetchone()
+    ext = con.execute(
+        "SELECT min(bbox.xmin), min(bbox.ymin), max(bbox.xmax), max(bbox.ymax), count(*) FROM detections"
+    ).fetchone()
     union_area = con.execute("SELECT sum(ST_Area(geometry)) FROM detections").fetchone()[0]
     return {
         "crs": crs.to_string(),
@@ -240,5 +259,7 @@ def summary(path: str | Path, f: Filters = Filters()) -> dict[str, Any]:
         "box_area_sum": float(union_area or 0.0),
         "area_units": (crs.axis_info[0].unit_name if crs.axis_info else "") + "^2",
         "per_scene_label": [{"scene": s, "label": lab, "count": int(n)} for s, lab, n in per],
-        "score_histogram": [{"bin_from": float(b) if b is not None else None, "count": int(n)} for b, n in hist],
+        "score_histogram": [
+            {"bin_from": float(b) if b is not None else None, "count": int(n)} for b, n in hist
+        ],
     }

@@ -92,14 +92,22 @@ def _open_headers(uris: list[str], read_cfg: ReadConfig) -> list[SceneInfo | str
     return list(ray.get([open_one.remote(u) for u in uris]))
 
 
-def _read_group(item: dict[str, Any], read_cfg: ReadConfig, num_channels: int, tile_size_px: int) -> list[dict[str, Any]]:
+def _read_group(
+    item: dict[str, Any], read_cfg: ReadConfig, num_channels: int, tile_size_px: int
+) -> list[dict[str, Any]]:
     """flat_map body: read one group of tiles; never raises."""
     tiles: list[TileSpec] = pickle.loads(item["tiles"])
     rows: list[dict[str, Any]] = []
     blank = np.zeros((num_channels, tile_size_px, tile_size_px), np.float32)
 
     def row(tile: TileSpec, status: str, image: np.ndarray, error: str = "") -> dict[str, Any]:
-        return {"scene_uri": tile.scene_uri, "tile_index": tile.index, "status": status, "error": error, "image": image}
+        return {
+            "scene_uri": tile.scene_uri,
+            "tile_index": tile.index,
+            "status": status,
+            "error": error,
+            "image": image,
+        }
 
     try:
         for read in read_tiles(tiles[0].scene_uri, tiles, read_cfg):
@@ -108,7 +116,11 @@ def _read_group(item: dict[str, Any], read_cfg: ReadConfig, num_channels: int, t
             else:
                 rows.append(row(read.tile, STATUS_OK, read.image))
     except Exception as exc:  # the scene fails; report every tile not yet read
-        message = str(exc) if isinstance(exc, PipelineError) else f"{tiles[0].scene_uri}: {type(exc).__name__}: {exc}"
+        message = (
+            str(exc)
+            if isinstance(exc, PipelineError)
+            else f"{tiles[0].scene_uri}: {type(exc).__name__}: {exc}"
+        )
         for tile in tiles[len(rows) :]:
             rows.append(row(tile, STATUS_ERROR, blank, message))
     return rows
@@ -135,7 +147,17 @@ class TileDetector:
             images = np.stack([batch["image"][i] for i in ok])
             h, w = images.shape[-2:]
             tiles = [_placeholder_tile(w, h) for _ in ok]
-            for i, td in zip(ok, detect_tiles(self.handle.model, images, tiles, self.handle.band_config, device=self.device, amp=self.amp)):
+            for i, td in zip(
+                ok,
+                detect_tiles(
+                    self.handle.model,
+                    images,
+                    tiles,
+                    self.handle.band_config,
+                    device=self.device,
+                    amp=self.amp,
+                ),
+            ):
                 packed = np.concatenate(
                     [td.boxes_xyxy_px, td.scores[:, None], td.labels[:, None].astype(np.float32)], axis=1
                 ).astype(np.float32)
@@ -192,7 +214,11 @@ def _iter_results(groups: list[dict[str, Any]], cfg: RunConfig, num_channels: in
     ds = ray.data.from_items(groups, override_num_blocks=max(1, len(groups)))
     ds = ds.flat_map(
         _read_group,
-        fn_kwargs={"read_cfg": cfg.read, "num_channels": num_channels, "tile_size_px": cfg.tiling.tile_size_px},
+        fn_kwargs={
+            "read_cfg": cfg.read,
+            "num_channels": num_channels,
+            "tile_size_px": cfg.tiling.tile_size_px,
+        },
         num_cpus=0.5,
     )
     ds = ds.map_batches(
@@ -303,7 +329,20 @@ def run_detect(cfg: RunConfig, *, log: Callable[[str], None] = print) -> RunRepo
                 bar.update(1)
                 if counts[uri]["seen"] == len(plans[uri]):
                     done_scenes += 1
-                    _finish_scene(cfg, report, scenes[uri], received.pop(uri), counts[uri], errors.get(uri), model, out_crs, run_id, started[uri], len(plans[uri]), log)
+                    _finish_scene(
+                        cfg,
+                        report,
+                        scenes[uri],
+                        received.pop(uri),
+                        counts[uri],
+                        errors.get(uri),
+                        model,
+                        out_crs,
+                        run_id,
+                        started[uri],
+                        len(plans[uri]),
+                        log,
+                    )
                     bar.set_postfix_str(f"scenes {done_scenes}/{len(plans)}")
     bar.close()
     report.finished_at = time.time()
@@ -334,7 +373,13 @@ def _finish_scene(
             merged = merge_scene(tile_dets, cfg.merge)
             assert out_crs is not None
             path = write_scene_detections(
-                cfg.out_dir, scene, merged, class_names=model.class_names, out_crs=out_crs, model_id=model.model_id, run_id=run_id
+                cfg.out_dir,
+                scene,
+                merged,
+                class_names=model.class_names,
+                out_crs=out_crs,
+                model_id=model.model_id,
+                run_id=run_id,
             )
             line.status, line.output, line.num_detections = "done", str(path), len(merged)
         except Exception as exc:

@@ -65,9 +65,7 @@ def _list_s3(source: str) -> list[str]:
                 if not obj["Key"].endswith("/"):
                     uris.append(f"s3://{bucket}/{obj['Key']}")
     except (BotoCoreError, ClientError) as exc:
-        raise SourceError(
-            f"cannot list {source!r}: {exc}. Check AWS_ENDPOINT_URL and credentials"
-        ) from exc
+        raise SourceError(f"cannot list {source!r}: {exc}. Check AWS_ENDPOINT_URL and credentials") from exc
     return uris
 
 
@@ -99,7 +97,9 @@ def list_scenes(source: str, *, extensions: tuple[str, ...] = RASTER_EXTENSIONS)
         elif path.is_dir():
             uris = [str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
         else:
-            raise SourceError(f"source {source!r} does not exist (expected a file, folder, glob or s3://bucket/prefix)")
+            raise SourceError(
+                f"source {source!r} does not exist (expected a file, folder, glob or s3://bucket/prefix)"
+            )
     if not uris:
         raise SourceError(f"source {source!r} holds no files")
     return _split(uris, extensions)

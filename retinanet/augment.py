@@ -16,7 +16,9 @@ from torchvision.transforms import v2
 class RandomRotate90(torch.nn.Module):
     """Rotate by k * 90 degrees, k uniform in {0, 1, 2, 3}, boxes included."""
 
-    def forward(self, image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, image: torch.Tensor, target: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Apply the rotation (v2 ``rotate`` with ``expand=True`` keeps every pixel)."""
         k = int(torch.randint(0, 4, ()).item())
         if k == 0:
@@ -33,7 +35,9 @@ class Jitter(torch.nn.Module):
         super().__init__()
         self.strength = strength
 
-    def forward(self, image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, image: torch.Tensor, target: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Scale contrast around the tile mean and shift brightness."""
         mean = image.mean()
         contrast = 1.0 + (torch.rand(()) * 2 - 1) * self.strength
@@ -49,7 +53,9 @@ class OverheadAugment:
         self.rotate = RandomRotate90()
         self.jitter = Jitter(jitter)
 
-    def __call__(self, image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self, image: torch.Tensor, target: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Augment one sample; boxes stay ``float32 [N, 4]`` xyxy px."""
         h, w = image.shape[-2:]
         boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))

@@ -384,6 +384,4 @@ def import_deepforest(
         label_dict = cfg.get("label_dict")
         if isinstance(label_dict, dict):
             class_names = tuple(sorted(label_dict, key=lambda k: label_dict[k]))
-    return import_torchvision_state_dict(
-        state, class_names=class_names or ("Tree",), source=str(src)
-    )
+    return import_torchvision_state_dict(state, class_names=class_names or ("Tree",), source=str(src))

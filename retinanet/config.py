@@ -120,18 +120,14 @@ class ModelConfig:
         if self.p6_input not in P6_INPUTS:
             raise ValueError(f"ModelConfig.p6_input must be one of {P6_INPUTS}, got {self.p6_input!r}")
         if self.norm_layer not in NORM_LAYERS:
-            raise ValueError(
-                f"ModelConfig.norm_layer must be one of {NORM_LAYERS}, got {self.norm_layer!r}"
-            )
+            raise ValueError(f"ModelConfig.norm_layer must be one of {NORM_LAYERS}, got {self.norm_layer!r}")
         if len(self.anchor_sizes_px) != 5:
             raise ValueError(
                 "ModelConfig.anchor_sizes_px needs one size per level P3..P7 (5), "
                 f"got anchor_sizes_px={self.anchor_sizes_px}"
             )
         if self.detections_per_tile < 1:
-            raise ValueError(
-                f"ModelConfig.detections_per_tile must be >= 1, got {self.detections_per_tile}"
-            )
+            raise ValueError(f"ModelConfig.detections_per_tile must be >= 1, got {self.detections_per_tile}")
 
     @property
     def num_classes(self) -> int:
@@ -145,9 +141,7 @@ class ModelConfig:
 
     def anchor_sizes_per_level(self) -> tuple[tuple[float, ...], ...]:
         """Anchor sizes per level, as torchvision's ``AnchorGenerator`` takes them."""
-        return tuple(
-            tuple(float(base * s) for s in self.anchor_scales) for base in self.anchor_sizes_px
-        )
+        return tuple(tuple(float(base * s) for s in self.anchor_scales) for base in self.anchor_sizes_px)
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Return a copy with ``changes`` applied (validated again)."""

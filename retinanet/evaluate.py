@@ -41,8 +41,10 @@ class ImageBoxes:
 
 @contextlib.contextmanager
 def _quiet_pycocotools() -> Iterator[None]:
-    """Silence pycocotools' progress prints (Ray workers re-route print, so
-    redirecting sys.stdout alone is not enough)."""
+    """Silence pycocotools' progress prints.
+
+    Ray workers re-route ``print``, so redirecting ``sys.stdout`` alone is not enough.
+    """
     from pycocotools import coco, cocoeval
 
     for module in (coco, cocoeval):
@@ -55,7 +57,11 @@ def _quiet_pycocotools() -> Iterator[None]:
 
 
 def _coco_eval(
-    gts: Sequence[ImageBoxes], dts: Sequence[ImageBoxes], num_classes: int, iou_thrs: np.ndarray, max_dets: int
+    gts: Sequence[ImageBoxes],
+    dts: Sequence[ImageBoxes],
+    num_classes: int,
+    iou_thrs: np.ndarray,
+    max_dets: int,
 ):  # type: ignore[no-untyped-def]
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -64,22 +70,49 @@ def _coco_eval(
     ann_id = 1
     for img_id, (gt, dt) in enumerate(zip(gts, dts), start=1):
         images.append({"id": img_id})
-        for box, label in zip(np.asarray(gt.boxes_xyxy, float).reshape(-1, 4), np.asarray(gt.labels).reshape(-1)):
+        for box, label in zip(
+            np.asarray(gt.boxes_xyxy, float).reshape(-1, 4), np.asarray(gt.labels).reshape(-1)
+        ):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append(
-                {"id": ann_id, "image_id": img_id, "category_id": int(label) + 1, "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0}
+                {
+                    "id": ann_id,
+                    "image_id": img_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
             )
             ann_id += 1
         scores = dt.scores if dt.scores is not None else np.ones(len(dt.labels))
-        for box, label, score in zip(np.asarray(dt.boxes_xyxy, float).reshape(-1, 4), np.asarray(dt.labels).reshape(-1), scores):
+        for box, label, score in zip(
+            np.asarray(dt.boxes_xyxy, float).reshape(-1, 4), np.asarray(dt.labels).reshape(-1), scores
+        ):
             w, h = box[2] - box[0], box[3] - box[1]
-            results.append({"image_id": img_id, "category_id": int(label) + 1, "bbox": [box[0], box[1], w, h], "score": float(score), "area": w * h})
+            results.append(
+                {
+                    "image_id": img_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [box[0], box[1], w, h],
+                    "score": float(score),
+                    "area": w * h,
+                }
+            )
     gt_coco = COCO()
-    gt_coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": k + 1} for k in range(num_classes)]}
+    gt_coco.dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": k + 1} for k in range(num_classes)],
+    }
     with contextlib.redirect_stdout(io.StringIO()), _quiet_pycocotools():
         gt_coco.createIndex()
         dt_coco = COCO()
-        dt_coco.dataset = {"images": images, "annotations": [dict(r, id=i + 1, iscrowd=0) for i, r in enumerate(results)], "categories": gt_coco.dataset["categories"]}
+        dt_coco.dataset = {
+            "images": images,
+            "annotations": [dict(r, id=i + 1, iscrowd=0) for i, r in enumerate(results)],
+            "categories": gt_coco.dataset["categories"],
+        }
         dt_coco.createIndex()
         ev = COCOeval(gt_coco, dt_coco, iouType="bbox")
         ev.params.iouThrs = iou_thrs

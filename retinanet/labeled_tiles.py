@@ -126,7 +126,9 @@ class _Builder:
     def class_id(self, name: str, row: int | str) -> int | None:
         if name not in self.class_names:
             if self.fixed_classes:
-                self.issues.append(LabelIssue(self.file, row, f"unknown class {name!r}; known: {self.class_names}"))
+                self.issues.append(
+                    LabelIssue(self.file, row, f"unknown class {name!r}; known: {self.class_names}")
+                )
                 return None
             self.class_names.append(name)
         return self.class_names.index(name)
@@ -143,12 +145,20 @@ class _Builder:
             self.issues.append(LabelIssue(self.file, row, f"box {list(box)} is not four numbers"))
             return
         if not (x2 > x1 and y2 > y1):
-            self.issues.append(LabelIssue(self.file, row, f"degenerate box (xmin, ymin, xmax, ymax)=({x1}, {y1}, {x2}, {y2})"))
+            self.issues.append(
+                LabelIssue(
+                    self.file, row, f"degenerate box (xmin, ymin, xmax, ymax)=({x1}, {y1}, {x2}, {y2})"
+                )
+            )
             return
         height, width = self.sizes[str(path)]  # type: ignore[misc]
         if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
             self.issues.append(
-                LabelIssue(self.file, row, f"box ({x1}, {y1}, {x2}, {y2}) lies outside its {width}x{height} image {path.name}")
+                LabelIssue(
+                    self.file,
+                    row,
+                    f"box ({x1}, {y1}, {x2}, {y2}) lies outside its {width}x{height} image {path.name}",
+                )
             )
             return
         self.boxes[str(path)].append((x1, y1, x2, y2, label))
@@ -157,7 +167,9 @@ class _Builder:
         images = []
         for path, rows in self.boxes.items():
             arr = np.asarray(rows, np.float64).reshape(-1, 5)
-            images.append(LabeledImage(path, None, arr[:, :4].astype(np.float32), arr[:, 4].astype(np.int64), path))
+            images.append(
+                LabeledImage(path, None, arr[:, :4].astype(np.float32), arr[:, 4].astype(np.int64), path)
+            )
         return LabelSet(images, tuple(self.class_names), self.issues)
 
 
@@ -205,9 +217,16 @@ def read_csv(path: Path, class_names: Sequence[str] | None = None) -> LabelSet:
         reader = csv.DictReader(f)
         missing = {"image_path", "xmin", "ymin", "xmax", "ymax", "label"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: missing CSV columns {sorted(missing)}; expected image_path,xmin,ymin,xmax,ymax,label")
+            raise ValueError(
+                f"{path}: missing CSV columns {sorted(missing)}; expected image_path,xmin,ymin,xmax,ymax,label"
+            )
         for i, rec in enumerate(reader, start=2):
-            b.add(path.parent / rec["image_path"], i, (rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"]), rec["label"])
+            b.add(
+                path.parent / rec["image_path"],
+                i,
+                (rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"]),
+                rec["label"],
+            )
     return b.result()
 
 
@@ -235,7 +254,9 @@ def read_geo_labels(
     gdf = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
     for col in ("label", "scene"):
         if col not in gdf.columns:
-            raise ValueError(f"{path}: no {col!r} column; label boxes need 'label' and 'scene' (the GeoTIFF path)")
+            raise ValueError(
+                f"{path}: no {col!r} column; label boxes need 'label' and 'scene' (the GeoTIFF path)"
+            )
     derived = class_names is None and "label_id" in gdf.columns
     if derived:
         # our own GeoParquet carries the id of each name: keep that order
@@ -249,11 +270,17 @@ def read_geo_labels(
         scene_path = Path(scene) if Path(scene).is_absolute() else path.parent / scene
         if not scene_path.is_file():
             for idx in rows.index:
-                b.issues.append(LabelIssue(str(path), int(idx), f"unknown scene {scene_path} (file not found)"))
+                b.issues.append(
+                    LabelIssue(str(path), int(idx), f"unknown scene {scene_path} (file not found)")
+                )
             continue
         with rasterio.open(scene_path) as src:
             transform, width, height, scene_crs = tuple(src.transform)[:6], src.width, src.height, src.crs
-        geoms = rows.geometry.to_crs(scene_crs) if rows.crs is not None and scene_crs is not None else rows.geometry
+        geoms = (
+            rows.geometry.to_crs(scene_crs)
+            if rows.crs is not None and scene_crs is not None
+            else rows.geometry
+        )
         px = crs_to_scene_px(geoms.bounds.to_numpy(), transform)  # type: ignore[arg-type]
         ok = np.ones(len(rows), bool)
         label_ids = np.zeros(len(rows), np.int64)
@@ -263,15 +290,25 @@ def read_geo_labels(
             if lab is None:
                 ok[j] = False
             elif not (x2 > x1 and y2 > y1):
-                b.issues.append(LabelIssue(str(path), int(idx), f"degenerate box {tuple(px[j])} px in {scene_path.name}"))
+                b.issues.append(
+                    LabelIssue(str(path), int(idx), f"degenerate box {tuple(px[j])} px in {scene_path.name}")
+                )
                 ok[j] = False
             elif x1 < -0.5 or y1 < -0.5 or x2 > width + 0.5 or y2 > height + 0.5:
-                b.issues.append(LabelIssue(str(path), int(idx), f"box {tuple(np.round(px[j], 1))} px lies outside scene {scene_path.name} ({width}x{height})"))
+                b.issues.append(
+                    LabelIssue(
+                        str(path),
+                        int(idx),
+                        f"box {tuple(np.round(px[j], 1))} px lies outside scene {scene_path.name} ({width}x{height})",
+                    )
+                )
                 ok[j] = False
             else:
                 label_ids[j] = lab
         boxes, labels = px[ok], label_ids[ok]
-        for tile in tile_scene(str(scene_path), width, height, TilingConfig(tile_size_px=tile_size_px, overlap_px=overlap_px)):
+        for tile in tile_scene(
+            str(scene_path), width, height, TilingConfig(tile_size_px=tile_size_px, overlap_px=overlap_px)
+        ):
             x0, y0 = tile.col_off_px, tile.row_off_px
             clipped = boxes - np.array([x0, y0, x0, y0])
             vis = clipped.copy()
@@ -316,7 +353,9 @@ def read_labels(
         elif suffix in (".parquet", ".gpkg"):
             part = read_geo_labels(path, fixed, tile_size_px=tile_size_px)
         else:
-            raise ValueError(f"{path}: unknown label format {suffix!r}; use COCO .json, VOC .xml, DeepForest .csv, .parquet or .gpkg")
+            raise ValueError(
+                f"{path}: unknown label format {suffix!r}; use COCO .json, VOC .xml, DeepForest .csv, .parquet or .gpkg"
+            )
         if class_names is None:
             # a later file may add classes; ids of earlier files stay valid (appended)
             for n in part.class_names:
@@ -324,7 +363,13 @@ def read_labels(
                     names.append(n)
             remap = np.array([names.index(n) for n in part.class_names], np.int64)
             part.images = [
-                LabeledImage(im.path, im.window, im.boxes_xyxy_px, remap[im.labels] if len(im.labels) else im.labels, im.group)
+                LabeledImage(
+                    im.path,
+                    im.window,
+                    im.boxes_xyxy_px,
+                    remap[im.labels] if len(im.labels) else im.labels,
+                    im.group,
+                )
                 for im in part.images
             ]
         images.extend(part.images)
@@ -332,7 +377,9 @@ def read_labels(
     return LabelSet(images, tuple(names), issues)
 
 
-def split_by_group(images: Sequence[LabeledImage], val_fraction: float, seed: int = 0) -> tuple[list[LabeledImage], list[LabeledImage]]:
+def split_by_group(
+    images: Sequence[LabeledImage], val_fraction: float, seed: int = 0
+) -> tuple[list[LabeledImage], list[LabeledImage]]:
     """Hold out whole groups (scenes/images) for validation.
 
     Tiles of one scene never sit on both sides.  With a single group, the
@@ -343,11 +390,15 @@ def split_by_group(images: Sequence[LabeledImage], val_fraction: float, seed: in
     if len(groups) >= 2:
         num_val = max(1, round(len(groups) * val_fraction))
         val_groups = set(rng.permutation(groups)[:num_val].tolist())
-        return [im for im in images if im.group not in val_groups], [im for im in images if im.group in val_groups]
+        return [im for im in images if im.group not in val_groups], [
+            im for im in images if im.group in val_groups
+        ]
     order = rng.permutation(len(images))
     num_val = max(1, round(len(images) * val_fraction))
     val = set(order[:num_val].tolist())
-    return [im for i, im in enumerate(images) if i not in val], [im for i, im in enumerate(images) if i in val]
+    return [im for i, im in enumerate(images) if i not in val], [
+        im for i, im in enumerate(images) if i in val
+    ]
 
 
 def read_image(item: LabeledImage, bands: Sequence[int]) -> np.ndarray:
@@ -385,7 +436,10 @@ class LabeledTiles(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         self,
         images: Sequence[LabeledImage],
         bands: Sequence[int],
-        transform: Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = None,
+        transform: Callable[
+            [torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]
+        ]
+        | None = None,
     ) -> None:
         self.images = list(images)
         self.bands = tuple(bands)
@@ -397,13 +451,18 @@ class LabeledTiles(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         item = self.images[index]
         image = torch.from_numpy(read_image(item, self.bands))
-        target = {"boxes": torch.from_numpy(np.asarray(item.boxes_xyxy_px, np.float32).reshape(-1, 4)), "labels": torch.from_numpy(np.asarray(item.labels, np.int64))}
+        target = {
+            "boxes": torch.from_numpy(np.asarray(item.boxes_xyxy_px, np.float32).reshape(-1, 4)),
+            "labels": torch.from_numpy(np.asarray(item.labels, np.int64)),
+        }
         if self.transform is not None:
             image, target = self.transform(image, target)
         return image, target
 
 
-def collate(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+def collate(
+    batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """Keep images as a list (tiles may differ in size); torchvision batches them."""
     images, targets = zip(*batch)
     return list(images), list(targets)

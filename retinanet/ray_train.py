@@ -148,7 +148,12 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     from retinanet.augment import OverheadAugment
     from retinanet.labeled_tiles import LabeledTiles, collate
     from retinanet.model import build_model
-    from retinanet.train_loop import evaluate_model, make_optimizer, seed_everything, train_one_epoch
+    from retinanet.train_loop import (
+        evaluate_model,
+        make_optimizer,
+        seed_everything,
+        train_one_epoch,
+    )
 
     spec = spec_from_json(payload)
     ctx = ray.train.get_context()
@@ -181,7 +186,11 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     if rank == 0 and metrics_path.exists():
         # drop lines of epochs whose checkpoint was never committed (a failed
         # attempt may have logged an epoch that is now re-run)
-        kept = [line for line in metrics_path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] < start_epoch]
+        kept = [
+            line
+            for line in metrics_path.read_text().splitlines()
+            if line.strip() and json.loads(line)["epoch"] < start_epoch
+        ]
         metrics_path.write_text("".join(line + "\n" for line in kept))
 
     device = ray.train.torch.get_device()
@@ -195,10 +204,18 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
         print(f"{len(issues)} label row(s) left out:\n  " + "\n  ".join(issues[:20]), flush=True)
     bands = spec.model.band_config
     train_ds = LabeledTiles(train_images, bands.bands, OverheadAugment() if spec.train.augment else None)
-    loader = DataLoader(train_ds, batch_size=spec.train.batch_size, shuffle=True, collate_fn=collate, num_workers=0)
+    loader = DataLoader(
+        train_ds, batch_size=spec.train.batch_size, shuffle=True, collate_fn=collate, num_workers=0
+    )
     loader = prepare_data_loader(loader, move_to_device=False)  # [3]
-    val_loader = DataLoader(LabeledTiles(val_images, bands.bands), batch_size=spec.train.batch_size, collate_fn=collate)
-    steps_per_epoch = len(loader) if spec.train.max_steps_per_epoch is None else min(len(loader), spec.train.max_steps_per_epoch)
+    val_loader = DataLoader(
+        LabeledTiles(val_images, bands.bands), batch_size=spec.train.batch_size, collate_fn=collate
+    )
+    steps_per_epoch = (
+        len(loader)
+        if spec.train.max_steps_per_epoch is None
+        else min(len(loader), spec.train.max_steps_per_epoch)
+    )
     total_steps = max(1, steps_per_epoch * spec.train.epochs)
 
     fail_at = int(os.environ.get(FAIL_ENV, "-1"))
@@ -208,6 +225,10 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     def on_step(step: int, values: dict[str, float]) -> None:
         if step == fail_at and rank == fail_rank and not marker.exists():
             marker.write_text(str(step))
+            # let the controller register the last reported checkpoint first: a
+            # worker dying right after report() can restart from the one before
+            # (seen here; ray-project/ray#41700)
+            time.sleep(5)
             print(f"fault injection: worker {rank} exits at step {step}", flush=True)
             os._exit(1)
 
@@ -215,33 +236,74 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         result = train_one_epoch(
-            model, optimizer, loader, bands, spec.train, start_step=global_step, total_steps=total_steps, device=device, on_step=on_step
+            model,
+            optimizer,
+            loader,
+            bands,
+            spec.train,
+            start_step=global_step,
+            total_steps=total_steps,
+            device=device,
+            on_step=on_step,
         )
         global_step = int(result["global_step"])
-        metrics: dict[str, Any] = {"epoch": epoch, "global_step": global_step, "loss": result["loss"],
-                                   "classification": result["classification"], "bbox_regression": result["bbox_regression"],
-                                   "epoch_seconds": result["seconds"], "resumed_from_epoch": resumed_from}
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "global_step": global_step,
+            "loss": result["loss"],
+            "classification": result["classification"],
+            "bbox_regression": result["bbox_regression"],
+            "epoch_seconds": result["seconds"],
+            "resumed_from_epoch": resumed_from,
+        }
         checkpoint = None
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                ev = evaluate_model(unwrap(model), val_loader, bands, spec.model.class_names, score_threshold=spec.train.score_threshold, device=device)
+                ev = evaluate_model(
+                    unwrap(model),
+                    val_loader,
+                    bands,
+                    spec.model.class_names,
+                    score_threshold=spec.train.score_threshold,
+                    device=device,
+                )
                 overall = ev["overall"]
-                metrics.update(val_map=overall["map"], val_ap50=overall["ap50"], val_precision=overall["precision"], val_recall=overall["recall"],
-                               val_per_class={k: v for k, v in ev.items() if k != "overall"})
+                metrics.update(
+                    val_map=overall["map"],
+                    val_ap50=overall["ap50"],
+                    val_precision=overall["precision"],
+                    val_recall=overall["recall"],
+                    val_per_class={k: v for k, v in ev.items() if k != "overall"},
+                )
                 improved = overall["ap50"] > best
                 best = max(best, overall["ap50"])
-                train_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "global_step": global_step, "best_ap50": best}
-                extra = {"epoch": epoch, "metrics": {k: v for k, v in metrics.items() if k != "val_per_class"}}
-                ckpt_dir = save_dir(Path(tmp) / "ckpt", model, spec.model, train_state=train_state, extra_meta=extra)
+                train_state = {
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "global_step": global_step,
+                    "best_ap50": best,
+                }
+                extra = {
+                    "epoch": epoch,
+                    "metrics": {k: v for k, v in metrics.items() if k != "val_per_class"},
+                }
+                ckpt_dir = save_dir(
+                    Path(tmp) / "ckpt", model, spec.model, train_state=train_state, extra_meta=extra
+                )
                 save_dir(out_dir / "last", model, spec.model, train_state=train_state, extra_meta=extra)
                 if improved:
                     save_dir(out_dir / "best", model, spec.model, extra_meta=extra)
                 with metrics_path.open("a") as f:
                     f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
                 _plot(out_dir / "metrics.jsonl", out_dir / "training.png")
-                print(f"epoch {epoch}: loss {metrics['loss']:.3f}  val AP50 {overall['ap50']:.3f}  mAP {overall['map']:.3f}", flush=True)
+                print(
+                    f"epoch {epoch}: loss {metrics['loss']:.3f}  val AP50 {overall['ap50']:.3f}  mAP {overall['map']:.3f}",
+                    flush=True,
+                )
                 checkpoint = Checkpoint.from_directory(str(ckpt_dir))
-            ray.train.report({k: v for k, v in metrics.items() if k != "val_per_class"}, checkpoint=checkpoint)  # [4]
+            ray.train.report(
+                {k: v for k, v in metrics.items() if k != "val_per_class"}, checkpoint=checkpoint
+            )  # [4]
 
 
 def spec_to_json(spec: TrainSpec) -> dict[str, Any]:

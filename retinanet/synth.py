@@ -113,7 +113,9 @@ def place_objects(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarra
 
     # seams: tile edges of the default tiling, and one four-tile corner
     stride = cfg.seam_tile_px - cfg.seam_overlap_px
-    seams = [s for k in range(1, size // stride + 1) for s in (k * stride, (k - 1) * stride + cfg.seam_tile_px)]
+    seams = [
+        s for k in range(1, size // stride + 1) for s in (k * stride, (k - 1) * stride + cfg.seam_tile_px)
+    ]
     seams = [s for s in seams if 20 < s < size - 20]
     if seams:
         corner = float(seams[0])
@@ -186,7 +188,9 @@ def _colors(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_scene(path: str | Path, cfg: SynthConfig, seed: int, origin_xy: tuple[float, float] | None = None) -> SceneTruth:
+def write_scene(
+    path: str | Path, cfg: SynthConfig, seed: int, origin_xy: tuple[float, float] | None = None
+) -> SceneTruth:
     """Write one synthetic scene and return its ground truth.
 
     Args:
@@ -233,7 +237,9 @@ def write_scene(path: str | Path, cfg: SynthConfig, seed: int, origin_xy: tuple[
                 if lo < hi:
                     block[:, lo - row0 : hi - row0, :] = np.array([118, 118, 122])[:, None, None]
             for c in roads_v:
-                block[:, :, max(0, c - road_w // 2) : c + road_w // 2] = np.array([118, 118, 122])[:, None, None]
+                block[:, :, max(0, c - road_w // 2) : c + road_w // 2] = np.array([118, 118, 122])[
+                    :, None, None
+                ]
             _paint(block, row0, boxes, labels, colors)
             dst.write(np.clip(block, 0, 255).astype(np.uint8), window=Window(0, row0, cfg.size_px, height))
         dst.build_overviews([2, 4, 8, 16], Resampling.average)

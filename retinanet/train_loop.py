@@ -154,7 +154,11 @@ def evaluate_model(
         outputs = model([normalize_tiles(im, band_config).to(device) for im in images])
         for out, tgt in zip(outputs, targets):
             gts.append(ImageBoxes(tgt["boxes"].numpy(), tgt["labels"].numpy()))
-            dts.append(ImageBoxes(out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), out["scores"].cpu().numpy()))
+            dts.append(
+                ImageBoxes(
+                    out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), out["scores"].cpu().numpy()
+                )
+            )
     if was_training:
         model.train()
     if not gts:

@@ -43,8 +43,16 @@ def write_scene(
     for x1, y1, x2, y2, band in objects:
         data[band, y1:y2, x1:x2] = 255
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, transform=transform,
-                   tiled=width >= 256 and height >= 256, nodata=nodata)
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=count,
+        dtype=dtype,
+        transform=transform,
+        tiled=width >= 256 and height >= 256,
+        nodata=nodata,
+    )
     if crs:
         profile["crs"] = crs
     with rasterio.open(path, "w", **profile) as dst:

@@ -14,7 +14,6 @@ from rasterio.transform import Affine
 
 from pipeline.merging import MergeConfig
 from pipeline.ray_stages import DetectConfig, RunConfig, run_detect
-from pipeline.reading import ReadConfig
 from pipeline.standin import STANDIN_SOURCE
 from pipeline.tiling import TilingConfig
 from tests.conftest import write_scene
@@ -24,20 +23,26 @@ pytestmark = pytest.mark.integration
 # tile 128, overlap 32: tile origins 0, 96, 192; cores split at 112 and 208
 TILING = TilingConfig(tile_size_px=128, overlap_px=32)
 OBJECTS = [
-    (110, 20, 130, 36, 0),   # crosses the core seam x=112 and tile 0's right edge x=128
-    (104, 104, 120, 120, 1), # centred exactly on the four-tile corner (112, 112)
+    (110, 20, 130, 36, 0),  # crosses the core seam x=112 and tile 0's right edge x=128
+    (104, 104, 120, 120, 1),  # centred exactly on the four-tile corner (112, 112)
     (90, 200, 100, 210, 2),  # in the horizontal overlap rows 192..224
-    (200, 190, 215, 215, 0), # crosses x=208 and y=208
-    (10, 10, 20, 20, 1),     # one tile only
-    (280, 280, 300, 300, 2), # in the padded last tile, touching the scene corner
+    (200, 190, 215, 215, 0),  # crosses x=208 and y=208
+    (10, 10, 20, 20, 1),  # one tile only
+    (280, 280, 300, 300, 2),  # in the padded last tile, touching the scene corner
 ]
 NORTH_UP = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0)
 ROTATED = Affine(0.0, 0.5, 500000.0, 0.5, 0.0, 4000000.0)  # x = 500000 + 0.5*row, y = 4000000 + 0.5*col
 
 
 def run(src: str, out: Path, **kw) -> dict:
-    cfg = RunConfig(source=src, out_dir=str(out), detect=DetectConfig(model=STANDIN_SOURCE, batch_size=4),
-                    tiling=TILING, progress=False, **kw)
+    cfg = RunConfig(
+        source=src,
+        out_dir=str(out),
+        detect=DetectConfig(model=STANDIN_SOURCE, batch_size=4),
+        tiling=TILING,
+        progress=False,
+        **kw,
+    )
     report = run_detect(cfg, log=lambda m: None)
     return json.loads((out / "_run.json").read_text()) | {"_report": report}
 
@@ -52,7 +57,9 @@ def test_seam_objects_found_once_at_right_crs_corners(ray_cluster, tmp_path, tra
     rep = run(str(scene.parent), tmp_path / "out")
     assert rep["counts"]["done"] == 1
     gdf = detections(tmp_path / "out")
-    got = sorted(tuple(int(v) for v in r) for r in gdf[["xmin_px", "ymin_px", "xmax_px", "ymax_px"]].to_numpy())
+    got = sorted(
+        tuple(int(v) for v in r) for r in gdf[["xmin_px", "ymin_px", "xmax_px", "ymax_px"]].to_numpy()
+    )
     assert got == sorted((x1, y1, x2, y2) for x1, y1, x2, y2, _ in OBJECTS)  # each object exactly once
     labels = dict(zip(map(tuple, gdf[["xmin_px", "ymin_px"]].astype(int).to_numpy()), gdf["label"]))
     assert labels[(104, 104)] == "green" and labels[(110, 20)] == "red"
@@ -60,10 +67,14 @@ def test_seam_objects_found_once_at_right_crs_corners(ray_cluster, tmp_path, tra
     ring = sorted(map(tuple, np.asarray(corner.exterior.coords)[:4].round(6).tolist()))
     if transform == NORTH_UP:
         # cols 104..120 -> x 500052..500060; rows 104..120 -> y 3999948..3999940
-        assert ring == sorted([(500052.0, 3999948.0), (500060.0, 3999948.0), (500060.0, 3999940.0), (500052.0, 3999940.0)])
+        assert ring == sorted(
+            [(500052.0, 3999948.0), (500060.0, 3999948.0), (500060.0, 3999940.0), (500052.0, 3999940.0)]
+        )
     else:
         # x = 500000 + 0.5*row, y = 4000000 + 0.5*col
-        assert ring == sorted([(500052.0, 4000052.0), (500060.0, 4000052.0), (500060.0, 4000060.0), (500052.0, 4000060.0)])
+        assert ring == sorted(
+            [(500052.0, 4000052.0), (500060.0, 4000052.0), (500060.0, 4000060.0), (500052.0, 4000060.0)]
+        )
     a = gdf[(gdf.xmin_px == 110)].geometry.iloc[0].bounds
     if transform == NORTH_UP:
         assert a == (500055.0, 3999982.0, 500065.0, 3999990.0)
@@ -81,7 +92,9 @@ def _bucket(env, name, files):
 def test_s3_bucket_same_as_local_folder(ray_cluster, s3_server, tmp_path):
     folder = tmp_path / "scenes"
     a = write_scene(folder / "a.tif", OBJECTS, width=300, height=300, transform=NORTH_UP)
-    b = write_scene(folder / "b.tif", OBJECTS[:2], width=200, height=150, transform=Affine(1, 0, 600000, 0, -1, 4000000))
+    b = write_scene(
+        folder / "b.tif", OBJECTS[:2], width=200, height=150, transform=Affine(1, 0, 600000, 0, -1, 4000000)
+    )
     (folder / "notes.txt").write_text("not a raster")
     _bucket(s3_server, "imagery", {"run1/a.tif": a, "run1/b.tif": b, "run1/notes.txt": folder / "notes.txt"})
     local = run(str(folder), tmp_path / "local")
@@ -90,8 +103,16 @@ def test_s3_bucket_same_as_local_folder(ray_cluster, s3_server, tmp_path):
     gl, gr = detections(tmp_path / "local"), detections(tmp_path / "remote")
     assert set(gr["scene"]) == {"s3://imagery/run1/a.tif", "s3://imagery/run1/b.tif"}
     key = ["xmin_px", "ymin_px", "xmax_px", "ymax_px"]
-    gl = gl.assign(name=gl.scene.map(lambda s: Path(s).name)).sort_values(["name", *key]).reset_index(drop=True)
-    gr = gr.assign(name=gr.scene.map(lambda s: Path(s).name)).sort_values(["name", *key]).reset_index(drop=True)
+    gl = (
+        gl.assign(name=gl.scene.map(lambda s: Path(s).name))
+        .sort_values(["name", *key])
+        .reset_index(drop=True)
+    )
+    gr = (
+        gr.assign(name=gr.scene.map(lambda s: Path(s).name))
+        .sort_values(["name", *key])
+        .reset_index(drop=True)
+    )
     assert len(gl) == len(OBJECTS) + 2
     assert gl[key + ["label", "name"]].equals(gr[key + ["label", "name"]])
     assert gl.geometry.geom_equals(gr.geometry).all()
@@ -111,15 +132,33 @@ def test_bad_scenes_fail_alone_and_are_reported(ray_cluster, s3_server, tmp_path
     (folder / "truncated.tif").write_bytes(data[: len(data) // 3])
     write_scene(folder / "nocrs.tif", OBJECTS[:1], width=300, height=300, crs=None)
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["detect", str(folder), "--model", STANDIN_SOURCE, "--out", str(out),
-                                      "--tile-size-px", "128", "--overlap-px", "32", "--no-progress"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "detect",
+            str(folder),
+            "--model",
+            STANDIN_SOURCE,
+            "--out",
+            str(out),
+            "--tile-size-px",
+            "128",
+            "--overlap-px",
+            "32",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 1, result.output
     rep = json.loads((out / "_run.json").read_text())
     by_name = {Path(s["uri"]).name: s for s in rep["scenes"]}
     assert by_name["good1.tif"]["status"] == "done" and by_name["good2.tif"]["status"] == "done"
     assert by_name["good1.tif"]["num_detections"] == 2 and by_name["good1.tif"]["num_tiles"] == 9
-    for name, problem in [("empty.tif", "empty, 0 bytes"), ("text.tif", "cannot open"),
-                          ("truncated.tif", "truncated.tif"), ("nocrs.tif", "--assume-crs EPSG")]:
+    for name, problem in [
+        ("empty.tif", "empty, 0 bytes"),
+        ("text.tif", "cannot open"),
+        ("truncated.tif", "truncated.tif"),
+        ("nocrs.tif", "--assume-crs EPSG"),
+    ]:
         assert by_name[name]["status"] == "failed", name
         assert name in by_name[name]["error"] and problem in by_name[name]["error"], by_name[name]["error"]
     assert len(detections(out)) == 4
@@ -143,8 +182,15 @@ def test_rerun_skips_done_scenes_and_overwrite_redoes(ray_cluster, tmp_path):
 
 def test_nodata_tiles_skipped_and_class_agnostic(ray_cluster, tmp_path):
     # left half nodata (value 7), one object on the right
-    scene = write_scene(tmp_path / "in" / "nd.tif", [(200, 10, 220, 30, 0)], width=300, height=128,
-                        transform=NORTH_UP, nodata=7, fill=7)
+    scene = write_scene(
+        tmp_path / "in" / "nd.tif",
+        [(200, 10, 220, 30, 0)],
+        width=300,
+        height=128,
+        transform=NORTH_UP,
+        nodata=7,
+        fill=7,
+    )
     import rasterio
 
     with rasterio.open(scene, "r+") as dst:

@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from retinanet.checkpoint import load_dir, load_train_state
 from retinanet.config import AERIAL_ANCHOR_SIZES_PX, BandConfig, ModelConfig
@@ -24,8 +23,12 @@ def train_cluster():
 
     os.environ[FAIL_ENV] = str(STEPS + 1)  # rank 1 dies at the first step of epoch 1, once
     os.environ[FAIL_RANK_ENV] = "1"
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             runtime_env={"env_vars": {FAIL_ENV: os.environ[FAIL_ENV], FAIL_RANK_ENV: "1"}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": {FAIL_ENV: os.environ[FAIL_ENV], FAIL_RANK_ENV: "1"}},
+    )
     yield
     ray.shutdown()
     os.environ.pop(FAIL_ENV)
@@ -41,11 +44,24 @@ def labels(tmp_path_factory):
 
 
 def spec(labels, out, *, epochs, workers):
-    model = ModelConfig(class_names=("vehicle", "building", "tree"), backbone="resnet18", anchor_sizes_px=AERIAL_ANCHOR_SIZES_PX,
-                        band_config=BandConfig(mean=(100, 110, 80), std=(50, 50, 50)), tile_size_px=128)
-    return TrainSpec(labels=(labels,), out_dir=str(out), model=model,
-                     train=TrainConfig(epochs=epochs, batch_size=2, max_steps_per_epoch=STEPS, warmup_steps=2, val_fraction=0.5),
-                     num_workers=workers, cpus_per_worker=1, max_failures=1)
+    model = ModelConfig(
+        class_names=("vehicle", "building", "tree"),
+        backbone="resnet18",
+        anchor_sizes_px=AERIAL_ANCHOR_SIZES_PX,
+        band_config=BandConfig(mean=(100, 110, 80), std=(50, 50, 50)),
+        tile_size_px=128,
+    )
+    return TrainSpec(
+        labels=(labels,),
+        out_dir=str(out),
+        model=model,
+        train=TrainConfig(
+            epochs=epochs, batch_size=2, max_steps_per_epoch=STEPS, warmup_steps=2, val_fraction=0.5
+        ),
+        num_workers=workers,
+        cpus_per_worker=1,
+        max_failures=1,
+    )
 
 
 def epochs_logged(out):
@@ -59,7 +75,9 @@ def test_worker_killed_mid_run_finishes_from_last_checkpoint(train_cluster, labe
     assert (out / ".fault_injected").read_text() == str(STEPS + 1)  # a worker really died
     # epoch 0 ran once; after the restart training went on from its checkpoint, not from scratch
     assert epochs_logged(out) == [0, 1, 2]
-    resumed = [json.loads(line)["resumed_from_epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resumed = [
+        json.loads(line)["resumed_from_epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     assert resumed == [None, 0, 0]
     state = load_train_state(out / "last")
     assert state["epoch"] == 2 and state["global_step"] == 3 * STEPS
@@ -75,10 +93,14 @@ def test_resume_continues_epochs_and_optimizer(train_cluster, labels, tmp_path):
     first = load_train_state(out / "last")
     assert first["epoch"] == 1
     steps_before = max(s["step"] for s in first["optimizer"]["state"].values())
-    result = run_training(spec(labels, out, epochs=4, workers=1))  # same out dir = same RunConfig(name, storage_path)
+    result = run_training(
+        spec(labels, out, epochs=4, workers=1)
+    )  # same out dir = same RunConfig(name, storage_path)
     assert result.error is None
     assert epochs_logged(out) == [0, 1, 2, 3]  # continued: no epoch ran twice
-    resumed = [json.loads(line)["resumed_from_epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resumed = [
+        json.loads(line)["resumed_from_epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     assert resumed == [None, None, 1, 1]
     last = load_train_state(out / "last")
     assert last["global_step"] == 4 * STEPS

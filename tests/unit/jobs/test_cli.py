@@ -23,18 +23,36 @@ def test_bad_flag_exits_two():
 
 
 def test_detect_refuses_missing_checkpoint(tmp_path):
-    result = CliRunner().invoke(cli, ["detect", str(tmp_path), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        cli, ["detect", str(tmp_path), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "not a directory" in result.output
 
 
 def test_detect_refuses_bad_crs(tmp_path):
-    result = CliRunner().invoke(cli, ["detect", str(tmp_path), "--model", "standin:blobs", "--out", str(tmp_path / "o"), "--assume-crs", "EPSG:nope"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "detect",
+            str(tmp_path),
+            "--model",
+            "standin:blobs",
+            "--out",
+            str(tmp_path / "o"),
+            "--assume-crs",
+            "EPSG:nope",
+        ],
+    )
     assert result.exit_code == 2 and "--assume-crs" in result.output
 
 
 def test_synth_cli(tmp_path):
     result = CliRunner().invoke(cli, ["synth", str(tmp_path), "--scenes", "1", "--size-px", "128"])
-    assert result.exit_code == 0 and (tmp_path / "scene_000.tif").exists() and (tmp_path / "labels.parquet").exists()
+    assert (
+        result.exit_code == 0
+        and (tmp_path / "scene_000.tif").exists()
+        and (tmp_path / "labels.parquet").exists()
+    )
     result = CliRunner().invoke(cli, ["synth", str(tmp_path), "--crs", "EPSG:4326"])
     assert result.exit_code == 2 and "projected" in result.output
 

@@ -6,7 +6,6 @@ import jsonschema
 import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import pytest
 from pyproj import CRS
 
 from pipeline.geoparquet import COLUMNS, hilbert_index, read_geo_metadata
@@ -15,7 +14,9 @@ from pipeline.output import choose_output_crs, scene_output_path, write_scene_de
 from pipeline.query import connect
 from pipeline.types import SceneInfo
 
-SCHEMA = json.loads((Path(__file__).parents[3] / "pipeline" / "schema" / "geoparquet-1.1.schema.json").read_text())
+SCHEMA = json.loads(
+    (Path(__file__).parents[3] / "pipeline" / "schema" / "geoparquet-1.1.schema.json").read_text()
+)
 
 
 def scene(uri, epsg, x0, y0, gsd=0.5):
@@ -31,7 +32,9 @@ def merged(n, seed=0):
 
 def write(out, sc, m, crs=None):
     out_crs = crs or CRS.from_wkt(sc.crs_wkt)
-    return write_scene_detections(out, sc, m, class_names=("car", "tree"), out_crs=out_crs, model_id="m@1", run_id="r1")
+    return write_scene_detections(
+        out, sc, m, class_names=("car", "tree"), out_crs=out_crs, model_id="m@1", run_id="r1"
+    )
 
 
 def check_contract(path):
@@ -81,7 +84,9 @@ def test_two_crs_dataset_is_reprojected_to_crs84_and_keeps_scene_crs(tmp_path):
     lon_b = gdf[gdf.scene == "b.tif"].geometry.bounds["minx"].mean()
     assert 15.0 < lon_a < 15.02 and 9.0 < lon_b < 9.02
     con = connect()
-    n = con.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/*.parquet') WHERE ST_Intersects(geometry, ST_MakeEnvelope(14, 40, 16, 50))").fetchone()[0]
+    n = con.execute(
+        f"SELECT count(*) FROM read_parquet('{tmp_path}/*.parquet') WHERE ST_Intersects(geometry, ST_MakeEnvelope(14, 40, 16, 50))"
+    ).fetchone()[0]
     assert n == 10
 
 
@@ -103,7 +108,9 @@ def test_duckdb_bbox_query_and_spatial_order(tmp_path):
     # Hilbert order: consecutive rows are close together (far closer than random order)
     c = gdf.geometry.centroid
     step = np.hypot(np.diff(c.x), np.diff(c.y)).mean()
-    rand = np.hypot(np.diff(c.x.sample(frac=1, random_state=0)), np.diff(c.y.sample(frac=1, random_state=0))).mean()
+    rand = np.hypot(
+        np.diff(c.x.sample(frac=1, random_state=0)), np.diff(c.y.sample(frac=1, random_state=0))
+    ).mean()
     assert step < rand / 3
 
 
@@ -134,15 +141,28 @@ def test_bbox_filter_skips_most_row_groups(tmp_path):
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 20_000, (n, 2))
     m = MergedBoxes(np.concatenate([xy, xy + 10], 1), np.full(n, 0.5, np.float32), np.zeros(n, np.int64))
-    sc = SceneInfo("big.tif", 20_010, 20_010, 3, "uint8", CRS.from_epsg(32633).to_wkt(), (1.0, 0.0, 0.0, 0.0, -1.0, 0.0))
+    sc = SceneInfo(
+        "big.tif", 20_010, 20_010, 3, "uint8", CRS.from_epsg(32633).to_wkt(), (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+    )
     path = write(tmp_path, sc, m)
     meta = pq.ParquetFile(path).metadata
     assert meta.num_row_groups >= 12
-    flt = (pads.field("bbox", "xmax") >= 1000) & (pads.field("bbox", "xmin") <= 1500) & (
-        pads.field("bbox", "ymax") >= -1500) & (pads.field("bbox", "ymin") <= -1000)
+    flt = (
+        (pads.field("bbox", "xmax") >= 1000)
+        & (pads.field("bbox", "xmin") <= 1500)
+        & (pads.field("bbox", "ymax") >= -1500)
+        & (pads.field("bbox", "ymin") <= -1000)
+    )
     (frag,) = pads.dataset(path).get_fragments()
     kept = [rg.id for f in frag.split_by_row_group(flt) for rg in f.row_groups]
     assert 1 <= len(kept) <= meta.num_row_groups // 4
     # and the kept row groups hold every matching row
     full = pads.dataset(path).to_table(filter=flt).num_rows
-    assert full == int(((xy[:, 0] + 10 >= 1000) & (xy[:, 0] <= 1500) & (-xy[:, 1] >= -1500 - 0) & (-xy[:, 1] - 10 <= -1000)).sum())
+    assert full == int(
+        (
+            (xy[:, 0] + 10 >= 1000)
+            & (xy[:, 0] <= 1500)
+            & (-xy[:, 1] >= -1500 - 0)
+            & (-xy[:, 1] - 10 <= -1000)
+        ).sum()
+    )

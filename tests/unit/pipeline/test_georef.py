@@ -25,7 +25,12 @@ def test_north_up_corners_by_hand():
     # 10 m pixels, origin (500000, 4000000): pixel box (2, 3)-(5, 7)
     t = tuple(Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0))[:6]
     corners = scene_px_to_crs(np.array([[2, 3, 5, 7]]), t)
-    assert corners[0].tolist() == [[500020.0, 3999970.0], [500050.0, 3999970.0], [500050.0, 3999930.0], [500020.0, 3999930.0]]
+    assert corners[0].tolist() == [
+        [500020.0, 3999970.0],
+        [500050.0, 3999970.0],
+        [500050.0, 3999930.0],
+        [500020.0, 3999930.0],
+    ]
     assert corners_to_bounds(corners).tolist() == [[500020.0, 3999930.0, 500050.0, 3999970.0]]
     assert crs_to_scene_px(corners_to_bounds(corners), t).tolist() == [[2.0, 3.0, 5.0, 7.0]]
     poly = corners_to_polygons(corners)[0]

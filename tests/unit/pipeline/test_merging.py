@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from pipeline.merging import MergeConfig, ios_suppress, merge_scene
 from pipeline.tiling import TilingConfig, tile_scene
@@ -26,10 +25,10 @@ def tile_views(tiles, objects, score=0.9):
 
 
 OBJECTS = [
-    (100, 20, 120, 40, 0),   # straddles the vertical seam (tiles 0|1 overlap 96..128)
-    (90, 90, 110, 110, 1),   # on the four-tile corner
-    (118, 50, 134, 60, 0),   # crosses the right edge of tile 0 (truncated there)
-    (10, 10, 20, 20, 2),     # inside one tile only
+    (100, 20, 120, 40, 0),  # straddles the vertical seam (tiles 0|1 overlap 96..128)
+    (90, 90, 110, 110, 1),  # on the four-tile corner
+    (118, 50, 134, 60, 0),  # crosses the right edge of tile 0 (truncated there)
+    (10, 10, 20, 20, 2),  # inside one tile only
     (180, 150, 200, 170, 1),
 ]
 
@@ -83,7 +82,9 @@ def test_single_tile_merge_matches_reference_nms():
     t = tile_scene("s", 128, 128, CFG)[0]  # one tile, core = whole scene
     merged = merge_scene([TileDetections(t, boxes, scores, np.zeros(60))], MergeConfig(ios_threshold=1.0))
     expected = _reference_greedy_nms(boxes, scores, 0.5)
-    assert sorted(map(tuple, merged.boxes_xyxy_px.round(4).tolist())) == sorted(map(tuple, boxes[expected].round(4).tolist()))
+    assert sorted(map(tuple, merged.boxes_xyxy_px.round(4).tolist())) == sorted(
+        map(tuple, boxes[expected].round(4).tolist())
+    )
 
 
 def test_ios_suppress_drops_contained_box():

@@ -16,10 +16,20 @@ _register_optional()
 
 @pytest.fixture
 def dataset(tmp_path):
-    sc = SceneInfo("/data/a.tif", 100, 100, 3, "uint8", CRS.from_epsg(32633).to_wkt(), (1.0, 0.0, 500000.0, 0.0, -1.0, 5000000.0))
+    sc = SceneInfo(
+        "/data/a.tif",
+        100,
+        100,
+        3,
+        "uint8",
+        CRS.from_epsg(32633).to_wkt(),
+        (1.0, 0.0, 500000.0, 0.0, -1.0, 5000000.0),
+    )
     boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [90, 90, 95, 95]], float)
     m = MergedBoxes(boxes, np.array([0.9, 0.4, 0.7], np.float32), np.array([0, 1, 0]))
-    write_scene_detections(tmp_path, sc, m, class_names=("car", "tree"), out_crs=CRS.from_epsg(32633), model_id="m", run_id="r")
+    write_scene_detections(
+        tmp_path, sc, m, class_names=("car", "tree"), out_crs=CRS.from_epsg(32633), model_id="m", run_id="r"
+    )
     return tmp_path
 
 
@@ -37,8 +47,12 @@ def test_filters(dataset):
 
 def test_bbox_in_other_crs(dataset):
     # lon/lat box around the first detection (UTM 33N easting 500000 is 15E)
-    lon, lat = __import__("pyproj").Transformer.from_crs(32633, 4326, always_xy=True).transform(500005, 4999995)
-    got = read_detections(dataset, bbox=(lon - 1e-5, lat - 1e-5, lon + 1e-5, lat + 1e-5), bbox_crs="EPSG:4326")
+    lon, lat = (
+        __import__("pyproj").Transformer.from_crs(32633, 4326, always_xy=True).transform(500005, 4999995)
+    )
+    got = read_detections(
+        dataset, bbox=(lon - 1e-5, lat - 1e-5, lon + 1e-5, lat + 1e-5), bbox_crs="EPSG:4326"
+    )
     assert list(got["xmin_px"]) == [0.0]
 
 

@@ -19,16 +19,37 @@ def test_quicklook_draws_boxes_from_a_downsampled_read(tmp_path):
     scene = open_scene(str(truth.path), ReadConfig())
     big = np.argsort(-(truth.boxes_xyxy_px[:, 2] - truth.boxes_xyxy_px[:, 0]))[:5]  # the largest objects
     merged = MergedBoxes(truth.boxes_xyxy_px[big], np.full(5, 0.9, np.float32), truth.labels[big])
-    write_scene_detections(tmp_path / "out", scene, merged, class_names=("vehicle", "building", "tree"),
-                           out_crs=CRS.from_epsg(32633), model_id="m", run_id="r")
+    write_scene_detections(
+        tmp_path / "out",
+        scene,
+        merged,
+        class_names=("vehicle", "building", "tree"),
+        out_crs=CRS.from_epsg(32633),
+        model_id="m",
+        run_id="r",
+    )
     png = tmp_path / "q.png"
-    result = CliRunner().invoke(cli, ["quicklook", str(tmp_path / "out"), "--scene", "scene_000.tif", "-o", str(png), "--max-size-px", "512"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "quicklook",
+            str(tmp_path / "out"),
+            "--scene",
+            "scene_000.tif",
+            "-o",
+            str(png),
+            "--max-size-px",
+            "512",
+        ],
+    )
     assert result.exit_code == 0, result.output
     image = np.asarray(Image.open(png).convert("RGB"))
     assert image.shape == (512, 512, 3)  # 2048 px scene drawn at 1/4
     with rasterio.open(truth.path) as src:
         assert src.overviews(1) == [2, 4, 8, 16]  # so the decimated read comes from overviews
-    names = sorted({"vehicle", "building", "tree"} & {("vehicle", "building", "tree")[i] for i in truth.labels[big]})
+    names = sorted(
+        {"vehicle", "building", "tree"} & {("vehicle", "building", "tree")[i] for i in truth.labels[big]}
+    )
     for (x1, y1, x2, y2), label in zip(truth.boxes_xyxy_px[big] / 4, truth.labels[big]):
         color = PALETTE[names.index(("vehicle", "building", "tree")[label])]
         edge = image[int(round(y2)) - 1, int(x1) + 1 : int(x2) - 1]  # bottom edge of the drawn box

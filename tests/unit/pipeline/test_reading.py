@@ -70,12 +70,15 @@ def test_png_renamed_tif_refused(tmp_path):
 
 
 def test_truncated_tiff_fails_on_read_naming_tile(make_scene, tmp_path):
-    src = make_scene("big.tif", [(0, 0, 50, 50, 0)], width=512, height=512,
-                     transform=Affine(1, 0, 0, 0, -1, 512))
+    src = make_scene(
+        "big.tif", [(0, 0, 50, 50, 0)], width=512, height=512, transform=Affine(1, 0, 0, 0, -1, 512)
+    )
     data = src.read_bytes()
     trunc = tmp_path / "trunc.tif"
     trunc.write_bytes(data[: len(data) // 2])
     info = open_scene(str(trunc), ReadConfig())  # the header is intact
-    tiles = tile_scene(str(trunc), info.width_px, info.height_px, TilingConfig(tile_size_px=256, overlap_px=0))
+    tiles = tile_scene(
+        str(trunc), info.width_px, info.height_px, TilingConfig(tile_size_px=256, overlap_px=0)
+    )
     with pytest.raises((TileReadError, InvalidSceneError), match="trunc.tif"):
         list(read_tiles(str(trunc), tiles, ReadConfig()))

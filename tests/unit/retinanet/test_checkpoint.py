@@ -21,7 +21,13 @@ from retinanet.checkpoint import (
 )
 from retinanet.config import BandConfig
 
-CFG = ModelConfig(backbone="resnet18", class_names=("car", "tree"), band_config=BandConfig(mean=(1, 2, 3), std=(4, 5, 6)), tile_size_px=256, gsd_m=0.3)
+CFG = ModelConfig(
+    backbone="resnet18",
+    class_names=("car", "tree"),
+    band_config=BandConfig(mean=(1, 2, 3), std=(4, 5, 6)),
+    tile_size_px=256,
+    gsd_m=0.3,
+)
 
 
 def test_round_trip(tmp_path):
@@ -104,7 +110,9 @@ def test_import_deepforest_pt_ckpt_and_safetensors(tmp_path):
     model3, cfg3 = import_deepforest(d)
     assert cfg3.class_names == ("Tree",)
     k = "backbone.body.conv1.weight"
-    assert torch.equal(model.state_dict()[k], state["model." + k]) and torch.equal(model3.state_dict()[k], state["model." + k])
+    assert torch.equal(model.state_dict()[k], state["model." + k]) and torch.equal(
+        model3.state_dict()[k], state["model." + k]
+    )
 
 
 def test_import_deepforest_class_count_mismatch(tmp_path):

@@ -21,9 +21,9 @@ def test_coco_with_bad_rows(chips):
         "categories": [{"id": 7, "name": "car"}, {"id": 9, "name": "tree"}],
         "annotations": [
             {"image_id": 1, "category_id": 7, "bbox": [1, 2, 10, 5]},
-            {"image_id": 2, "category_id": 9, "bbox": [0, 0, 0, 5]},     # degenerate
+            {"image_id": 2, "category_id": 9, "bbox": [0, 0, 0, 5]},  # degenerate
             {"image_id": 2, "category_id": 9, "bbox": [45, 30, 10, 5]},  # out of image
-            {"image_id": 3, "category_id": 7, "bbox": [0, 0, 5, 5]},     # unknown image
+            {"image_id": 3, "category_id": 7, "bbox": [0, 0, 5, 5]},  # unknown image
         ],
     }
     (chips / "l.json").write_text(json.dumps(coco))
@@ -66,13 +66,17 @@ def test_deepforest_csv(chips):
 
 
 def test_geoparquet_labels_over_scenes_are_chipped(tmp_path):
-    truths = write_scenes(tmp_path, num_scenes=2, cfg=SynthConfig(size_px=512, seam_tile_px=256, seam_overlap_px=0), seed=3)
+    truths = write_scenes(
+        tmp_path, num_scenes=2, cfg=SynthConfig(size_px=512, seam_tile_px=256, seam_overlap_px=0), seed=3
+    )
     ls = read_labels([tmp_path / "labels.parquet"], tile_size_px=256)
     assert ls.class_names == ("vehicle", "building", "tree") and ls.issues == []
     assert len(ls.images) == 2 * 4 and {im.window[2] for im in ls.images} == {256}
     # every object whose box lies wholly inside a tile is in that tile's targets, in tile px
     truth = truths[0]
-    x1, y1, x2, y2 = truth.boxes_xyxy_px[np.argmax((truth.boxes_xyxy_px[:, 2] < 250) & (truth.boxes_xyxy_px[:, 3] < 250))]
+    x1, y1, x2, y2 = truth.boxes_xyxy_px[
+        np.argmax((truth.boxes_xyxy_px[:, 2] < 250) & (truth.boxes_xyxy_px[:, 3] < 250))
+    ]
     tile0 = next(im for im in ls.images if im.path == str(truth.path) and im.window[:2] == (0, 0))
     assert np.isclose(tile0.boxes_xyxy_px, [x1, y1, x2, y2], atol=1e-3).all(axis=1).any()
     train, val = split_by_group(ls.images, 0.5)

@@ -68,7 +68,11 @@ def test_other_backbones_give_p3_to_p7(backbone):
 def test_four_band_input():
     from retinanet.config import BandConfig
 
-    m = build_model(ModelConfig(backbone="resnet18", band_config=BandConfig(bands=(1, 2, 3, 4), mean=(0,) * 4, std=(1,) * 4)))
+    m = build_model(
+        ModelConfig(
+            backbone="resnet18", band_config=BandConfig(bands=(1, 2, 3, 4), mean=(0,) * 4, std=(1,) * 4)
+        )
+    )
     m.eval()
     out = m([torch.zeros(4, 64, 64)])
     assert out[0]["boxes"].shape[1] == 4

@@ -20,7 +20,9 @@ def test_synth_scene_georeferenced_and_truth_lines_up(tmp_path):
     assert len(first) == len(truths[0].labels) > 10
     # CRS geometry = pixel box through the transform
     b = first.geometry.bounds
-    assert np.allclose(b["minx"], 500000 + 0.5 * first["xmin_px"]) and np.allclose(b["maxy"], 5000000 - 0.5 * first["ymin_px"])
+    assert np.allclose(b["minx"], 500000 + 0.5 * first["xmin_px"]) and np.allclose(
+        b["maxy"], 5000000 - 0.5 * first["ymin_px"]
+    )
     # pixels under a few boxes are the painted objects, not ground
     ground = np.median(pixels, axis=(1, 2))
     for _, row in first.head(8).iterrows():

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from retinanet.checkpoint import save_dir
 from retinanet.config import AERIAL_ANCHOR_SIZES_PX, BandConfig, ModelConfig
@@ -22,7 +21,13 @@ def synth(tmp_path_factory):
 
 
 def cfg(classes):
-    return ModelConfig(class_names=classes, backbone="resnet18", anchor_sizes_px=AERIAL_ANCHOR_SIZES_PX, band_config=BANDS, tile_size_px=128)
+    return ModelConfig(
+        class_names=classes,
+        backbone="resnet18",
+        anchor_sizes_px=AERIAL_ANCHOR_SIZES_PX,
+        band_config=BANDS,
+        tile_size_px=128,
+    )
 
 
 def test_train_steps_reduce_loss_on_one_batch(synth):
@@ -57,7 +62,9 @@ def test_finetune_from_one_class_adds_a_second(synth, tmp_path):
     assert w_new.shape[0] == 9 * 2
     for a in range(9):  # vehicle rows copied, building rows keep the prior init
         assert torch.equal(w_new[a * 2], w_old[a])
-    assert torch.sigmoid(model.head.classification_head.cls_logits.bias[1]).item() == pytest.approx(0.01, rel=1e-3)
+    assert torch.sigmoid(model.head.classification_head.cls_logits.bias[1]).item() == pytest.approx(
+        0.01, rel=1e-3
+    )
     assert torch.equal(model.backbone.body.conv1.weight, old.backbone.body.conv1.weight)
     two = read_labels([synth], ("vehicle", "building"), tile_size_px=128)
     batch = collate([LabeledTiles(two.images, BANDS.bands)[0]])
