@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,15 @@ class RunConfig:
     to_crs: str | None = None
     overwrite: bool = False
     progress: bool = True
+
+
+def block_cache_mb(scenes: Iterable[SceneInfo], cfg: RunConfig) -> int:
+    """GDAL block cache (MB) that holds one row of tiles of the widest scene, 64..4096."""
+    row_bytes = max(
+        s.width_px * cfg.tiling.tile_size_px * len(cfg.read.bands) * np.dtype(s.dtype).itemsize
+        for s in scenes
+    )
+    return int(min(4096, max(64, 2 * row_bytes // 2**20)))
 
 
 def _open_headers(uris: list[str], read_cfg: ReadConfig) -> list[SceneInfo | str]:
@@ -295,6 +304,8 @@ def run_detect(cfg: RunConfig, *, log: Callable[[str], None] = print) -> RunRepo
         else:
             scenes[uri] = header
     out_crs = choose_output_crs([s.crs_wkt for s in scenes.values()], cfg.to_crs) if scenes else None
+    if scenes:
+        cfg = replace(cfg, read=replace(cfg.read, block_cache_mb=block_cache_mb(scenes.values(), cfg)))
     report.crs = out_crs.to_string() if out_crs else None
     report.write(cfg.out_dir)
 

@@ -8,6 +8,24 @@ import socket
 import pytest
 
 
+def standin_detect_args(source: str, out: str) -> list[str]:
+    """Arguments of `detect` with the blob stand-in and 128/32 px tiles."""
+    from pipeline.standin import STANDIN_SOURCE
+
+    return [
+        source,
+        "--model",
+        STANDIN_SOURCE,
+        "--out",
+        out,
+        "--tile-size-px",
+        "128",
+        "--overlap-px",
+        "32",
+        "--no-progress",
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ from pipeline.ray_stages import DetectConfig, RunConfig, run_detect
 from pipeline.standin import STANDIN_SOURCE
 from pipeline.tiling import TilingConfig
 from tests.conftest import write_scene
+from tests.integration.conftest import standin_detect_args
 
 pytestmark = pytest.mark.integration
 
@@ -132,22 +133,7 @@ def test_bad_scenes_fail_alone_and_are_reported(ray_cluster, s3_server, tmp_path
     (folder / "truncated.tif").write_bytes(data[: len(data) // 3])
     write_scene(folder / "nocrs.tif", OBJECTS[:1], width=300, height=300, crs=None)
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "detect",
-            str(folder),
-            "--model",
-            STANDIN_SOURCE,
-            "--out",
-            str(out),
-            "--tile-size-px",
-            "128",
-            "--overlap-px",
-            "32",
-            "--no-progress",
-        ],
-    )
+    result = CliRunner().invoke(cli, ["detect", *standin_detect_args(str(folder), str(out))])
     assert result.exit_code == 1, result.output
     rep = json.loads((out / "_run.json").read_text())
     by_name = {Path(s["uri"]).name: s for s in rep["scenes"]}

@@ -15,9 +15,8 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 
-from pipeline.standin import STANDIN_SOURCE
 from tests.conftest import write_scene
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, standin_detect_args
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
@@ -96,16 +95,7 @@ def test_detect_job_submitted_to_head(ray_head, tmp_path):
         "python",
         "-m",
         "jobs.detect",
-        str(scenes),
-        "--model",
-        STANDIN_SOURCE,
-        "--out",
-        str(out),
-        "--tile-size-px",
-        "128",
-        "--overlap-px",
-        "32",
-        "--no-progress",
+        *standin_detect_args(str(scenes), str(out)),
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -82,3 +82,48 @@ def test_truncated_tiff_fails_on_read_naming_tile(make_scene, tmp_path):
     )
     with pytest.raises((TileReadError, InvalidSceneError), match="trunc.tif"):
         list(read_tiles(str(trunc), tiles, ReadConfig()))
+
+
+def test_block_cache_holds_a_row_of_tiles():
+    from pyproj import CRS
+
+    from pipeline.ray_stages import DetectConfig, RunConfig, block_cache_mb
+    from pipeline.types import SceneInfo
+
+    wkt = CRS.from_epsg(32633).to_wkt()
+    cfg = RunConfig("s", "o", DetectConfig(model="m"), tiling=TilingConfig(tile_size_px=1024, overlap_px=128))
+    wide = SceneInfo("w.tif", 50_000, 50_000, 3, "uint16", wkt, (1, 0, 0, 0, -1, 0))
+    small = SceneInfo("s.tif", 500, 500, 3, "uint8", wkt, (1, 0, 0, 0, -1, 0))
+    # 50,000 px x 1024 rows x 3 bands x 2 bytes = 293 MiB per row of tiles, doubled for the overlap
+    assert block_cache_mb([small, wide], cfg) == 2 * 50_000 * 1024 * 3 * 2 // 2**20
+    assert block_cache_mb([small], cfg) == 64
+
+
+def test_50k_scene_tiles_without_reading_it_whole(tmp_path):
+    import rasterio
+
+    path = tmp_path / "huge.tif"
+    profile = dict(
+        driver="GTiff",
+        width=50_000,
+        height=50_000,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=Affine(0.5, 0, 500000, 0, -0.5, 5000000),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        sparse_ok=True,
+    )
+    with rasterio.open(path, "w", **profile) as dst:  # sparse: only one block is written
+        dst.write(
+            np.full((3, 512, 512), 200, np.uint8), window=rasterio.windows.Window(49_488, 49_488, 512, 512)
+        )
+    assert path.stat().st_size < 5_000_000  # a 7.5 GB raster that only exists as a header and one block
+    info = open_scene(str(path), ReadConfig())
+    tiles = tile_scene(str(path), info.width_px, info.height_px, TilingConfig())
+    assert len(tiles) == 56 * 56
+    last = list(read_tiles(str(path), tiles[-1:], ReadConfig()))[0]
+    assert last.image.shape == (3, 1024, 1024) and last.image.max() == 200
