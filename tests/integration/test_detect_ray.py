@@ -119,7 +119,8 @@ def test_s3_bucket_same_as_local_folder(ray_cluster, s3_server, tmp_path):
     assert gl.geometry.geom_equals(gr.geometry).all()
 
 
-def test_bad_scenes_fail_alone_and_are_reported(ray_cluster, s3_server, tmp_path):
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_bad_scenes_fail_alone_and_are_reported(ray_cluster, s3_server, tmp_path, where):
     from jobs.cli import _register_optional, cli
 
     _register_optional()
@@ -133,14 +134,18 @@ def test_bad_scenes_fail_alone_and_are_reported(ray_cluster, s3_server, tmp_path
     (folder / "truncated.tif").write_bytes(data[: len(data) // 3])
     write_scene(folder / "nocrs.tif", OBJECTS[:1], width=300, height=300, crs=None)
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["detect", *standin_detect_args(str(folder), str(out))])
+    source = str(folder)
+    if where == "s3":
+        _bucket(s3_server, "mixed", {f"scenes/{p.name}": p for p in folder.iterdir()})
+        source = "s3://mixed/scenes/"
+    result = CliRunner().invoke(cli, ["detect", *standin_detect_args(source, str(out))])
     assert result.exit_code == 1, result.output
     rep = json.loads((out / "_run.json").read_text())
     by_name = {Path(s["uri"]).name: s for s in rep["scenes"]}
     assert by_name["good1.tif"]["status"] == "done" and by_name["good2.tif"]["status"] == "done"
     assert by_name["good1.tif"]["num_detections"] == 2 and by_name["good1.tif"]["num_tiles"] == 9
     for name, problem in [
-        ("empty.tif", "empty, 0 bytes"),
+        ("empty.tif", "empty, 0 bytes" if where == "folder" else "cannot open"),
         ("text.tif", "cannot open"),
         ("truncated.tif", "truncated.tif"),
         ("nocrs.tif", "--assume-crs EPSG"),

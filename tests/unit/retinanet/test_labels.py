@@ -81,3 +81,24 @@ def test_geoparquet_labels_over_scenes_are_chipped(tmp_path):
     assert np.isclose(tile0.boxes_xyxy_px, [x1, y1, x2, y2], atol=1e-3).all(axis=1).any()
     train, val = split_by_group(ls.images, 0.5)
     assert {im.group for im in train}.isdisjoint({im.group for im in val})
+
+
+def test_geopackage_labels_with_bad_rows(tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    (truth,) = write_scenes(tmp_path, num_scenes=1, cfg=SynthConfig(size_px=256), seed=2)
+    gdf = gpd.read_parquet(tmp_path / "labels.parquet")[["geometry", "label", "scene"]]
+    bad = gpd.GeoDataFrame(
+        {"label": ["vehicle", "vehicle"], "scene": [str(truth.path), str(tmp_path / "gone.tif")]},
+        geometry=[shapely.box(400000, 0, 400010, 10), shapely.box(500000, 4999990, 500010, 5000000)],
+        crs=gdf.crs,
+    )
+    gpd.pd.concat([gdf, bad], ignore_index=True).to_file(tmp_path / "labels.gpkg", driver="GPKG")
+    ls = read_labels([tmp_path / "labels.gpkg"], tile_size_px=256)
+    assert sum(len(im.labels) for im in ls.images) == len(truth.labels)
+    messages = sorted(str(i) for i in ls.issues)
+    assert len(messages) == 2 and all("labels.gpkg" in m for m in messages)
+    assert any("outside scene" in m for m in messages) and any(
+        "unknown scene" in m and "gone.tif" in m for m in messages
+    )
