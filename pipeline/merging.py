@@ -145,32 +145,52 @@ def _centre_in_core(boxes: np.ndarray, cores: np.ndarray) -> np.ndarray:
 
 
 def ios_suppress(
-    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float, class_agnostic: bool
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    class_agnostic: bool,
+    *,
+    chunk: int = 1024,
 ) -> np.ndarray:
     """Indexes kept after suppressing on intersection-over-smaller.
 
-    "Fast NMS" form (a box is dropped if any higher-scoring box overlaps it
-    above ``threshold``), vectorised over a pairwise matrix; callers pass
-    only the few boxes near seams.
+    "Fast NMS" form: a box is dropped if any higher-scoring box overlaps it
+    with IoS above ``threshold``.  Boxes are sorted by ``x1`` and compared in
+    chunks against the boxes whose x-range can reach them, so memory is
+    ``chunk x (boxes in reach)``, not ``N x N``.
 
     Returns:
         int64 indexes into ``boxes`` of the kept boxes, by descending score.
     """
-    if len(boxes) == 0:
+    n = len(boxes)
+    if n == 0:
         return np.zeros(0, np.int64)
-    order = np.argsort(-scores, kind="stable")
-    b = torch.as_tensor(boxes[order], dtype=torch.float64)
-    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)  # (N, N)
-    area = (b[:, 2:] - b[:, :2]).prod(-1)
-    ios = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1e-9)
-    if not class_agnostic:
-        lab = torch.as_tensor(labels[order])
-        ios = ios * (lab[:, None] == lab[None, :])
-    ios = ios.triu(diagonal=1)  # only higher-scoring (row) vs lower-scoring (column)
-    keep = ios.max(dim=0).values <= threshold
-    return order[keep.numpy()]
+    # rank 0 = highest score; ties broken by index, as a stable sort would
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(n)
+    by_x = np.argsort(boxes[:, 0], kind="stable")
+    b = boxes[by_x].astype(np.float64)
+    r = rank[by_x]
+    lab = labels[by_x]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    max_w = float((b[:, 2] - b[:, 0]).max())
+    suppressed = np.zeros(n, bool)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        lo = np.searchsorted(b[:, 0], b[start, 0] - max_w, side="left")
+        hi = np.searchsorted(b[:, 0], b[start:stop, 2].max(), side="right")
+        cand, mine = b[lo:hi], b[start:stop]  # (M, 4) boxes that may overlap (C, 4) boxes
+        lt = np.maximum(mine[:, None, :2], cand[None, :, :2])
+        rb = np.minimum(mine[:, None, 2:], cand[None, :, 2:])
+        inter = np.clip(rb - lt, 0, None).prod(-1)  # (C, M)
+        ios = inter / np.maximum(np.minimum(area[start:stop, None], area[None, lo:hi]), 1e-9)
+        hits = (ios > threshold) & (r[None, lo:hi] < r[start:stop, None])  # a higher-ranked box covers mine
+        if not class_agnostic:
+            hits &= lab[None, lo:hi] == lab[start:stop, None]
+        suppressed[start:stop] = hits.any(axis=1)
+    kept = by_x[~suppressed]
+    return kept[np.argsort(rank[kept])]
 
 
 def merge_scene(tile_dets: Sequence[TileDetections], config: MergeConfig = MergeConfig()) -> MergedBoxes:

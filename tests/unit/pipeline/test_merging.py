@@ -103,3 +103,26 @@ def test_tile_detections_length_check_names_tile():
     t = tile_scene("scene.tif", 64, 64, CFG)[0]
     with pytest.raises(ValueError, match="scene.tif"):
         TileDetections(t, np.zeros((2, 4)), [0.5], [0, 1])
+
+
+def _dense_fast_ios(boxes, scores, labels, thr):
+    order = np.argsort(-scores, kind="stable")
+    b = boxes[order]
+    lt = np.maximum(b[:, None, :2], b[None, :, :2])
+    rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = (b[:, 2:] - b[:, :2]).prod(-1)
+    ios = inter / np.minimum(area[:, None], area[None, :])
+    ios *= labels[order][:, None] == labels[order][None, :]
+    ios = np.triu(ios, 1)
+    return order[ios.max(0) <= thr]
+
+
+def test_chunked_ios_matches_dense_reference():
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 500, (700, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(3, 40, (700, 2))], 1)
+    scores = rng.uniform(0, 1, 700)
+    labels = rng.integers(0, 2, 700)
+    got = ios_suppress(boxes, scores, labels, 0.6, False, chunk=64)
+    assert got.tolist() == _dense_fast_ios(boxes, scores, labels, 0.6).tolist()
