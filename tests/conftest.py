@@ -68,3 +68,13 @@ def make_scene(tmp_path: Path) -> Callable[..., Path]:
         return write_scene(tmp_path / name, objects, **kwargs)  # type: ignore[arg-type]
 
     return factory
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip `gpu` tests where CUDA is absent (CI and this project's machines have no GPU)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
