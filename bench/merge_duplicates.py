@@ -39,20 +39,33 @@ def tile_views(tiles, boxes, labels):
     return out
 
 
-def count(merged_boxes, gt):
-    """(duplicates, misses): match each kept box to the object it overlaps most (IoS >= 0.5)."""
+def count(merged_boxes, gt, chunk=512):
+    """(duplicates, misses): match each kept box to the object it overlaps most (IoS >= 0.5).
+
+    Compares each chunk of kept boxes only with the objects in x-reach (objects sorted by x1).
+    """
     if len(merged_boxes) == 0:
         return 0, len(gt)
-    lt = np.maximum(merged_boxes[:, None, :2], gt[None, :, :2])
-    rb = np.minimum(merged_boxes[:, None, 2:], gt[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_m = (merged_boxes[:, 2:] - merged_boxes[:, :2]).prod(-1)
-    ios = inter / area_m[:, None]
-    best = ios.argmax(1)
-    matched = ios.max(1) >= 0.5
-    objs = best[matched]
-    dups = len(objs) - len(np.unique(objs))
-    return int(dups + (~matched).sum()), int(len(gt) - len(np.unique(objs)))
+    order = np.argsort(gt[:, 0])
+    g = gt[order]
+    max_w = float((g[:, 2] - g[:, 0]).max())
+    m = merged_boxes[np.argsort(merged_boxes[:, 0])]
+    best = np.full(len(m), -1)
+    for start in range(0, len(m), chunk):
+        mine = m[start : start + chunk]
+        lo = np.searchsorted(g[:, 0], mine[:, 0].min() - max_w)
+        hi = np.searchsorted(g[:, 0], mine[:, 2].max(), side="right")
+        cand = g[lo:hi]
+        lt = np.maximum(mine[:, None, :2], cand[None, :, :2])
+        rb = np.minimum(mine[:, None, 2:], cand[None, :, 2:])
+        inter = np.clip(rb - lt, 0, None).prod(-1)
+        ios = inter / (mine[:, 2:] - mine[:, :2]).prod(-1)[:, None]
+        if ios.shape[1]:
+            hit = ios.max(1) >= 0.5
+            best[start : start + chunk] = np.where(hit, order[lo + ios.argmax(1)], -1)
+    objs = best[best >= 0]
+    dups = len(objs) - len(np.unique(objs)) + int((best < 0).sum())
+    return int(dups), int(len(gt) - len(np.unique(objs)))
 
 
 def main() -> None:

@@ -73,18 +73,28 @@ def _reference_greedy_nms(boxes, scores, thr):
     return sorted(keep)
 
 
-def test_single_tile_merge_matches_reference_nms():
+def test_seam_merge_matches_reference_nms():
+    """Boxes crowded on a seam, from both tiles: the merge equals greedy NMS over them."""
     rng = np.random.default_rng(0)
-    xy = rng.uniform(0, 90, size=(60, 2))
-    wh = rng.uniform(5, 30, size=(60, 2))
-    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32).astype(np.float64)
-    scores = rng.uniform(0.1, 1, 60).astype(np.float32)
-    t = tile_scene("s", 128, 128, CFG)[0]  # one tile, core = whole scene
-    merged = merge_scene([TileDetections(t, boxes, scores, np.zeros(60))], MergeConfig(ios_threshold=1.0))
-    expected = _reference_greedy_nms(boxes, scores, 0.5)
-    assert sorted(map(tuple, merged.boxes_xyxy_px.round(4).tolist())) == sorted(
-        map(tuple, boxes[expected].round(4).tolist())
+    n = 80
+    cx, cy = rng.uniform(100, 124, n), rng.uniform(10, 118, n)
+    w, h = rng.uniform(4, 20, n), rng.uniform(4, 20, n)
+    boxes = (
+        np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).astype(np.float32).astype(np.float64)
     )
+    scores = rng.uniform(0.1, 1, n).astype(np.float32)
+    tiles = tile_scene("s", 224, 128, CFG)  # tile 0 at 0..128, tile 1 at 96..224, cores split at 112
+    assert [t.col_off_px for t in tiles] == [0, 96]
+    dets = []
+    for t, mine in zip(tiles, (cx < 112, cx >= 112)):
+        local = boxes[mine] - [t.col_off_px, 0, t.col_off_px, 0]
+        assert local.min() >= 0 and local[:, 2].max() <= 128  # each box lies whole in its tile
+        dets.append(TileDetections(t, local, scores[mine], np.zeros(mine.sum())))
+    merged = merge_scene(dets, MergeConfig(ios_threshold=1.0))
+    expected = _reference_greedy_nms(boxes, scores, 0.5)
+    assert len(expected) < n  # the case exercises suppression
+    got = sorted(map(tuple, merged.boxes_xyxy_px.round(3).tolist()))
+    assert got == sorted(map(tuple, boxes[expected].round(3).tolist()))
 
 
 def test_ios_suppress_drops_contained_box():
