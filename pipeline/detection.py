@@ -57,14 +57,31 @@ def detect_tiles(
 
 
 def _to_tile_detections(tile: TileSpec, out: dict[str, Any]) -> TileDetections:
-    boxes = out["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
-    scores = out["scores"].detach().float().cpu().numpy().reshape(-1)
-    labels = out["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1)
-    # clip to the part of the tile inside the scene (padding holds no objects)
+    return clip_to_tile(
+        tile,
+        out["boxes"].detach().float().cpu().numpy(),
+        out["scores"].detach().float().cpu().numpy(),
+        out["labels"].detach().cpu().numpy(),
+    )
+
+
+def clip_to_tile(
+    tile: TileSpec, boxes_xyxy_px: np.ndarray, scores: np.ndarray, labels: np.ndarray
+) -> TileDetections:
+    """Clip tile-pixel boxes to the part of the tile inside the scene; drop boxes left empty.
+
+    Padding past the scene's edge holds no objects, so no box may reach into it.
+    """
+    boxes = np.array(boxes_xyxy_px, dtype=np.float32).reshape(-1, 4)
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, tile.valid_width_px)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, tile.valid_height_px)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return TileDetections(tile, boxes[keep], scores[keep], labels[keep])
+    return TileDetections(
+        tile,
+        boxes[keep],
+        np.asarray(scores).reshape(-1)[keep],
+        np.asarray(labels, np.int64).reshape(-1)[keep],
+    )
 
 
 class ModelHandle:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from pyproj import CRS
 
-from pipeline.detection import describe_model, detect_tiles, load_model
+from pipeline.detection import clip_to_tile, describe_model, detect_tiles, load_model
 from pipeline.errors import PipelineError
 from pipeline.merging import MergeConfig, merge_scene
 from pipeline.output import choose_output_crs, scene_output_path, write_scene_detections
@@ -187,11 +187,7 @@ def _placeholder_tile(width_px: int, height_px: int) -> TileSpec:
 
 def _unpack(tile: TileSpec, packed: bytes) -> TileDetections:
     arr = np.frombuffer(packed, dtype=np.float32).reshape(-1, 6)
-    boxes = arr[:, :4].copy()
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, tile.valid_width_px)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, tile.valid_height_px)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return TileDetections(tile, boxes[keep], arr[keep, 4], arr[keep, 5].astype(np.int64))
+    return clip_to_tile(tile, arr[:, :4], arr[:, 4], arr[:, 5].astype(np.int64))
 
 
 def _actor_resources(cfg: DetectConfig) -> tuple[int, float, float]:

@@ -98,6 +98,12 @@ def _open(uri: str, config: ReadConfig) -> rasterio.io.DatasetReader:
     ) from (errors[0] if errors else None)
 
 
+def _has_mask(src: rasterio.io.DatasetReader) -> bool:
+    """Whether the dataset has a per-dataset (internal/.msk) or alpha mask."""
+    flags = rasterio.enums.MaskFlags
+    return any(flags.per_dataset in f or flags.alpha in f for f in src.mask_flag_enums)
+
+
 def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> SceneInfo:
     """Validate an open dataset and describe it.
 
@@ -123,10 +129,6 @@ def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> 
     a, b, _, d, e, _ = transform
     if a * e - b * d == 0:
         raise InvalidSceneError(f"{uri}: affine transform {transform} is not invertible")
-    has_mask = any(
-        rasterio.enums.MaskFlags.per_dataset in flags or rasterio.enums.MaskFlags.alpha in flags
-        for flags in src.mask_flag_enums
-    )
     return SceneInfo(
         uri=uri,
         width_px=src.width,
@@ -136,7 +138,7 @@ def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> 
         crs_wkt=crs.to_wkt(),
         transform=transform,  # type: ignore[arg-type]
         nodata=src.nodata,
-        has_mask=has_mask,
+        has_mask=_has_mask(src),
     )
 
 
@@ -179,10 +181,7 @@ def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig
         nodata_mask = None
         if src.nodata is not None:
             nodata_mask = np.all(data == src.nodata, axis=0)
-        elif any(
-            rasterio.enums.MaskFlags.per_dataset in f or rasterio.enums.MaskFlags.alpha in f
-            for f in src.mask_flag_enums
-        ):
+        elif _has_mask(src):
             nodata_mask = src.dataset_mask(window=window) == 0
     except (RasterioError, OSError) as exc:
         raise TileReadError(

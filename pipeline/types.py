@@ -140,23 +140,3 @@ class SceneInfo:
     transform: tuple[float, float, float, float, float, float]
     nodata: float | None = None
     has_mask: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SceneDetections:
-    """Merged detections of one scene, in scene pixels.
-
-    Attributes:
-        scene: the scene's header facts.
-        boxes_xyxy_px: float64 ``[N, 4]`` scene px.
-        scores: float32 ``[N]``.
-        labels: int64 ``[N]``.
-    """
-
-    scene: SceneInfo
-    boxes_xyxy_px: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)

@@ -127,3 +127,18 @@ def test_50k_scene_tiles_without_reading_it_whole(tmp_path):
     assert len(tiles) == 56 * 56
     last = list(read_tiles(str(path), tiles[-1:], ReadConfig()))[0]
     assert last.image.shape == (3, 1024, 1024) and last.image.max() == 200
+
+
+def test_fully_masked_tile_is_skipped(make_scene):
+    import rasterio
+
+    path = make_scene("masked.tif", [(70, 10, 80, 20, 0)], width=128, height=64)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+        mask = np.zeros((64, 128), np.uint8)
+        mask[:, 64:] = 255  # left tile fully masked, right tile valid
+        dst.write_mask(mask)
+    info = open_scene(str(path), ReadConfig())
+    assert info.has_mask and info.nodata is None
+    tiles = tile_scene(str(path), 128, 64, TilingConfig(tile_size_px=64, overlap_px=0))
+    reads = list(read_tiles(str(path), tiles, ReadConfig()))
+    assert reads[0].image is None and reads[1].image is not None and reads[1].image[0, 10, 6] == 255
