@@ -123,3 +123,18 @@ def corners_to_bounds(corners: np.ndarray) -> np.ndarray:
     if len(corners) == 0:
         return np.zeros((0, 4), np.float64)
     return np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+
+
+def boxes_to_geometry(
+    boxes_xyxy_px: np.ndarray,
+    transform: tuple[float, float, float, float, float, float],
+    scene_crs: CRS,
+    out_crs: CRS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scene-pixel boxes -> (N Polygons, float64 ``[N, 4]`` bounds) in ``out_crs``.
+
+    The four corners go through the scene's affine, then are reprojected one by
+    one when ``out_crs`` differs from ``scene_crs``.
+    """
+    corners = reproject_corners(scene_px_to_crs(boxes_xyxy_px, transform), scene_crs, out_crs)
+    return corners_to_polygons(corners), corners_to_bounds(corners)

@@ -16,12 +16,7 @@ import numpy as np
 from pyproj import CRS
 
 from pipeline.geoparquet import DetectionColumns, build_table, crs_label, write_geoparquet
-from pipeline.georef import (
-    corners_to_bounds,
-    corners_to_polygons,
-    reproject_corners,
-    scene_px_to_crs,
-)
+from pipeline.georef import boxes_to_geometry
 from pipeline.merging import MergedBoxes
 from pipeline.types import SceneInfo
 
@@ -59,11 +54,10 @@ def scene_columns(
 ) -> DetectionColumns:
     """Georeference merged scene-pixel boxes into the contract's columns."""
     scene_crs = CRS.from_wkt(scene.crs_wkt)
-    corners = scene_px_to_crs(merged.boxes_xyxy_px, scene.transform)
-    corners = reproject_corners(corners, scene_crs, out_crs)
+    polygons, bounds = boxes_to_geometry(merged.boxes_xyxy_px, scene.transform, scene_crs, out_crs)
     return DetectionColumns(
-        polygons=corners_to_polygons(corners),
-        bounds_crs=corners_to_bounds(corners),
+        polygons=polygons,
+        bounds_crs=bounds,
         scores=merged.scores,
         label_ids=merged.labels,
         class_names=class_names,

@@ -10,7 +10,7 @@ import numpy as np
 from pyproj import CRS
 
 from pipeline.geoparquet import DetectionColumns, build_table, crs_label, write_geoparquet
-from pipeline.georef import corners_to_bounds, corners_to_polygons, scene_px_to_crs
+from pipeline.georef import boxes_to_geometry
 
 if TYPE_CHECKING:
     from retinanet.synth import SceneTruth
@@ -31,12 +31,12 @@ def write_ground_truth(
 
     tables = []
     for truth in truths:
-        corners = scene_px_to_crs(truth.boxes_xyxy_px, tuple(truth.transform)[:6])  # type: ignore[arg-type]
+        polygons, bounds = boxes_to_geometry(truth.boxes_xyxy_px, tuple(truth.transform)[:6], crs, crs)  # type: ignore[arg-type]
         tables.append(
             build_table(
                 DetectionColumns(
-                    polygons=corners_to_polygons(corners),
-                    bounds_crs=corners_to_bounds(corners),
+                    polygons=polygons,
+                    bounds_crs=bounds,
                     scores=None,
                     label_ids=truth.labels,
                     class_names=class_names,
