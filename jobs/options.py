@@ -1,58 +1,73 @@
-"""Shared click options and the Ray connection used by every job."""
+"""Options shared by the jobs, each defined once with one meaning, and the Ray session.
+
+Every option that more than one command takes is a decorator here
+(``address_option``, ``verbose_option``, ``overwrite_option``,
+``bands_option``, ``tile_size_option``, ``min_score_option``), so
+``--bands`` or ``--overwrite`` mean the same thing in every command.
+
+``ray_session`` connects to Ray quietly: Ray's own logs (driver, workers,
+raylet) go to files under the run's output, and the user sees only what
+aerialdet prints (``--verbose`` shows Ray's output too).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import math
 import os
-from collections.abc import Callable
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
 
 F = Callable[..., Any]
 
-
-def ray_address_option(f: F) -> F:
-    """``--address``: a Ray cluster to join; default a private local one."""
-    return click.option(
-        "--address",
-        default=None,
-        help="Ray cluster address (e.g. ray://head:10001 or auto). Default: $RAY_ADDRESS when set "
-        "(as under `ray job submit`), else a private local cluster started for this run.",
-    )(f)
+LOG_DIR = "_logs"
 
 
-FORWARDED_ENV_PREFIXES = ("AWS_", "GDAL_", "CPL_", "VSI_", "AERIALDET_")
+class UserError(click.ClickException):
+    """A mistake of the user's (a bad file, a missing path): one line, exit 2, no traceback."""
+
+    exit_code = 2
 
 
-def forwarded_env() -> dict[str, str]:
-    """Environment the workers need too: object-store endpoint and credentials, GDAL options."""
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+class FiniteFloat(click.ParamType):
+    """A float that is not NaN or +-inf, optionally inside [lo, hi]."""
+
+    name = "float"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None) -> None:
+        self.lo, self.hi = lo, hi
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """Parse ``value``; fail on non-numbers, NaN, infinities and values out of range."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if (self.lo is not None and number < self.lo) or (self.hi is not None and number > self.hi):
+            self.fail(f"{number} is not in the range {self.lo}..{self.hi}", param, ctx)
+        return number
 
 
-def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
-    """Connect to Ray: ``address``, else ``$RAY_ADDRESS``, else a private local cluster.
+FINITE_FLOAT = FiniteFloat()
 
-    A bare ``ray.init()`` would attach to any cluster already running on the
-    machine; ``address="local"`` always starts a private one.  ``AWS_*`` and
-    GDAL variables of this shell are forwarded to the workers (a submitted
-    job gets them from its ``--runtime-env-json`` instead).
-    """
-    import ray
 
-    if ray.is_initialized():
-        return
-    runtime_env = {"env_vars": forwarded_env()}
-    if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
-    elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's runtime env applies
-        ray.init(log_to_driver=True)
-    else:
-        # the dashboard serves the State API that Ray Train polls; without it Train logs warnings
-        ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=True)
+def finite_float_range(lo: float | None = None, hi: float | None = None) -> FiniteFloat:
+    """A finite float in ``[lo, hi]`` (click type)."""
+    return FiniteFloat(lo, hi)
 
 
 def parse_int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
-    """Parse ``1,2,3`` into a tuple of ints (click callback)."""
+    """Parse ``1,2,3`` into a tuple of 1-based band numbers (click callback)."""
     if value is None:
         return None
     try:
@@ -64,3 +79,207 @@ def parse_int_list(ctx: click.Context, param: click.Parameter, value: str | None
     if not out or min(out) < 1:
         raise click.BadParameter(f"band numbers are 1-based, got {value!r}", param=param)
     return out
+
+
+def address_option(f: F) -> F:
+    """``--address``: a Ray cluster to join; default a private local one."""
+    return click.option(
+        "--address",
+        default=None,
+        help="Ray cluster address (e.g. ray://head:10001 or auto). Default: $RAY_ADDRESS when set "
+        "(as under `ray job submit`), else a private local cluster started for this run.",
+    )(f)
+
+
+def verbose_option(f: F) -> F:
+    """``--verbose``: show Ray's own output as well as writing it to the log files."""
+    return click.option(
+        "-v", "--verbose", is_flag=True, help=f"Show Ray's logs too (always written under OUT/{LOG_DIR}/)."
+    )(f)
+
+
+def overwrite_option(f: F) -> F:
+    """``--overwrite``: redo work whose output already exists."""
+    return click.option("--overwrite", is_flag=True, help="Redo (replace) outputs that already exist.")(f)
+
+
+def bands_option(help_default: str) -> Callable[[F], F]:
+    """``--bands``: 1-based scene bands in model channel order."""
+    return click.option(
+        "--bands",
+        default=None,
+        callback=parse_int_list,
+        help=f"1-based bands in model channel order, e.g. 1,2,3 [default: {help_default}].",
+    )
+
+
+def tile_size_option(default: int, help_text: str) -> Callable[[F], F]:
+    """``--tile-size-px``: edge of the square tiles fed to the model, pixels."""
+    return click.option(
+        "--tile-size-px", default=default, show_default=True, type=click.IntRange(32, 8192), help=help_text
+    )
+
+
+def min_score_option(default: float | None, help_text: str = "Minimum score.") -> Callable[[F], F]:
+    """``--min-score``: keep detections scoring at least this (0..1)."""
+    return click.option(
+        "--min-score",
+        default=default,
+        show_default=default is not None,
+        type=finite_float_range(0.0, 1.0),
+        help=help_text,
+    )
+
+
+# Variables that configure object-store access without being secrets: forwarded
+# to a remote cluster's workers.  Credentials are never forwarded (Ray writes a
+# job's runtime env into its logs): the cluster's nodes must hold their own.
+FORWARDED_ENV_PREFIXES = ("GDAL_", "CPL_", "VSI_", "AERIALDET_")
+FORWARDED_AWS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_S3_ADDRESSING_STYLE")
+
+
+def forwarded_env() -> dict[str, str]:
+    """Non-secret settings a remote cluster's workers need: endpoint, region, GDAL options."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES) or k in FORWARDED_AWS}
+
+
+@contextlib.contextmanager
+def _stderr_to_file(log_path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (Ray's C++ logs, child processes) to ``log_path``.
+
+    ``sys.stderr`` keeps writing to the terminal, so aerialdet's own progress
+    bar and messages still reach the user.  A no-op where stderr has no file
+    descriptor (e.g. under click's test runner).
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), fd)
+    old = sys.stderr
+    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb", buffering=0), write_through=True)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = old
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _ray_logger_to_file(log_path: Path) -> Iterator[None]:
+    """Ray's Python loggers on the driver write to ``log_path`` only."""
+    import ray.data  # noqa: F401  (configures the "ray.data" logger on import: replace after)
+
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data", "ray.train")]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.handlers = [handler]
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
+
+
+def _init_ray(address: str | None, temp_dir: str | None, verbose: bool, num_cpus: int | None) -> None:
+    import ray
+
+    common: dict[str, Any] = {
+        "log_to_driver": verbose,
+        "logging_level": logging.INFO if verbose else logging.WARNING,
+    }
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **common)
+    elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's runtime env applies
+        ray.init(**common)
+    else:
+        # A private cluster: its processes inherit this environment (credentials
+        # included), so nothing secret goes into a runtime env that Ray logs.
+        # No metrics export: nothing reads it, and its exporter thread crashed workers here.
+        os.environ.setdefault("RAY_enable_metrics_collection", "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(address="local", num_cpus=num_cpus, _temp_dir=temp_dir, **common)
+
+
+def _keep_logs(temp_dir: str, log_dir: Path) -> None:
+    """Move the private cluster's logs under ``log_dir/ray`` and delete its temp dir."""
+    session = Path(temp_dir) / "session_latest"
+    logs = session.resolve() / "logs" if session.exists() else None
+    if logs is not None and logs.is_dir():
+        target = log_dir / "ray"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(logs), str(target))
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_session(
+    address: str | None,
+    log_dir: str | os.PathLike[str],
+    *,
+    verbose: bool = False,
+    num_cpus: int | None = None,
+) -> Iterator[None]:
+    """Connect to Ray for one command; quiet unless ``verbose``.
+
+    Joins ``address`` (else ``$RAY_ADDRESS``, as under ``ray job submit``),
+    else starts a private local cluster (``address="local"``: never one that
+    already runs on the machine) in a temporary directory only this user can
+    read, and shuts it down at the end.  Ray's logs go to ``log_dir``:
+    ``driver.log`` (the driver's Ray loggers and C++ output) and ``ray/``
+    (the private cluster's own log directory).  When Ray is already
+    initialised (tests, notebooks) the session is used as it is.
+
+    Args:
+        address: Ray address, or None.
+        log_dir: where Ray's logs go (created).
+        verbose: also show Ray's output on the terminal.
+        num_cpus: CPUs of a private cluster (default: all).
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    log_path = Path(log_dir)
+    log_path.mkdir(parents=True, exist_ok=True)
+    temp_dir = None
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # mode 700; under /tmp because Ray's unix sockets live in it (paths <= 107 bytes)
+        temp_dir = tempfile.mkdtemp(prefix="aerialdet-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    try:
+        with contextlib.ExitStack() as quiet:
+            if not verbose:
+                quiet.enter_context(_stderr_to_file(log_path / "driver.log"))
+                quiet.enter_context(_ray_logger_to_file(log_path / "driver.log"))
+            _init_ray(address, temp_dir, verbose, num_cpus)
+            try:
+                yield
+            finally:
+                ray.shutdown()
+    finally:
+        if temp_dir is not None:
+            _keep_logs(temp_dir, log_path)
+
+
+# Transitional names while jobs/train.py moves to ray_session (removed after).
+ray_address_option = address_option
+
+
+def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
+    """Deprecated: connect to Ray for the whole process; use ``ray_session``."""
+    import ray
+
+    if not ray.is_initialized():
+        _init_ray(address, None, True, num_cpus)

@@ -18,47 +18,52 @@ look           a PNG of a scene with its detections                   ``pipeline
 =============  ====================================================  ==========================
 
 ``pipeline.ray_stages.run_detect`` wires the stages into a Ray Data graph;
-every other module runs and is tested without Ray.
+every other module runs and is tested without Ray.  The model comes in as a
+``ModelLoader`` (``pipeline.detection``): the pipeline never imports a model
+package.
 """
 
-from pipeline.detection import detect_tiles, load_model
-from pipeline.errors import (
-    InvalidSceneError,
-    OutputError,
-    PipelineError,
-    SourceError,
-    TileReadError,
-)
-from pipeline.geoparquet import write_geoparquet
-from pipeline.georef import scene_px_to_crs, tile_to_scene_px
-from pipeline.merging import MergeConfig, merge_scene
-from pipeline.query import read_detections
-from pipeline.reading import ReadConfig, open_scene, read_tiles
-from pipeline.sources import list_scenes
-from pipeline.tiling import TilingConfig, tile_scene
-from pipeline.types import SceneInfo, TileDetections, TileSpec
+from __future__ import annotations
 
-__all__ = [
-    "InvalidSceneError",
-    "MergeConfig",
-    "OutputError",
-    "PipelineError",
-    "ReadConfig",
-    "SceneInfo",
-    "SourceError",
-    "TileDetections",
-    "TileReadError",
-    "TileSpec",
-    "TilingConfig",
-    "detect_tiles",
-    "list_scenes",
-    "load_model",
-    "merge_scene",
-    "open_scene",
-    "read_detections",
-    "read_tiles",
-    "scene_px_to_crs",
-    "tile_scene",
-    "tile_to_scene_px",
-    "write_geoparquet",
-]
+import importlib
+from typing import Any
+
+# Public names and the module each lives in.  They load on first use, so
+# ``import pipeline`` loads neither torch nor Ray (and never ``retinanet``).
+_EXPORTS = {
+    "InvalidSceneError": "pipeline.errors",
+    "MergeConfig": "pipeline.merging",
+    "ModelInfo": "pipeline.detection",
+    "ModelLoader": "pipeline.detection",
+    "OutputError": "pipeline.errors",
+    "PipelineError": "pipeline.errors",
+    "ReadConfig": "pipeline.reading",
+    "SceneInfo": "pipeline.types",
+    "SourceError": "pipeline.errors",
+    "TileDetections": "pipeline.types",
+    "TileReadError": "pipeline.errors",
+    "TileSpec": "pipeline.types",
+    "TilingConfig": "pipeline.tiling",
+    "detect_tiles": "pipeline.detection",
+    "list_scenes": "pipeline.sources",
+    "merge_scene": "pipeline.merging",
+    "open_scene": "pipeline.reading",
+    "read_detections": "pipeline.query",
+    "read_tiles": "pipeline.reading",
+    "scene_px_to_crs": "pipeline.georef",
+    "tile_scene": "pipeline.tiling",
+    "tile_to_scene_px": "pipeline.georef",
+    "write_geoparquet": "pipeline.geoparquet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

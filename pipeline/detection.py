@@ -1,55 +1,103 @@
 """Model + raw tiles ``[B, C, H, W]`` -> ``list[TileDetections]`` (torch, no Ray).
 
 The model is any callable with torchvision's detection interface: it takes a
-list of ``Tensor[C, H, W]`` and returns per tile ``{"boxes": Tensor[N, 4]
-xyxy tile px, "scores": Tensor[N], "labels": Tensor[N]}``.  Tiles are
-normalised with the checkpoint's ``BandConfig`` here, so detect and train
-scale bands the same way.  Boxes are clipped to the tile's valid area (the
-part inside the scene) and boxes left empty by the clip are dropped.
+list of float32 ``Tensor[C, H, W]`` in the scene's raw units and returns per
+tile ``{"boxes": Tensor[N, 4] xyxy tile px, "scores": Tensor[N], "labels":
+Tensor[N]}``.  The model scales its input itself (torchvision's
+``image_mean``/``image_std``), so the pipeline knows nothing of a model's
+normalisation and never imports one: a ``ModelLoader`` (built in ``jobs/``)
+says what the model is and loads it where it runs.  Boxes are clipped to the
+tile's valid area (the part inside the scene) and boxes left empty by the
+clip are dropped.
+
+Importing this module loads no torch; ``detect_tiles`` imports it on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from pipeline.types import TileDetections, TileSpec
-from retinanet.config import BandConfig
-from retinanet.normalize import normalize_tiles
 
-DetectionModel = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
+if TYPE_CHECKING:
+    import torch
+
+DetectionModel = Callable[[list["torch.Tensor"]], list[dict[str, "torch.Tensor"]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the pipeline needs to know of a model, without its weights.
+
+    Attributes:
+        model_id: written to each detection's ``model`` column.
+        class_names: name of each label id.
+        bands: 1-based scene bands the model takes, in channel order (the
+            default of ``--bands``).
+    """
+
+    model_id: str
+    class_names: tuple[str, ...]
+    bands: tuple[int, ...]
+
+
+class ModelLoader(Protocol):
+    """A picklable recipe for a model: sent to every model actor, loaded there.
+
+    ``retinanet.predictor.CheckpointLoader`` loads a checkpoint directory;
+    ``pipeline.standin.StandinLoader`` is the test stand-in.
+    """
+
+    @property
+    def info(self) -> ModelInfo:
+        """What the model is (no weights needed)."""
+        ...
+
+    def load(self, device: str) -> DetectionModel:
+        """Build the model on ``device`` in eval mode."""
+        ...
 
 
 def detect_tiles(
     model: DetectionModel,
     images: np.ndarray,
     tiles: Sequence[TileSpec],
-    band_config: BandConfig,
     *,
-    device: str | torch.device = "cpu",
+    device: str = "cpu",
     amp: bool = False,
 ) -> list[TileDetections]:
     """Run the model on a batch of tiles.
 
     Args:
-        model: torchvision-style detection model in eval mode.
+        model: torchvision-style detection model in eval mode, on ``device``.
         images: ``[B, C, H, W]`` raw scene units (any numeric dtype).
         tiles: B tile specs, in the order of ``images``.
-        band_config: per-channel scaling from the checkpoint.
         device: where to run.
         amp: use float16 autocast (CUDA only).
 
     Returns:
-        B ``TileDetections`` in tile pixels.
+        B ``TileDetections`` in tile pixels, clipped to each tile's valid area.
+
+    Example:
+        >>> from pipeline.standin import StandinLoader
+        >>> from pipeline.tiling import TilingConfig, tile_scene
+        >>> tiles = list(tile_scene("s.tif", 64, 64, TilingConfig(tile_size_px=64, overlap_px=0)))
+        >>> images = np.zeros((1, 3, 64, 64), np.uint8)
+        >>> images[0, 0, 8:16, 8:16] = 255
+        >>> detect_tiles(StandinLoader().load("cpu"), images, tiles)[0].boxes_xyxy_px.tolist()
+        [[8.0, 8.0, 16.0, 16.0]]
     """
+    import torch
+
     if len(images) != len(tiles):
         raise ValueError(f"got {len(images)} images for {len(tiles)} tiles")
     if len(tiles) == 0:
         return []
-    batch = normalize_tiles(images, band_config).to(device)
+    batch = torch.as_tensor(np.asarray(images)).to(device=device, dtype=torch.float32)
     use_amp = amp and torch.device(device).type == "cuda"
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
         outputs = model(list(batch))
@@ -81,79 +129,4 @@ def clip_to_tile(
         boxes[keep],
         np.asarray(scores).reshape(-1)[keep],
         np.asarray(labels, np.int64).reshape(-1)[keep],
-    )
-
-
-class ModelHandle:
-    """A detection model with what the pipeline needs to know of it.
-
-    Attributes:
-        model: torchvision-style detection callable (eval mode).
-        band_config: band order and scaling of its input.
-        class_names: names of its label ids.
-        model_id: written to each detection's ``model`` column.
-        tile_size_px: the tile size it was trained at.
-    """
-
-    def __init__(
-        self,
-        model: DetectionModel,
-        band_config: BandConfig,
-        class_names: tuple[str, ...],
-        model_id: str,
-        tile_size_px: int | None = None,
-    ) -> None:
-        self.model = model
-        self.band_config = band_config
-        self.class_names = class_names
-        self.model_id = model_id
-        self.tile_size_px = tile_size_px
-
-
-def load_model(source: str, *, device: str | torch.device = "cpu") -> ModelHandle:
-    """Load a detection model from a checkpoint directory (or the test stand-in).
-
-    Args:
-        source: a checkpoint directory written by ``aerialdet train``, or
-            ``standin:blobs`` for ``pipeline.standin.BlobDetector``.
-        device: where to put the model.
-
-    Raises:
-        retinanet.checkpoint.CheckpointError: if the checkpoint cannot be loaded.
-    """
-    from pipeline import standin
-
-    if source == standin.STANDIN_SOURCE:
-        return ModelHandle(standin.BlobDetector(), standin.STANDIN_BANDS, standin.STANDIN_CLASSES, source)
-    from retinanet.checkpoint import load_dir
-
-    ckpt = load_dir(source, device=device)
-    return ModelHandle(
-        ckpt.model,
-        ckpt.config.band_config,
-        ckpt.config.class_names,
-        ckpt.checkpoint_id,
-        ckpt.config.tile_size_px,
-    )
-
-
-def describe_model(source: str) -> ModelHandle:
-    """Like ``load_model`` but without weights (``model`` is None): for the driver."""
-    from pipeline import standin
-
-    if source == standin.STANDIN_SOURCE:
-        return ModelHandle(None, standin.STANDIN_BANDS, standin.STANDIN_CLASSES, source)  # type: ignore[arg-type]
-    from pathlib import Path
-
-    from retinanet.checkpoint import ModelConfig, _checkpoint_id, _weights_path, read_meta
-
-    path = Path(source)
-    meta = read_meta(path)
-    config = ModelConfig.from_json(meta["config"])
-    return ModelHandle(
-        None,  # type: ignore[arg-type]
-        config.band_config,
-        config.class_names,
-        _checkpoint_id(path, _weights_path(path)),
-        config.tile_size_px,
     )

@@ -1,27 +1,45 @@
 """RetinaNet for aerial imagery: what detect and retrain share.
 
 torchvision owns the network (``torchvision.models.detection.RetinaNet``), its
-focal loss, anchors and box coder.  This package owns the aerial configuration
-around it:
+focal loss, anchors, box coder and input normalisation.  This package owns
+the aerial configuration around it:
 
 ==================  =====================================================
 module              what it holds
 ==================  =====================================================
 ``config``          ``ModelConfig`` / ``BandConfig``: frozen, JSON-able
-``model``           ``build_model(config)`` -> torchvision RetinaNet
-``normalize``       raw band values -> model input (detect and train)
+``model``           ``build_model(config)`` -> torchvision RetinaNet that
+                    scales raw bands itself (``image_mean``/``image_std``)
 ``checkpoint``      checkpoint directory: ``model.pt`` + ``meta.json``;
                     torchvision / DeepForest imports
+``predictor``       the model loader the detect pipeline runs
 ``labeled_tiles``   COCO / VOC / CSV / GeoParquet labels -> one Dataset
 ``augment``         flips, 90-degree rotations, photometric jitter
 ``evaluate``        COCO mAP, AP50, precision/recall (pycocotools)
 ``synth``           synthetic georeferenced scenes + ground truth
-``train_loop``      ``train_one_epoch`` / ``fit``: plain torch, no Ray
+``train_loop``      ``train_one_epoch`` / ``evaluate_model``: plain torch
 ``ray_train``       the only ``import ray.train``: TorchTrainer wiring
+``errors``          ``CheckpointError``, ``LabelError``
 ==================  =====================================================
+
+Importing the package loads nothing heavy; its names load on first use.
 """
 
-from retinanet.config import BandConfig, ModelConfig
-from retinanet.model import build_model
+from __future__ import annotations
 
-__all__ = ["BandConfig", "ModelConfig", "build_model"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BandConfig": "retinanet.config",
+    "ModelConfig": "retinanet.config",
+    "build_model": "retinanet.model",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'retinanet' has no attribute {name!r}")

@@ -36,8 +36,26 @@ import torchvision
 from torch import nn
 from torchvision.models.detection.retinanet import RetinaNet
 
-from retinanet.config import BandConfig, ModelConfig
+from retinanet.config import BandConfig, ModelConfig, NormLayer, P6Input
+from retinanet.errors import CheckpointError
 from retinanet.model import build_model
+
+__all__ = [
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "checkpoint_id",
+    "import_deepforest",
+    "import_torchvision_state_dict",
+    "load_dir",
+    "load_into",
+    "load_state_dict_file",
+    "load_train_state",
+    "read_config",
+    "read_meta",
+    "resolve_checkpoint",
+    "save_dir",
+    "weights_path",
+]
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -52,10 +70,6 @@ IMAGENET_BANDS_UINT8 = BandConfig(
     mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
     std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, unsafe, or does not match its config."""
 
 
 @dataclass(frozen=True)
@@ -146,11 +160,43 @@ def save_dir(
     return target
 
 
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and migrate ``meta.json`` of a checkpoint directory.
+def resolve_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """Find the checkpoint directory for ``path``.
+
+    ``path`` is a checkpoint directory (it holds ``meta.json``) or a training
+    run directory written by ``aerialdet train --out RUN``: then ``RUN/best``
+    when validation ever wrote it, else ``RUN/last``.
+
+    Returns:
+        The checkpoint directory, and a note saying which one was chosen
+        (None when ``path`` itself is a checkpoint).
 
     Raises:
-        CheckpointError: if the directory or its meta.json is missing or invalid.
+        CheckpointError: when ``path`` is neither.
+    """
+    ckpt = Path(path)
+    if (ckpt / META_FILE).is_file():
+        return ckpt, None
+    for name, why in (("best", "best validation AP50"), ("last", "last epoch; the run wrote no best/")):
+        if (ckpt / name / META_FILE).is_file():
+            return ckpt / name, f"using {ckpt / name} ({why})"
+    if not ckpt.is_dir():
+        raise CheckpointError(
+            f"checkpoint {str(ckpt)!r} is not a directory; pass a checkpoint directory (holding "
+            f"{META_FILE} and {WEIGHTS_FILE}) or a training run written by `aerialdet train --out RUN`"
+        )
+    raise CheckpointError(
+        f"{str(ckpt)!r} holds no {META_FILE}, best/ or last/: it is neither a checkpoint nor a "
+        "training run; pass the --out directory of `aerialdet train`, or its best/ or last/"
+    )
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``meta.json`` of a checkpoint directory.
+
+    Raises:
+        CheckpointError: if the directory or its meta.json is missing or not a
+            JSON object of a supported format version.
     """
     ckpt = Path(path)
     meta_path = ckpt / META_FILE
@@ -162,9 +208,11 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not meta_path.is_file():
         raise CheckpointError(f"checkpoint {str(ckpt)!r} has no {META_FILE}")
     try:
-        meta: dict[str, Any] = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{meta_path}: invalid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -174,8 +222,45 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def read_config(path: str | os.PathLike[str]) -> ModelConfig:
+    """The validated ``ModelConfig`` of a checkpoint directory (no weights are read).
+
+    Raises:
+        CheckpointError: naming meta.json and the offending field.
+    """
+    meta = read_meta(path)
+    if "config" not in meta:
+        raise CheckpointError(f"{Path(path) / META_FILE}: has no 'config' object; re-export the checkpoint")
+    try:
+        return ModelConfig.from_json(meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{Path(path) / META_FILE}: invalid model config: {exc}") from None
+
+
+def _torch_load(file: Path) -> Any:
+    """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "not an allowed global" in text or "This file can still be loaded" in text:
+            raise CheckpointError(
+                f"{file}: refused to load, it carries a pickle payload beyond tensors. Only load "
+                "checkpoints you trust; re-save the state_dict alone with torch.save(model.state_dict())"
+            ) from None
+        raise CheckpointError(
+            f"{file}: not a readable torch file (corrupt, truncated or another format); "
+            "re-copy it or re-export the checkpoint"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{file}: cannot read weights ({first}); re-copy it or re-export it") from None
+
+
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Load a tensors-only state dict from ``.pt``/``.pth``/``.ckpt`` or ``.safetensors``.
+
+    A Lightning ``.ckpt`` (``{"state_dict": ...}``) yields its ``state_dict``.
 
     Raises:
         CheckpointError: if the file carries pickled objects other than tensors
@@ -188,35 +273,34 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         try:
             return dict(load_file(str(file)))
         except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from exc
-    try:
-        loaded = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{file}: refused to load, it carries a pickle payload beyond tensors "
-            f"(torch.load weights_only=True said: {str(exc).splitlines()[0]}). Only load "
-            "checkpoints you trust; re-save the state_dict alone with torch.save(model.state_dict())"
-        ) from exc
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise CheckpointError(f"{file}: cannot read weights ({exc})") from exc
-    if not isinstance(loaded, dict):
-        raise CheckpointError(f"{file}: expected a state dict, got {type(loaded).__name__}")
+            raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from None
+    loaded = _torch_load(file)
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(f"{file}: expected a state dict of tensors, got {type(loaded).__name__}")
     return loaded
 
 
-def _weights_path(ckpt: Path) -> Path:
+def weights_path(ckpt: str | os.PathLike[str]) -> Path:
+    """The weights file of a checkpoint directory (``model.pt`` or ``model.safetensors``).
+
+    Raises:
+        CheckpointError: if there is neither.
+    """
     for name in (WEIGHTS_FILE, SAFETENSORS_FILE):
-        if (ckpt / name).is_file():
-            return ckpt / name
+        if (Path(ckpt) / name).is_file():
+            return Path(ckpt) / name
     raise CheckpointError(f"checkpoint {str(ckpt)!r} has neither {WEIGHTS_FILE} nor {SAFETENSORS_FILE}")
 
 
-def _checkpoint_id(ckpt: Path, weights: Path) -> str:
+def checkpoint_id(ckpt: str | os.PathLike[str]) -> str:
+    """``name@sha256[:12]`` of a checkpoint's weights: written to every detection's ``model`` column."""
     digest = hashlib.sha256()
-    with weights.open("rb") as f:
+    with weights_path(ckpt).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return f"{ckpt.resolve().name}@{digest.hexdigest()[:12]}"
+    return f"{Path(ckpt).resolve().name}@{digest.hexdigest()[:12]}"
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -267,17 +351,13 @@ def load_dir(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
         ('vehicle', 'building', 'tree')
     """
     ckpt = Path(path)
-    meta = read_meta(ckpt)
-    try:
-        config = ModelConfig.from_json(meta["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt / META_FILE}: invalid model config ({exc})") from exc
-    weights = _weights_path(ckpt)
+    config = read_config(ckpt)
+    weights = weights_path(ckpt)
     state = load_state_dict_file(weights)
     model = build_model(config)
     load_into(model, state, str(weights))
     model.to(device).eval()
-    return LoadedCheckpoint(model, config, _checkpoint_id(ckpt, weights), meta)
+    return LoadedCheckpoint(model, config, checkpoint_id(ckpt), read_meta(ckpt))
 
 
 def load_train_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -285,10 +365,9 @@ def load_train_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     file = Path(path) / TRAIN_STATE_FILE
     if not file.is_file():
         return None
-    try:
-        state: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{file}: refused, carries a pickle payload beyond tensors") from exc
+    state = _torch_load(file)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: expected a dict of training state, got {type(state).__name__}")
     return state
 
 
@@ -318,7 +397,7 @@ def import_torchvision_state_dict(
     p6 = state.get("backbone.fpn.extra_blocks.p6.weight")
     if p6 is None:
         raise CheckpointError(f"{source}: no backbone.fpn.extra_blocks.p6.weight; not a RetinaNet FPN")
-    p6_input = "p5" if p6.shape[1] == 256 else "c5"
+    p6_input = P6Input.P5 if p6.shape[1] == 256 else P6Input.C5
     frozen = not any(k.endswith("num_batches_tracked") for k in state)
     cls = state.get("head.classification_head.cls_logits.weight")
     if cls is None:
@@ -335,7 +414,7 @@ def import_torchvision_state_dict(
         backbone="resnet50",
         band_config=band_config,
         p6_input=p6_input,
-        norm_layer="frozen_batch" if frozen else "batch",
+        norm_layer=NormLayer.FROZEN_BATCH if frozen else NormLayer.BATCH,
         **config_overrides,
     )
     model = build_model(config)
@@ -365,19 +444,7 @@ def import_deepforest(
     if src.is_dir():
         src = src / SAFETENSORS_FILE
     config_json = src.parent / "config.json"
-    if src.suffix == ".safetensors":
-        raw = load_state_dict_file(src)
-    else:
-        try:
-            loaded = torch.load(src, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise CheckpointError(
-                f"{src}: refused to load, it carries a pickle payload beyond tensors; "
-                "export the DeepForest model with model.save_pretrained() (safetensors)"
-            ) from exc
-        raw = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{src}: expected a state dict")
+    raw = load_state_dict_file(src)
     state = _strip_prefix(raw, "model.") if any(k.startswith("model.") for k in raw) else raw
     if class_names is None and config_json.is_file():
         cfg = json.loads(config_json.read_text())

@@ -7,9 +7,11 @@ gamma 2), classifier bias prior 0.01.  What we set:
 * anchors from ``ModelConfig`` (9 per location by default);
 * no resizing: ``NoResizeTransform`` passes tiles through at the scene's
   resolution (torchvision would resize the short side to 800 px);
-* no mean/std in the transform: band scaling happens in
-  ``retinanet.normalize`` from the checkpoint's ``BandConfig``, so the
-  transform sees already-normalised tensors;
+* band scaling in the model: torchvision's transform subtracts
+  ``image_mean`` and divides by ``image_std``, set from ``BandConfig`` in raw
+  scene units, so every caller (detect, train, evaluate, a plain script)
+  passes raw values as float32 ``[C, H, W]`` and the checkpoint carries its
+  own scaling;
 * ``detections_per_img`` from ``ModelConfig.detections_per_tile`` (torchvision's
   silent default cap is 300).
 
@@ -35,16 +37,17 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from retinanet.config import ModelConfig
+from retinanet.config import Backbone, ModelConfig, NormLayer, P6Input
 
-_RESNET_C5_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+_RESNET_C5_CHANNELS = {Backbone.RESNET18: 512, Backbone.RESNET34: 512, Backbone.RESNET50: 2048}
 
 
 class NoResizeTransform(GeneralizedRCNNTransform):
-    """torchvision's detection transform minus the resize and the mean/std step.
+    """torchvision's detection transform minus the resize.
 
-    Tiles are batched (zero-padded to a multiple of 32 px) but never rescaled,
-    so a box in the output is in the tile's own pixels.
+    Tiles are normalised (``image_mean``/``image_std``) and batched
+    (zero-padded to a multiple of 32 px) but never rescaled, so a box in the
+    output is in the tile's own pixels.
     """
 
     def resize(
@@ -53,25 +56,21 @@ class NoResizeTransform(GeneralizedRCNNTransform):
         """Return ``image`` and ``target`` unchanged (no resize)."""
         return image, target
 
-    def normalize(self, image: Tensor) -> Tensor:
-        """Identity: inputs are normalised by ``retinanet.normalize``."""
-        return image
-
 
 def _build_backbone(config: ModelConfig) -> BackboneWithFPN:
     """ResNet/MobileNetV3 + FPN returning P3-P7 (256 channels each)."""
     # Trainable BatchNorm when training from scratch; FrozenBatchNorm2d for
     # imported releases that were fine-tuned from ImageNet backbones.
-    norm_layer: Any = nn.BatchNorm2d if config.norm_layer == "batch" else FrozenBatchNorm2d
+    norm_layer: Any = nn.BatchNorm2d if config.norm_layer is NormLayer.BATCH else FrozenBatchNorm2d
     if config.backbone in _RESNET_C5_CHANNELS:
-        body = getattr(resnet, config.backbone)(weights=None, norm_layer=norm_layer)
+        body = getattr(resnet, config.backbone.value)(weights=None, norm_layer=norm_layer)
         # P6 from C5 as in the focal-loss paper (torchvision's v2 recipe), or from
         # P5 as torchvision v1 / DeepForest do.
-        p6_in = _RESNET_C5_CHANNELS[config.backbone] if config.p6_input == "c5" else 256
+        p6_in = _RESNET_C5_CHANNELS[config.backbone] if config.p6_input is P6Input.C5 else 256
         return _resnet_fpn_extractor(
             body, trainable_layers=5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(p6_in, 256)
         )
-    if config.backbone == "mobilenet_v3_large":
+    if config.backbone is Backbone.MOBILENET_V3_LARGE:
         body = mobilenet.mobilenet_v3_large(weights=None, norm_layer=norm_layer)
         # stage_indices are [stem, strided blocks (strides 4, 8, 16, 32)..., last];
         # C3/C4/C5 = the stride-8 and stride-16 blocks and the last block (stride 32).
@@ -97,7 +96,8 @@ def build_model(config: ModelConfig) -> RetinaNet:
 
     Returns:
         A ``torchvision.models.detection.RetinaNet`` in eval mode whose
-        ``forward`` takes normalised tiles ``list[Tensor[C, H, W]]`` and, in
+        ``forward`` takes raw tiles ``list[Tensor[C, H, W]]`` (float32, scene
+        units: it applies ``config.band_config``'s mean/std itself) and, in
         eval mode, returns per tile ``{"boxes": Tensor[N, 4] xyxy tile px,
         "scores": Tensor[N], "labels": Tensor[N] (0-based class ids)}``.
 
@@ -129,14 +129,12 @@ def build_model(config: ModelConfig) -> RetinaNet:
         nms_thresh=config.nms_thresh,
         detections_per_img=config.detections_per_tile,
         topk_candidates=config.topk_candidates,
-        image_mean=[0.0] * config.band_config.num_channels,
-        image_std=[1.0] * config.band_config.num_channels,
     )
     model.transform = NoResizeTransform(
         min_size=config.tile_size_px,
         max_size=config.tile_size_px,
-        image_mean=[0.0] * config.band_config.num_channels,
-        image_std=[1.0] * config.band_config.num_channels,
+        image_mean=list(config.band_config.mean),
+        image_std=list(config.band_config.std),
         size_divisible=32,
     )
     _adapt_input_channels(model, config.band_config.num_channels)

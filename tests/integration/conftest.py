@@ -1,11 +1,10 @@
-"""Integration fixtures: one private local Ray cluster per module, a real S3 server."""
+"""Integration fixtures: one private local Ray cluster per module (the S3 server is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
+
+from tests.conftest import free_port  # noqa: F401  (re-exported: test_job_submit imports it from here)
 
 
 def standin_detect_args(source: str, out: str) -> list[str]:
@@ -26,45 +25,15 @@ def standin_detect_args(source: str, out: str) -> list[str]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto in server mode: a real S3-speaking HTTP server on 127.0.0.1."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.stop()
-
-
 @pytest.fixture(scope="module")
 def ray_cluster(s3_server):
-    """A private local cluster (never attaches to one already on the machine)."""
+    """A private local cluster (never attaches to one already on the machine).
+
+    Its workers inherit this process's environment (the S3 server's settings
+    included): no runtime env, so no credential is written to Ray's logs.
+    """
     import ray
 
-    from jobs.options import forwarded_env
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": forwarded_env()})
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()

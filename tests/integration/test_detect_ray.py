@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from rasterio.transform import Affine
 
 from pipeline.merging import MergeConfig
-from pipeline.ray_stages import DetectConfig, RunConfig, run_detect
-from pipeline.standin import STANDIN_SOURCE
+from pipeline.ray_stages import DetectConfig, DetectJob, run_detect
+from pipeline.standin import StandinLoader
 from pipeline.tiling import TilingConfig
 from tests.conftest import write_scene
 from tests.integration.conftest import standin_detect_args
@@ -36,10 +36,11 @@ ROTATED = Affine(0.0, 0.5, 500000.0, 0.5, 0.0, 4000000.0)  # x = 500000 + 0.5*ro
 
 
 def run(src: str, out: Path, **kw) -> dict:
-    cfg = RunConfig(
+    cfg = DetectJob(
         source=src,
         out_dir=str(out),
-        detect=DetectConfig(model=STANDIN_SOURCE, batch_size=4),
+        model=StandinLoader(),
+        detect=DetectConfig(batch_size=4),
         tiling=TILING,
         progress=False,
         **kw,

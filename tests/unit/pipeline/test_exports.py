@@ -1,3 +1,4 @@
+import subprocess
 import sys
 
 import pipeline
@@ -9,12 +10,31 @@ def test_public_api_is_pinned():
         assert getattr(pipeline, name).__doc__, f"{name} has no docstring"
 
 
-def test_importing_pipeline_does_not_import_ray():
-    # Ray stays at the edge: only pipeline.ray_stages imports it, lazily
-    import subprocess
-
-    code = "import sys, pipeline, pipeline.query, pipeline.merging; print('ray' in sys.modules)"
+def _modules_loaded_by(code: str) -> set[str]:
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == "False"
+        [sys.executable, "-c", f"import sys; {code}; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return {name.split(".")[0] for name in out}
+
+
+def test_importing_pipeline_loads_neither_torch_ray_nor_retinanet():
+    # The layout rule: the geo core stands alone; the model comes in as a loader
+    loaded = _modules_loaded_by("import pipeline")
+    assert not loaded & {"torch", "torchvision", "ray", "retinanet"}, loaded & {"torch", "ray", "retinanet"}
+
+
+def test_no_pipeline_module_imports_retinanet():
+    # every module of the package, imported for real (lazy imports included as far as they run at import)
+    import pkgutil
+
+    names = [m.name for m in pkgutil.iter_modules(pipeline.__path__, "pipeline.")]
+    loaded = _modules_loaded_by("; ".join(f"import {n}" for n in names))
+    assert "retinanet" not in loaded
+
+
+def test_importing_retinanet_is_light():
+    loaded = _modules_loaded_by("import retinanet, retinanet.errors")
+    assert "torch" not in loaded

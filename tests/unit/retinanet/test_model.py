@@ -51,11 +51,23 @@ def test_paper_inference_settings(model):
 
 
 def test_tile_goes_through_without_resizing(model):
-    image = torch.rand(3, 200, 300)
+    image = torch.rand(3, 200, 300) * 255
     images, _ = model.transform([image])
     assert images.image_sizes == [(200, 300)]
-    # only zero-padding to a multiple of 32, no rescaling or re-normalising
-    assert torch.equal(images.tensors[0, :, :200, :300], image)
+    # zero-padding to a multiple of 32 and the band scaling, no rescaling
+    expected = (image - 127.5) / 64.0  # BandConfig's default mean/std, raw units
+    assert torch.allclose(images.tensors[0, :, :200, :300], expected)
+
+
+def test_model_applies_its_own_band_scaling():
+    # the checkpoint's mean/std live in the model: callers pass raw uint16 values
+    from retinanet.config import BandConfig
+
+    bands = BandConfig(bands=(3, 2, 1), mean=(1000.0, 2000.0, 3000.0), std=(10.0, 20.0, 30.0))
+    m = build_model(ModelConfig(backbone="resnet18", band_config=bands))
+    raw = torch.tensor([1010.0, 2040.0, 3090.0]).reshape(3, 1, 1).expand(3, 32, 32)
+    images, _ = m.transform([raw])
+    assert images.tensors[0, :, 0, 0].tolist() == pytest.approx([1.0, 2.0, 3.0])
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v3_large"])
@@ -83,3 +95,13 @@ def test_bad_config_names_field():
         ModelConfig(backbone="vgg")
     with pytest.raises(ValueError, match="anchor_sizes_px"):
         ModelConfig(anchor_sizes_px=(8, 16))
+
+
+def test_closed_choices_are_enums_that_equal_their_names():
+    from retinanet.config import Backbone, NormLayer
+
+    cfg = ModelConfig(backbone="resnet18", norm_layer="frozen_batch")
+    assert cfg.backbone is Backbone.RESNET18 and cfg.backbone == "resnet18"
+    assert cfg.norm_layer is NormLayer.FROZEN_BATCH
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.to_json()["backbone"] == "resnet18" and type(cfg.to_json()["backbone"]) is str

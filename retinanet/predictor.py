@@ -1,0 +1,58 @@
+"""The model loader the detect pipeline runs: a checkpoint directory -> RetinaNet.
+
+``pipeline`` never imports ``retinanet``; ``jobs/detect.py`` builds a
+``CheckpointLoader`` here and hands it to the Ray stage, whose actors call
+``load(device)``.  ``CheckpointLoader.open`` loads the weights once on the
+driver before any actor starts, so a broken checkpoint fails in one line
+before the run, not in every actor.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from torchvision.models.detection.retinanet import RetinaNet
+
+from pipeline.detection import ModelInfo
+from retinanet.checkpoint import load_dir, resolve_checkpoint
+
+
+@dataclass(frozen=True)
+class CheckpointLoader:
+    """``pipeline.detection.ModelLoader`` for a checkpoint directory.
+
+    Attributes:
+        checkpoint_dir: the checkpoint directory (already resolved).
+        info: model id, class names and bands from ``meta.json``.
+        note: which checkpoint a run directory resolved to, or None.
+    """
+
+    checkpoint_dir: str
+    info: ModelInfo
+    note: str | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> CheckpointLoader:
+        """Resolve ``path`` (checkpoint or training run) and check that its weights load.
+
+        Raises:
+            retinanet.errors.CheckpointError: saying exactly what is wrong.
+
+        Example:
+            >>> loader = CheckpointLoader.open("runs/demo")  # doctest: +SKIP
+            >>> loader.note  # doctest: +SKIP
+            'using runs/demo/best (best validation AP50)'
+        """
+        ckpt_dir, note = resolve_checkpoint(path)
+        loaded = load_dir(ckpt_dir)  # reads and checks the weights once, on the driver
+        info = ModelInfo(
+            model_id=loaded.checkpoint_id,
+            class_names=loaded.config.class_names,
+            bands=loaded.config.band_config.bands,
+        )
+        return cls(str(ckpt_dir), info, note)
+
+    def load(self, device: str) -> RetinaNet:
+        """The checkpoint's RetinaNet on ``device``, in eval mode."""
+        return load_dir(self.checkpoint_dir, device=device).model
