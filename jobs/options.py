@@ -258,6 +258,7 @@ def ray_session(
     if not (address or os.environ.get("RAY_ADDRESS")):
         # mode 700; under /tmp because Ray's unix sockets live in it (paths <= 107 bytes)
         temp_dir = tempfile.mkdtemp(prefix="aerialdet-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    reaper = _start_reaper(temp_dir) if temp_dir else None
     try:
         with contextlib.ExitStack() as quiet:
             if not verbose:
@@ -271,6 +272,32 @@ def ray_session(
     finally:
         if temp_dir is not None:
             _keep_logs(temp_dir, log_path)
+        if reaper is not None:
+            os.close(reaper)
+
+
+def _start_reaper(temp_dir: str) -> int | None:
+    """Start ``jobs.reaper`` for a private cluster; returns the pipe end whose closing releases it.
+
+    If this process dies (even by SIGKILL) the pipe closes and the reaper kills
+    the cluster's processes, so a killed run leaves none behind.
+    """
+    import subprocess
+
+    if not os.path.isdir("/proc"):  # the reaper finds processes through /proc (Linux)
+        return None
+    read_end, write_end = os.pipe()  # not inherited by Ray's processes (O_CLOEXEC)
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "jobs.reaper", temp_dir],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        os.close(read_end)
+    return write_end
 
 
 # Transitional names while jobs/train.py moves to ray_session (removed after).
