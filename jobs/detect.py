@@ -92,6 +92,7 @@ def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
     from pipeline.ray_stages import run_detect
 
     _check_crs_options(opts)
+    _check_source(source)
     loader = _model_loader(model)
     job = _build_job(source, out_dir, loader, opts)
     _check_writable(Path(out_dir))
@@ -119,6 +120,17 @@ def _check_crs_options(opts: dict[str, Any]) -> None:
             except CRSError as exc:
                 hint = "--" + flag.replace("_", "-")
                 raise click.BadParameter(f"{value!r} is not a CRS ({exc})", param_hint=hint) from None
+
+
+def _check_source(source: str) -> None:
+    """A local SOURCE that is neither a glob nor an existing path is a usage error, caught before Ray starts."""
+    if source.startswith("s3://") or any(ch in source for ch in "*?["):
+        return
+    if not Path(source).exists():
+        raise click.BadParameter(
+            f"{source!r} does not exist; pass a GeoTIFF, a folder, a glob or s3://bucket/prefix",
+            param_hint="SOURCE",
+        )
 
 
 def _model_loader(model: str) -> Any:

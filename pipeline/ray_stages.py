@@ -332,10 +332,30 @@ def run_detect(job: DetectJob, *, log: Log = print) -> RunReport:
     report.write(job.out_dir)
     if scenes:
         assert out_crs is not None
-        _detect_scenes(job, scenes, out_crs, report, log)
+        try:
+            _detect_scenes(job, scenes, out_crs, report, log)
+        except Exception as exc:  # the run itself broke (e.g. no model actor could start)
+            _abort(report, scenes, f"run aborted: {_first_line(exc)}", log)
     report.finished_at = time.time()
     report.write(job.out_dir)
     return report
+
+
+def _first_line(exc: BaseException) -> str:
+    """The root cause of ``exc`` in one line: Ray wraps a worker's error in pages of context."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return (causes[-1] if causes else next((line for line in lines if line), ""))[:500]
+
+
+def _abort(report: RunReport, scenes: dict[str, SceneInfo], reason: str, log: Log) -> None:
+    """Mark every scene the run did not finish as failed with ``reason``."""
+    log(f"FAILED {reason}")
+    for uri in scenes:
+        if uri not in report.scenes:
+            report.add(SceneReport(uri, "failed", error=f"{uri}: {reason}"))
 
 
 def _progress(total: int, enabled: bool) -> Any:

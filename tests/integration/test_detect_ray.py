@@ -192,3 +192,27 @@ def test_nodata_tiles_skipped_and_class_agnostic(ray_cluster, tmp_path):
     rep = run(str(scene.parent), tmp_path / "out", merge=MergeConfig(class_agnostic=True))
     line = rep["scenes"][0]
     assert line["num_tiles"] == 3 and line["num_tiles_skipped_nodata"] == 1 and line["num_detections"] == 1
+
+
+class _BrokenLoader:
+    """A loader whose model cannot be built where it runs (e.g. a device that is not there)."""
+
+    info = StandinLoader().info
+
+    def load(self, device):
+        raise RuntimeError("no such device: the model cannot be built here")
+
+
+def test_run_that_breaks_records_every_scene_as_failed(ray_cluster, tmp_path):
+    write_scene(tmp_path / "in" / "a.tif", OBJECTS[:1], width=200, height=200, transform=NORTH_UP)
+    job = DetectJob(
+        source=str(tmp_path / "in"),
+        out_dir=str(tmp_path / "out"),
+        model=_BrokenLoader(),
+        tiling=TILING,
+        progress=False,
+    )
+    report = run_detect(job, log=lambda m: None)
+    rep = json.loads((tmp_path / "out" / "_run.json").read_text())
+    assert report.num_failed == 1 and rep["finished_at"] is not None
+    assert "run aborted" in rep["scenes"][0]["error"] and "no such device" in rep["scenes"][0]["error"]
