@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from pipeline.merging import MergeConfig, merge_scene
+from pipeline.georef import clip_boxes_px, scene_to_tile_px
+from pipeline.merging import MergeConfig, MergeStrategy, merge_scene
 from pipeline.tiling import TilingConfig, tile_scene
 from pipeline.types import TileDetections
 from retinanet.synth import SynthConfig, place_objects
@@ -26,11 +27,8 @@ from retinanet.synth import SynthConfig, place_objects
 def tile_views(tiles, boxes, labels):
     out = []
     for t in tiles:
-        x0, y0 = t.col_off_px, t.row_off_px
-        clipped = boxes - [x0, y0, x0, y0]
-        clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, t.valid_width_px)
-        clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, t.valid_height_px)
-        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        local = scene_to_tile_px(boxes, t.col_off_px, t.row_off_px)
+        clipped, keep = clip_boxes_px(local, t.valid_width_px, t.valid_height_px)
         # scores: whole boxes score a little higher than truncated ones, as a model's would
         area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
         full = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -81,15 +79,18 @@ def main() -> None:
         f"scene {args.size_px}x{args.size_px} px, {len(boxes)} objects, {len(tiles)} tiles, "
         f"{sum(len(v) for v in views)} tile detections"
     )
+    import torchvision.ops  # noqa: F401  merging loads torch on first NMS: keep the import out of the timings
+
     print(f"{'strategy':<10}{'kept':>8}{'duplicates':>12}{'missed':>8}{'merge ms':>10}")
-    for strategy in ("iou", "edge", "core"):
+    for strategy in (MergeStrategy.IOU, MergeStrategy.EDGE, MergeStrategy.CORE):
         t0 = time.perf_counter()
         merged = merge_scene(
-            views, MergeConfig(strategy=strategy, ios_threshold=1.0 if strategy == "iou" else 0.7)
+            views,
+            MergeConfig(strategy=strategy, ios_threshold=1.0 if strategy is MergeStrategy.IOU else 0.7),
         )
         ms = (time.perf_counter() - t0) * 1000
         dups, missed = count(merged.boxes_xyxy_px, boxes)
-        print(f"{strategy:<10}{len(merged):>8}{dups:>12}{missed:>8}{ms:>10.1f}")
+        print(f"{strategy.value:<10}{len(merged):>8}{dups:>12}{missed:>8}{ms:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -1,35 +1,245 @@
-"""``aerialdet evaluate``: detections GeoParquet vs ground-truth GeoParquet, whole scenes."""
+"""``aerialdet evaluate``: detections GeoParquet vs ground-truth vector file, whole scenes.
+
+Ground truth is any vector file geopandas reads (GeoParquet, GeoPackage,
+Shapefile, ...; a folder or glob of GeoParquet files) with a ``label`` column
+and polygon geometries, in any CRS: it is reprojected to the detections' CRS
+(a file without a CRS is taken to be in the detections' CRS).  Boxes are
+compared as the bounds of each geometry.
+
+Which scene a ground-truth object belongs to:
+
+* with a ``scene`` column (what ``aerialdet synth`` writes): by the resolved
+  path, or by file name when the paths differ;
+* without one (the way GIS users hold ground truth): by location.  Every scene
+  that the detections name (in their rows, and in each file's metadata, so
+  scenes with no detection count too) gets a footprint, taken from, in order:
+  the ``footprint`` the detections file records, the raster's header (when the
+  raster can still be opened), else the extent of that scene's detections.  An
+  object belongs to each scene whose footprint holds its centroid.  Objects
+  outside every footprint are counted and reported, not scored.  A footprint
+  taken from the detections' extent is smaller than the scene, so objects the
+  model missed near its edges are not counted: recall there is an upper bound,
+  and the command says so.
+
+Scenes with detections but no ground truth are listed and left out.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
+from jobs.options import UserError, finite_float_range
+
+EPILOG = """\b
+Examples:
+  $ aerialdet evaluate out/ data/synth/labels.parquet --iou 0.5 --json
+  $ aerialdet evaluate out/ trees.gpkg --score 0.3
+"""
+
 
 def _scene_key(uri: str) -> str:
-    return uri if uri.startswith("s3://") else str(Path(uri).resolve())
+    return uri if "://" in uri else str(Path(uri).resolve())
 
 
-@click.command(
-    "evaluate", epilog="\b\nExample:\n  $ aerialdet evaluate out/ data/synth/labels.parquet --iou 0.5 --json"
-)
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _read_detections(path: str) -> Any:
+    """Detections as a GeoDataFrame (``pipeline.query``); a bad path is a ``UserError``."""
+    from pipeline.query import QueryError, read_detections
+
+    try:
+        return read_detections(path)
+    except QueryError as exc:
+        raise UserError(_first_line(exc)) from None
+
+
+def _read_vector(path: str) -> Any:
+    """Any vector file (or a folder/glob of GeoParquet files) as one GeoDataFrame."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from pipeline.query import dataset_files
+
+    if any(ch in path for ch in "*?[") or Path(path).is_dir():
+        frames = [gpd.read_parquet(f) for f in dataset_files(path)]
+        return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=frames[0].crs)
+    if not Path(path).exists():
+        raise UserError(f"{path}: no such file or directory")
+    if Path(path).suffix.lower() in (".parquet", ".geoparquet"):
+        return gpd.read_parquet(path)
+    return gpd.read_file(path)
+
+
+def _read_ground_truth(path: str, crs: Any) -> Any:
+    """Ground truth with a ``label`` column and polygons, in ``crs``.
+
+    Raises:
+        UserError: unreadable file, no ``label`` column, or geometries that are not polygons.
+    """
+    expected = "expected GeoParquet, GeoPackage or Shapefile with 'label' and polygon 'geometry'"
+    try:
+        gt = _read_vector(path)
+    except UserError:
+        raise
+    except Exception as exc:  # pyarrow, pyogrio and geopandas each raise their own errors
+        raise UserError(f"{path}: cannot read ground truth ({_first_line(exc)}); {expected}") from None
+    if "label" not in gt.columns:
+        raise UserError(f"{path}: no 'label' column (columns: {', '.join(map(str, gt.columns))}); {expected}")
+    kinds = gt.geometry.geom_type.fillna("no geometry")
+    bad = kinds[~kinds.isin(["Polygon", "MultiPolygon"])]
+    if len(bad):
+        found = ", ".join(f"{n} {kind}" for kind, n in bad.value_counts().items())
+        raise UserError(f"{path}: ground truth must be polygons (boxes); found {found}")
+    if gt.crs is None:
+        click.echo(f"warning: {path} has no CRS; taken to be the detections' ({crs.to_string()})", err=True)
+        gt = gt.set_crs(crs)
+    gt = gt.to_crs(crs) if gt.crs != crs else gt
+    return gt.assign(label=gt["label"].astype(str))
+
+
+def _keys_by_scene_column(dt: Any, gt: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Scene keys from the ``scene`` columns: resolved path, else file name."""
+    gt_keys = {_scene_key(s) for s in gt["scene"]}
+    by_name = {Path(s).name: _scene_key(s) for s in gt["scene"]}
+    dt_keys = [
+        _scene_key(s) if _scene_key(s) in gt_keys else by_name.get(Path(s).name, _scene_key(s))
+        for s in dt["scene"]
+    ]
+    return (
+        dt.assign(key=dt_keys),
+        gt.assign(key=[_scene_key(s) for s in gt["scene"]]),
+        {"matched_by": "scene"},
+    )
+
+
+def _detection_scenes(path: str, dt: Any) -> dict[str, dict[str, Any]]:
+    """Every scene the detections name, with its file metadata (``{}`` when only in rows)."""
+    from pipeline.geoparquet import read_aerialdet_metadata
+    from pipeline.query import dataset_files
+
+    scenes: dict[str, dict[str, Any]] = {str(s): {} for s in dt["scene"].unique()}
+    for f in dataset_files(path):
+        meta = read_aerialdet_metadata(f)
+        if meta.get("scene"):
+            scenes[str(meta["scene"])] = meta
+    return scenes
+
+
+def _footprint(uri: str, meta: dict[str, Any], dt: Any) -> tuple[Any, str]:
+    """(polygon in the detections' CRS or None, where it came from)."""
+    import shapely
+
+    from pipeline.errors import PipelineError
+    from pipeline.reading import read_footprint
+
+    if meta.get("footprint"):
+        return shapely.from_wkt(meta["footprint"]), "metadata"
+    try:
+        return read_footprint(uri, dt.crs), "raster"
+    except (PipelineError, OSError, ValueError):  # raster gone, unreadable, no CRS
+        rows = dt[dt["scene"] == uri]
+        if len(rows) == 0:
+            return None, "none"
+        return shapely.box(*rows.total_bounds), "detections"
+
+
+def _keys_by_location(path: str, dt: Any, gt: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Give each ground-truth object the key of every scene whose footprint holds its centroid."""
+    import numpy as np
+    import shapely
+
+    centroids = gt.geometry.centroid
+    rows, keys = [], []
+    info: dict[str, Any] = {"matched_by": "location", "footprints_from_detections": [], "no_footprint": []}
+    for uri, meta in _detection_scenes(path, dt).items():
+        polygon, source = _footprint(uri, meta, dt)
+        if polygon is None:
+            info["no_footprint"].append(uri)
+            continue
+        if source == "detections":
+            info["footprints_from_detections"].append(uri)
+        inside = np.flatnonzero(shapely.contains_xy(polygon, centroids.x.to_numpy(), centroids.y.to_numpy()))
+        rows += inside.tolist()
+        keys += [_scene_key(uri)] * len(inside)
+    info["ground_truth_outside_scenes"] = int(len(gt) - len(set(rows)))
+    dt = dt.assign(key=[_scene_key(s) for s in dt["scene"]])
+    return dt, gt.iloc[rows].assign(key=keys), info
+
+
+def _image_boxes(dt: Any, gt: Any, scenes: list[str], class_names: list[str]) -> tuple[list[Any], list[Any]]:
+    """One (ground truth, detections) ``ImageBoxes`` pair per scene key."""
+    import numpy as np
+
+    from retinanet.evaluate import ImageBoxes
+
+    def label_ids(frame: Any) -> Any:
+        return np.array([class_names.index(x) for x in frame["label"]], int)
+
+    gts, dts = [], []
+    for key in scenes:
+        g, d = gt[gt["key"] == key], dt[dt["key"] == key]
+        gts.append(ImageBoxes(g.geometry.bounds.to_numpy(), label_ids(g)))
+        dts.append(ImageBoxes(d.geometry.bounds.to_numpy(), label_ids(d), d["score"].to_numpy()))
+    return gts, dts
+
+
+def _warn(info: dict[str, Any], unmatched: list[str]) -> None:
+    """Warnings on stderr: what was not scored, and where recall is only an upper bound."""
+    outside = info.get("ground_truth_outside_scenes")
+    from_detections, no_footprint = info.get("footprints_from_detections"), info.get("no_footprint")
+    warnings = [
+        (unmatched, f"{len(unmatched)} scene(s) have detections but no ground truth: {unmatched[:3]}"),
+        (outside, f"{outside} ground-truth object(s) lie outside every scene"),
+        (
+            from_detections,
+            "raster not readable, footprint = extent of the detections (recall is an upper bound) "
+            f"for: {(from_detections or [])[:3]}",
+        ),
+        (no_footprint, f"no footprint (raster not readable, no detections) for: {(no_footprint or [])[:3]}"),
+    ]
+    for when, message in warnings:
+        if when:
+            click.echo(f"warning: {message}", err=True)
+
+
+def _print_table(result: dict[str, Any], class_names: list[str]) -> None:
+    click.echo(
+        f"{result['num_scenes']} scene(s); precision/recall at IoU {result['iou']}, "
+        f"score >= {result['score_threshold']}"
+    )
+    click.echo(f"{'class':<14}{'mAP':>7}{'AP50':>7}{'prec':>7}{'recall':>8}{'gt':>7}{'det':>7}")
+    for name in [*class_names, "overall"]:
+        m = result[name]
+        click.echo(
+            f"{name:<14}{m['map']:>7.3f}{m['ap50']:>7.3f}{m['precision']:>7.3f}{m['recall']:>8.3f}"
+            f"{m['num_gt']:>7}{m['num_det']:>7}"
+        )
+
+
+@click.command("evaluate", epilog=EPILOG)
 @click.argument("detections")
 @click.argument("ground_truth")
 @click.option(
     "--iou",
     default=0.5,
     show_default=True,
-    type=click.FloatRange(0, 1, min_open=True),
-    help="IoU for precision/recall.",
+    type=finite_float_range(0.0, 1.0),
+    help="IoU for precision/recall (> 0).",
 )
 @click.option(
     "--score-threshold",
+    "--score",
+    "score_threshold",
     default=0.5,
     show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Score for precision/recall.",
+    type=finite_float_range(0.0, 1.0),
+    help="Operating point: the score at or above which a detection counts for precision/recall.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate_command(
@@ -37,68 +247,40 @@ def evaluate_command(
 ) -> None:
     """COCO mAP, AP50, precision and recall of DETECTIONS against GROUND_TRUTH, per class and overall.
 
-    Scenes are matched by their `scene` column (resolved local path, or file
-    name when the paths differ); boxes are compared in the detections' CRS.
+    DETECTIONS is what `aerialdet detect` wrote (a folder, file or glob).
+    GROUND_TRUTH is a vector file of labelled polygons in any CRS; it is
+    matched to scenes by its `scene` column, or by location when it has none.
     """
-    import numpy as np
+    from retinanet.evaluate import evaluate_detections
 
-    from pipeline.query import QueryError, read_detections
-    from retinanet.evaluate import ImageBoxes, evaluate_detections
-
-    try:
-        dt = read_detections(detections)
-        gt = read_detections(ground_truth)
-    except QueryError as exc:
-        raise click.ClickException(str(exc)) from None
-    if dt.crs and gt.crs and dt.crs != gt.crs:
-        gt = gt.to_crs(dt.crs)
-    gt_keys = {_scene_key(s) for s in gt["scene"]}
-    by_name = {Path(s).name: _scene_key(s) for s in gt["scene"]}
-    dt = dt.assign(
-        key=[
-            _scene_key(s) if _scene_key(s) in gt_keys else by_name.get(Path(s).name, _scene_key(s))
-            for s in dt["scene"]
-        ]
-    )
-    gt = gt.assign(key=[_scene_key(s) for s in gt["scene"]])
-    class_names = sorted(set(gt["label"]) | set(dt["label"]))
+    if iou <= 0:
+        raise click.BadParameter(f"must be > 0, got {iou}", param_hint="--iou")
+    dt = _read_detections(detections)
+    gt = _read_ground_truth(ground_truth, dt.crs)
+    if "scene" in gt.columns:
+        dt, gt, info = _keys_by_scene_column(dt, gt)
+    else:
+        dt, gt, info = _keys_by_location(detections, dt, gt)
     scenes = sorted(set(gt["key"]))
+    if not scenes:
+        raise UserError(
+            f"{ground_truth}: no ground-truth object lies in a scene of {detections} "
+            f"(matched by {info['matched_by']}); do both cover the same scenes?"
+        )
+    class_names = sorted(set(gt["label"]) | set(dt["label"]))
     unmatched = sorted(set(dt["key"]) - set(scenes))
-    gts, dts = [], []
-    for key in scenes:
-        g, d = gt[gt["key"] == key], dt[dt["key"] == key]
-        gts.append(
-            ImageBoxes(
-                g.geometry.bounds.to_numpy(), np.array([class_names.index(x) for x in g["label"]], int)
-            )
-        )
-        dts.append(
-            ImageBoxes(
-                d.geometry.bounds.to_numpy(),
-                np.array([class_names.index(x) for x in d["label"]], int),
-                d["score"].to_numpy(),
-            )
-        )
+    gts, dts = _image_boxes(dt, gt, scenes, class_names)
     metrics = evaluate_detections(gts, dts, class_names, iou=iou, score_threshold=score_threshold)
     result = {
         "iou": iou,
         "score_threshold": score_threshold,
         "num_scenes": len(scenes),
         "scenes_without_ground_truth": unmatched,
+        **info,
         **metrics,
     }
     if as_json:
         click.echo(json.dumps(result, indent=2))
-        return
-    click.echo(f"{len(scenes)} scene(s); precision/recall at IoU {iou}, score >= {score_threshold}")
-    click.echo(f"{'class':<14}{'mAP':>7}{'AP50':>7}{'prec':>7}{'recall':>8}{'gt':>7}{'det':>7}")
-    for name in [*class_names, "overall"]:
-        m = metrics[name]
-        click.echo(
-            f"{name:<14}{m['map']:>7.3f}{m['ap50']:>7.3f}{m['precision']:>7.3f}{m['recall']:>8.3f}{m['num_gt']:>7}{m['num_det']:>7}"
-        )
-    if unmatched:
-        click.echo(
-            f"warning: {len(unmatched)} scene(s) have detections but no ground truth: {unmatched[:3]}",
-            err=True,
-        )
+    else:
+        _print_table(result, class_names)
+    _warn(info, unmatched)

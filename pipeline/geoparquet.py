@@ -257,3 +257,16 @@ def read_geo_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if b"geo" not in meta:
         raise ValueError(f"{path}: no 'geo' metadata; not a GeoParquet file")
     return dict(json.loads(meta[b"geo"]))
+
+
+def read_aerialdet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``extra_metadata`` a file was written with (``{}`` when it has none).
+
+    ``pipeline.output`` records the scene URI, run id, model and class names
+    there, so a file names its scene even when it holds no detections.
+    """
+    meta = pq.read_schema(path).metadata or {}
+    if b"aerialdet" not in meta:
+        return {}
+    value = json.loads(meta[b"aerialdet"])
+    return dict(value) if isinstance(value, dict) else {}

@@ -31,15 +31,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
-import torch
-from torchvision.ops import batched_nms
 
 from pipeline.georef import tile_to_scene_px
 from pipeline.types import TileDetections
 
-STRATEGIES: tuple[str, ...] = ("core", "edge", "iou")
+
+class MergeStrategy(str, Enum):
+    """Which tile keeps a detection seen by several tiles (see the module docstring)."""
+
+    CORE = "core"
+    EDGE = "edge"
+    IOU = "iou"
+
+
+STRATEGIES: tuple[str, ...] = tuple(s.value for s in MergeStrategy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +55,8 @@ class MergeConfig:
     """How tile detections are merged.
 
     Attributes:
-        strategy: ``core``, ``edge`` or ``iou`` (see module docstring).
+        strategy: a ``MergeStrategy`` (its value, ``"core"``, ``"edge"`` or
+            ``"iou"``, is accepted and converted).
         iou_threshold: IoU above which the lower-scoring box is suppressed.
         ios_threshold: intersection-over-smaller above which the lower-scoring
             of two seam boxes is suppressed.
@@ -56,15 +65,19 @@ class MergeConfig:
             edge counts as cut by it (``edge`` strategy and seam selection).
     """
 
-    strategy: str = "core"
+    strategy: MergeStrategy = MergeStrategy.CORE
     iou_threshold: float = 0.5
     ios_threshold: float = 0.7
     class_agnostic: bool = False
     edge_tolerance_px: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"MergeConfig.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        try:
+            object.__setattr__(self, "strategy", MergeStrategy(self.strategy))
+        except ValueError:
+            raise ValueError(
+                f"MergeConfig.strategy must be one of {STRATEGIES}, got {self.strategy!r}"
+            ) from None
         for name in ("iou_threshold", "ios_threshold"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
@@ -89,32 +102,42 @@ class MergedBoxes:
         return len(self.scores)
 
 
-def _concat(tile_dets: Sequence[TileDetections]) -> tuple[np.ndarray, ...]:
+@dataclass(frozen=True)
+class _Candidates:
+    """One scene's tile boxes, column-wise, with the geometry of the tile each came from.
+
+    Attributes:
+        boxes: float64 ``[N, 4]`` scene px.
+        scores: float32 ``[N]``.
+        labels: int64 ``[N]``.
+        windows: float64 ``[N, 4]`` the valid window of the box's tile, scene px.
+        cores: float64 ``[N, 4]`` the core of the box's tile, scene px.
+        interior: bool ``[N, 4]`` which window edges (left, top, right, bottom)
+            have another tile beyond them.
+        tile_ids: int64 ``[N]`` the tile's index.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    windows: np.ndarray
+    cores: np.ndarray
+    interior: np.ndarray
+    tile_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, index: np.ndarray) -> _Candidates:
+        """The rows selected by a bool mask or an index array."""
+        return _Candidates(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
+
+
+def _concat(tile_dets: Sequence[TileDetections]) -> _Candidates:
     """Stack all tiles' boxes in scene px, with each box's tile window and core."""
-    boxes, scores, labels, windows, cores, interior, tile_ids = [], [], [], [], [], [], []
-    for td in tile_dets:
-        n = len(td)
-        if n == 0:
-            continue
-        t = td.tile
-        boxes.append(tile_to_scene_px(td.boxes_xyxy_px, t.col_off_px, t.row_off_px))
-        scores.append(td.scores)
-        labels.append(td.labels)
-        window = (
-            t.col_off_px,
-            t.row_off_px,
-            t.col_off_px + t.valid_width_px,
-            t.row_off_px + t.valid_height_px,
-        )
-        windows.append(np.tile(np.asarray(window, np.float64), (n, 1)))
-        cores.append(np.tile(np.asarray(t.core_xyxy_px, np.float64), (n, 1)))
-        # an edge is interior when the core does not reach it (another tile lies beyond)
-        core = t.core_xyxy_px
-        flags = [core[0] > t.col_off_px, core[1] > t.row_off_px, core[2] < window[2], core[3] < window[3]]
-        interior.append(np.tile(np.asarray(flags, bool), (n, 1)))
-        tile_ids.append(np.full(n, t.index, np.int64))
-    if not boxes:
-        return (
+    parts = [_tile_candidates(td) for td in tile_dets if len(td)]
+    if not parts:
+        return _Candidates(
             np.zeros((0, 4)),
             np.zeros(0, np.float32),
             np.zeros(0, np.int64),
@@ -123,7 +146,27 @@ def _concat(tile_dets: Sequence[TileDetections]) -> tuple[np.ndarray, ...]:
             np.zeros((0, 4), bool),
             np.zeros(0, np.int64),
         )
-    return tuple(np.concatenate(x) for x in (boxes, scores, labels, windows, cores, interior, tile_ids))
+    return _Candidates(
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in _Candidates.__dataclass_fields__)
+    )
+
+
+def _tile_candidates(td: TileDetections) -> _Candidates:
+    """One tile's boxes in scene px, each with its tile's window, core and interior edges."""
+    n, t = len(td), td.tile
+    window = (t.col_off_px, t.row_off_px, t.col_off_px + t.valid_width_px, t.row_off_px + t.valid_height_px)
+    core = t.core_xyxy_px
+    # an edge is interior when the core does not reach it (another tile lies beyond)
+    flags = [core[0] > t.col_off_px, core[1] > t.row_off_px, core[2] < window[2], core[3] < window[3]]
+    return _Candidates(
+        boxes=tile_to_scene_px(td.boxes_xyxy_px, t.col_off_px, t.row_off_px),
+        scores=td.scores,
+        labels=td.labels,
+        windows=np.tile(np.asarray(window, np.float64), (n, 1)),
+        cores=np.tile(np.asarray(core, np.float64), (n, 1)),
+        interior=np.tile(np.asarray(flags, bool), (n, 1)),
+        tile_ids=np.full(n, t.index, np.int64),
+    )
 
 
 def _cut_by_interior_edge(
@@ -200,8 +243,106 @@ def ios_suppress(
     return kept[np.argsort(rank[kept])]
 
 
+def _batched_nms(
+    boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float
+) -> np.ndarray:
+    """Indexes kept by torchvision's ``batched_nms`` in float64, by descending score (int64).
+
+    torch is imported here, not at module level, so ``import pipeline.merging``
+    stays light (the driver merges; only NMS needs torch).
+    """
+    import torch
+    from torchvision.ops import batched_nms
+
+    return batched_nms(
+        torch.as_tensor(boxes, dtype=torch.float64),
+        torch.as_tensor(scores, dtype=torch.float64),
+        torch.as_tensor(groups),
+        iou_threshold,
+    ).numpy()
+
+
+def _strategy_keep(c: _Candidates, config: MergeConfig) -> np.ndarray:
+    """[N] bool: the boxes the strategy keeps before any suppression."""
+    if config.strategy is MergeStrategy.CORE:
+        return _centre_in_core(c.boxes, c.cores)
+    if config.strategy is MergeStrategy.EDGE:
+        return ~_cut_by_interior_edge(c.boxes, c.windows, c.interior, config.edge_tolerance_px)
+    return np.ones(len(c), bool)
+
+
+def _seam_groups(c: _Candidates, config: MergeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The boxes near a seam line, one entry per (box, seam) pair.
+
+    Only boxes near an interior core edge can meet a box of another tile (the
+    model's own NMS already ran inside each tile), so suppression runs on that
+    band alone: O(seam boxes), not O(scene boxes).  The band is as wide as the
+    largest box plus how far a tile's window reaches past its core.  A box in
+    the band joins the group of each seam line it is near (the x of a vertical
+    core edge, the y of a horizontal one); boxes that can overlap across a seam
+    share that seam's group.
+
+    Returns:
+        (member: int64 ``[M]`` box indexes, group: int64 ``[M]`` seam group
+        (per class unless class-agnostic), seam_axis: int ``[M]`` 0 for a
+        vertical seam, 1 for a horizontal one).
+    """
+    boxes, cores, interior = c.boxes, c.cores, c.interior
+    margin = float(np.max(boxes[:, 2:] - boxes[:, :2])) + float(np.max(np.abs(cores - c.windows)))
+    near = [
+        (interior[:, 0] & (boxes[:, 0] < cores[:, 0] + margin), 0, cores[:, 0]),
+        (interior[:, 2] & (boxes[:, 2] > cores[:, 2] - margin), 0, cores[:, 2]),
+        (interior[:, 1] & (boxes[:, 1] < cores[:, 1] + margin), 1, cores[:, 1]),
+        (interior[:, 3] & (boxes[:, 3] > cores[:, 3] - margin), 1, cores[:, 3]),
+    ]
+    if config.strategy is not MergeStrategy.CORE:
+        # several whole copies of one object survive the edge/iou filters; a box
+        # dropped in one seam group could be the copy kept in another, so these
+        # comparison strategies take the exact (O(N^2)) path: one greedy NMS over all
+        near = [(np.ones(len(boxes), bool), 0, np.zeros(len(boxes)))]
+    member = np.concatenate([np.flatnonzero(mask) for mask, _, _ in near])
+    if len(member) < 2:
+        return member, np.zeros(len(member), np.int64), np.zeros(len(member), int)
+    seam_key = np.concatenate(
+        [np.stack([np.full(mask.sum(), axis), line[mask]], 1) for mask, axis, line in near]
+    )
+    group = np.unique(seam_key, axis=0, return_inverse=True)[1].reshape(-1)
+    if not config.class_agnostic:
+        group = group * (int(c.labels.max()) + 1) + c.labels[member]
+    return member, group, seam_key[:, 0].astype(int)
+
+
+def _seam_suppress(c: _Candidates, config: MergeConfig) -> np.ndarray:
+    """[N] bool: boxes left after IoU-NMS, then IoS suppression, per seam group."""
+    keep = np.ones(len(c), bool)
+    member, group, seam_axis = _seam_groups(c, config)
+    if len(member) < 2:
+        return keep
+    kept_members = _batched_nms(c.boxes[member], c.scores[member], group, config.iou_threshold)
+    member_kept = np.zeros(len(member), bool)
+    member_kept[kept_members] = True
+    keep[member[~member_kept]] = False
+    # intersection-over-smaller catches a box that contains a truncated copy of
+    # itself; per seam group, sorted along the seam (y for a vertical seam)
+    for g in np.unique(group):
+        sel = (group == g) & keep[member]
+        idx = member[sel]
+        if len(idx) < 2:
+            continue
+        axis = 1 - int(seam_axis[sel][0]) if config.strategy is MergeStrategy.CORE else 0
+        ios_kept = ios_suppress(
+            c.boxes[idx], c.scores[idx], c.labels[idx], config.ios_threshold, config.class_agnostic, axis=axis
+        )
+        keep[idx[np.setdiff1d(np.arange(len(idx)), ios_kept)]] = False
+    return keep
+
+
 def merge_scene(tile_dets: Sequence[TileDetections], config: MergeConfig = MergeConfig()) -> MergedBoxes:
     """Merge one scene's tile detections into scene-pixel detections.
+
+    Steps: shift to scene px (``_concat``), the strategy's filter
+    (``_strategy_keep``), for ``class_agnostic`` a cross-class NMS inside each
+    tile, then IoU-NMS and IoS suppression along the seams (``_seam_suppress``).
 
     Args:
         tile_dets: detections of the scene's tiles (any order; tiles with no
@@ -220,85 +361,14 @@ def merge_scene(tile_dets: Sequence[TileDetections], config: MergeConfig = Merge
         >>> merge_scene(dets).boxes_xyxy_px.tolist()
         [[90.0, 10.0, 110.0, 30.0]]
     """
-    boxes, scores, labels, windows, cores, interior, tile_ids = _concat(tile_dets)
-    if config.strategy == "core":
-        keep = _centre_in_core(boxes, cores)
-    elif config.strategy == "edge":
-        keep = ~_cut_by_interior_edge(boxes, windows, interior, config.edge_tolerance_px)
-    else:
-        keep = np.ones(len(boxes), bool)
-    boxes, scores, labels, windows, cores, interior, tile_ids = (
-        a[keep] for a in (boxes, scores, labels, windows, cores, interior, tile_ids)
-    )
-    if len(boxes) == 0:
+    c = _concat(tile_dets)
+    c = c.take(_strategy_keep(c, config))
+    if len(c) == 0:
         return MergedBoxes(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
     if config.class_agnostic:
         # the model's NMS is per class: suppress across classes inside each tile first
         # (batched_nms loops over tiles, so the cost is per tile, not per scene)
-        kept = batched_nms(
-            torch.as_tensor(boxes, dtype=torch.float64),
-            torch.as_tensor(scores, dtype=torch.float64),
-            torch.as_tensor(tile_ids),
-            config.iou_threshold,
-        ).numpy()
-        boxes, scores, labels, windows, cores, interior = (
-            a[kept] for a in (boxes, scores, labels, windows, cores, interior)
-        )
-
-    # Only boxes near an interior core edge can meet a box of another tile (the
-    # model's own NMS already ran inside each tile), so suppression runs on that
-    # band alone: O(seam boxes), not O(scene boxes).  The band is as wide as the
-    # largest box plus how far a tile's window reaches past its core.
-    side = float(np.max(boxes[:, 2:] - boxes[:, :2]))
-    inset = float(np.max(np.abs(cores - windows)))
-    margin = side + inset
-    # A box in the band joins the group of each seam line it is near (the x of a
-    # vertical core edge, the y of a horizontal one); boxes that can overlap across
-    # a seam share that seam's group.  NMS runs per group (batched_nms loops over
-    # groups), and a box suppressed in any of its groups is dropped.
-    near = [
-        (interior[:, 0] & (boxes[:, 0] < cores[:, 0] + margin), 0, cores[:, 0]),
-        (interior[:, 2] & (boxes[:, 2] > cores[:, 2] - margin), 0, cores[:, 2]),
-        (interior[:, 1] & (boxes[:, 1] < cores[:, 1] + margin), 1, cores[:, 1]),
-        (interior[:, 3] & (boxes[:, 3] > cores[:, 3] - margin), 1, cores[:, 3]),
-    ]
-    if config.strategy != "core":
-        # several whole copies of one object survive the edge/iou filters; a box
-        # dropped in one seam group could be the copy kept in another, so these
-        # comparison strategies take the exact (O(N^2)) path: one greedy NMS over all
-        near = [(np.ones(len(boxes), bool), 0, np.zeros(len(boxes)))]
-    member = np.concatenate([np.flatnonzero(mask) for mask, _, _ in near])
-    if len(member) > 1:
-        seam_key = np.concatenate(
-            [np.stack([np.full(mask.sum(), axis), line[mask]], 1) for mask, axis, line in near]
-        )
-        group = np.unique(seam_key, axis=0, return_inverse=True)[1].reshape(-1)
-        if not config.class_agnostic:
-            group = group * (int(labels.max()) + 1) + labels[member]
-        kept_members = batched_nms(
-            torch.as_tensor(boxes[member], dtype=torch.float64),
-            torch.as_tensor(scores[member], dtype=torch.float64),
-            torch.as_tensor(group),
-            config.iou_threshold,
-        ).numpy()
-        member_kept = np.zeros(len(member), bool)
-        member_kept[kept_members] = True
-        keep = np.ones(len(boxes), bool)
-        keep[member[~member_kept]] = False
-        # intersection-over-smaller catches a box that contains a truncated copy of
-        # itself; per seam group, sorted along the seam (y for a vertical seam)
-        seam_axis = seam_key[:, 0].astype(int)
-        for g in np.unique(group):
-            sel = (group == g) & keep[member]
-            idx = member[sel]
-            if len(idx) < 2:
-                continue
-            axis = 1 - int(seam_axis[sel][0]) if config.strategy == "core" else 0
-            ios_kept = ios_suppress(
-                boxes[idx], scores[idx], labels[idx], config.ios_threshold, config.class_agnostic, axis=axis
-            )
-            dropped = np.setdiff1d(np.arange(len(idx)), ios_kept)
-            keep[idx[dropped]] = False
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    order = np.argsort(-scores, kind="stable")
-    return MergedBoxes(boxes[order], scores[order].astype(np.float32), labels[order])
+        c = c.take(_batched_nms(c.boxes, c.scores, c.tile_ids, config.iou_threshold))
+    c = c.take(_seam_suppress(c, config))
+    order = np.argsort(-c.scores, kind="stable")
+    return MergedBoxes(c.boxes[order], c.scores[order].astype(np.float32), c.labels[order])

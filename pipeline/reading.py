@@ -5,7 +5,12 @@
   few bands), naming the file and the problem.
 * ``read_tiles`` reads a list of tiles of one scene with *clamped* windows
   (never boundless reads, which bypass GDAL's block cache) and pads edge
-  tiles with zeros in numpy.  A scene is never read whole.
+  tiles with zeros in numpy.  A scene is never read whole.  GDAL's block
+  cache is sized there, for that scene (``block_cache_mb``).
+* ``read_footprint`` gives the polygon a scene covers, from its header.
+
+A scene whose file is gone when it is opened (deleted after the run listed
+it) is reported as such, not as a file GDAL cannot parse.
 
 Only the GeoTIFF/COG drivers open scenes unless the caller widens the list:
 a VRT or PNG renamed ``.tif`` would otherwise open with its own driver (and a
@@ -22,15 +27,19 @@ from urllib.parse import urlparse
 
 import numpy as np
 import rasterio
+import shapely
 from pyproj import CRS
 from rasterio.errors import RasterioError, RasterioIOError
 
 from pipeline.errors import InvalidSceneError, TileReadError
+from pipeline.georef import scene_footprint
 from pipeline.sources import s3_endpoint_url
 from pipeline.types import SceneInfo, TileSpec
 
 # GDAL reads COGs with the GTiff driver (its COG driver only writes).
 DEFAULT_DRIVERS: tuple[str, ...] = ("GTiff",)
+# GDAL's words for a path that is not there (local files and /vsis3/ objects)
+_GONE_MESSAGES = ("No such file or directory", "does not exist in the file system")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,25 +50,41 @@ class ReadConfig:
         bands: 1-based band indexes to read, in model channel order.
         drivers: GDAL drivers allowed to open a scene.
         assume_crs: CRS for scenes that have none (e.g. ``EPSG:32633``).
-        block_cache_mb: GDAL block cache; should hold a row of tiles.
     """
 
     bands: tuple[int, ...] = (1, 2, 3)
     drivers: tuple[str, ...] = DEFAULT_DRIVERS
     assume_crs: str | None = None
-    block_cache_mb: int = 256
+
+
+def block_cache_mb(width_px: int, tile_height_px: int, num_bands: int, dtype: str) -> int:
+    """GDAL block cache (MB) for reading one scene row of tiles after another.
+
+    One row of tiles is ``width_px * tile_height_px * num_bands * itemsize``
+    bytes.  The cache holds two: the blocks a row of tiles touches reach past
+    its top and bottom edges, and the next row re-reads the overlap.
+    Clamped to 64..4096 MB.
+
+    Example:
+        >>> block_cache_mb(50_000, 1024, 3, "uint16")  # 293 MiB a row, doubled
+        585
+        >>> block_cache_mb(500, 1024, 3, "uint8")
+        64
+    """
+    row_bytes = width_px * tile_height_px * num_bands * np.dtype(dtype).itemsize
+    return int(min(4096, max(64, 2 * row_bytes // 2**20)))
 
 
 def gdal_options(config: ReadConfig) -> dict[str, object]:
     """GDAL config options for object-store and local reads.
 
-    The S3 endpoint follows ``AWS_ENDPOINT_URL`` like the AWS CLI does.
+    The S3 endpoint follows ``AWS_ENDPOINT_URL`` like the AWS CLI does.  The
+    block cache (``GDAL_CACHEMAX``) is set per scene by ``read_tiles``.
     """
     options: dict[str, object] = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no LIST per open on object stores
         "VSI_CACHE": True,
         "VSI_CACHE_SIZE": 64 * 1024 * 1024,
-        "GDAL_CACHEMAX": config.block_cache_mb,  # MB: a row of tiles
         "GDAL_HTTP_MAX_RETRY": 4,  # GDAL does not retry HTTP reads by default
         "GDAL_HTTP_RETRY_DELAY": 1,
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
@@ -82,6 +107,13 @@ def gdal_env(config: ReadConfig) -> Iterator[None]:
         yield
 
 
+def _is_gone(uri: str, errors: list[RasterioIOError]) -> bool:
+    """Whether ``uri`` failed to open because nothing is there (any more)."""
+    if "://" not in uri and not uri.startswith("/vsi"):
+        return not os.path.exists(uri)
+    return any(word in str(exc) for exc in errors for word in _GONE_MESSAGES)
+
+
 def _open(uri: str, config: ReadConfig) -> rasterio.io.DatasetReader:
     """Open ``uri`` with the first allowed driver that accepts it."""
     errors: list[RasterioIOError] = []
@@ -90,6 +122,9 @@ def _open(uri: str, config: ReadConfig) -> rasterio.io.DatasetReader:
             return rasterio.open(uri, driver=driver)
         except RasterioIOError as exc:
             errors.append(exc)
+    if _is_gone(uri, errors):
+        # listed, then deleted (or moved) before this open: not a format problem
+        raise InvalidSceneError(f"{uri}: no longer exists (deleted since the run listed it)")
     empty = not uri.startswith("s3://") and os.path.isfile(uri) and os.path.getsize(uri) == 0
     raise InvalidSceneError(
         f"{uri}: cannot open as {'/'.join(config.drivers)}"
@@ -125,10 +160,8 @@ def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> 
             f"{uri}: scene has {src.count} band(s) but bands {config.bands} were asked for; "
             f"pass --bands with indexes 1..{src.count} (e.g. --bands {','.join(['1'] * len(config.bands))})"
         )
-    transform = tuple(src.transform)[:6]
-    a, b, _, d, e, _ = transform
-    if a * e - b * d == 0:
-        raise InvalidSceneError(f"{uri}: affine transform {transform} is not invertible")
+    if src.transform.is_degenerate:
+        raise InvalidSceneError(f"{uri}: affine transform {tuple(src.transform)[:6]} is not invertible")
     return SceneInfo(
         uri=uri,
         width_px=src.width,
@@ -136,7 +169,7 @@ def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> 
         count=src.count,
         dtype=str(src.dtypes[0]),
         crs_wkt=crs.to_wkt(),
-        transform=transform,  # type: ignore[arg-type]
+        transform=src.transform,
         nodata=src.nodata,
         has_mask=_has_mask(src),
     )
@@ -202,10 +235,38 @@ def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig
 def read_tiles(uri: str, tiles: Sequence[TileSpec], config: ReadConfig) -> Iterator[TileRead]:
     """Read tiles of one scene in order, sharing one open dataset.
 
+    GDAL's block cache is sized to hold this scene's rows of tiles
+    (``block_cache_mb``; the tile height is the tallest of ``tiles``).
+
     Raises:
-        InvalidSceneError: if the scene cannot be opened.
+        InvalidSceneError: if the scene cannot be opened (or no longer exists).
         TileReadError: if a tile's pixels cannot be read.
     """
+    if not tiles:
+        return
+    tile_height_px = max(tile.height_px for tile in tiles)
     with gdal_env(config), _open(uri, config) as src:
-        for tile in tiles:
-            yield read_tile(src, tile, config)
+        cache_mb = block_cache_mb(src.width, tile_height_px, len(config.bands), src.dtypes[0])
+        # rasterio passes an int GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
+        with rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20):
+            for tile in tiles:
+                yield read_tile(src, tile, config)
+
+
+def read_footprint(uri: str, out_crs: CRS, config: ReadConfig | None = None) -> shapely.Polygon:
+    """The polygon a scene covers, in ``out_crs``, from its header (no pixels read).
+
+    Args:
+        uri: local path or ``s3://bucket/key``.
+        out_crs: CRS of the polygon.
+        config: drivers and ``assume_crs`` (default ``ReadConfig()``).
+
+    Raises:
+        InvalidSceneError: the scene cannot be opened or has no CRS.
+    """
+    config = config or ReadConfig()
+    with gdal_env(config), _open(uri, config) as src:
+        if src.crs is None and config.assume_crs is None:
+            raise InvalidSceneError(f"{uri}: scene has no CRS, so its footprint is unknown")
+        crs = CRS.from_user_input(config.assume_crs if src.crs is None else src.crs.to_wkt())
+        return scene_footprint(src.width, src.height, src.transform, crs, out_crs)

@@ -7,6 +7,11 @@ row or column may reach past the scene's edge: it keeps the full tile size
 and ``reading`` pads it (edge tiles are padded, never dropped).  A scene
 smaller than one tile is one padded tile.
 
+``tile_scene`` returns a ``TilePlan``: a lazy, indexable sequence of
+``TileSpec`` that computes each tile from its index, so no plan holds one
+object per tile.  ``check_scene_size`` refuses a scene over ``max_scene_px``
+before anything is planned or read.
+
 Each tile also gets a *core*: the cores partition the scene (every pixel lies
 in exactly one core), interior core edges sit in the middle of the overlap.
 An object no larger than the overlap whose centre lies in a tile's core is
@@ -17,10 +22,17 @@ whose core holds its centre.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import overload
 
+from pipeline.errors import InvalidSceneError
 from pipeline.types import TileSpec
+
+# 10 gigapixels (100,000 x 100,000 px, 12,500 tiles of 1024/128 px): far above any
+# single aerial scene seen so far, far below a header that lies about its size.
+DEFAULT_MAX_SCENE_PX = 10_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +44,14 @@ class TilingConfig:
         overlap_px: pixels shared by neighbouring tiles, 0 <= overlap < tile.
             Make it at least the largest object's size for seam-free merging.
         tile_rows_per_task: rows of tiles read by one Ray task.
+        max_scene_px: largest scene (width x height pixels) that is planned;
+            ``check_scene_size`` refuses larger ones.
     """
 
     tile_size_px: int = 1024
     overlap_px: int = 128
     tile_rows_per_task: int = 1
+    max_scene_px: int = DEFAULT_MAX_SCENE_PX
 
     def __post_init__(self) -> None:
         if self.tile_size_px <= 0:
@@ -48,6 +63,8 @@ class TilingConfig:
             )
         if self.tile_rows_per_task < 1:
             raise ValueError(f"tile_rows_per_task must be >= 1, got {self.tile_rows_per_task}")
+        if self.max_scene_px < 1:
+            raise ValueError(f"max_scene_px must be >= 1, got max_scene_px={self.max_scene_px}")
 
     @property
     def stride_px(self) -> int:
@@ -70,6 +87,7 @@ def tile_starts(length_px: int, config: TilingConfig) -> list[int]:
 
 
 def _core_bounds(starts: list[int], length_px: int, config: TilingConfig) -> list[tuple[float, float]]:
+    """Core ``(lo, hi)`` of each tile along one axis: interior edges mid-overlap."""
     half = config.overlap_px / 2
     bounds = []
     for k, start in enumerate(starts):
@@ -79,8 +97,95 @@ def _core_bounds(starts: list[int], length_px: int, config: TilingConfig) -> lis
     return bounds
 
 
-def tile_scene(scene_uri: str, width_px: int, height_px: int, config: TilingConfig) -> list[TileSpec]:
-    """All tiles of a scene, row-major.
+@dataclass(frozen=True, slots=True)
+class TilePlan(Sequence[TileSpec]):
+    """The tiles of one scene, row-major, made on demand.
+
+    Behaves as a read-only list of ``TileSpec`` (``len``, ``plan[i]``,
+    ``plan[-1]``, slices, iteration) but stores only the tile origins along
+    each axis, so planning a 200,000 x 200,000 px scene costs kilobytes, not
+    one object per tile.  ``plan[i].index == i``.
+
+    Attributes:
+        scene_uri: the scene's URI, copied into each TileSpec.
+        width_px: scene width.
+        height_px: scene height.
+        config: tile size and overlap.
+    """
+
+    scene_uri: str
+    width_px: int
+    height_px: int
+    config: TilingConfig
+    _cols: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _rows: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _col_cores: tuple[tuple[float, float], ...] = field(init=False, repr=False, compare=False)
+    _row_cores: tuple[tuple[float, float], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cols = tile_starts(self.width_px, self.config)
+        rows = tile_starts(self.height_px, self.config)
+        object.__setattr__(self, "_cols", tuple(cols))
+        object.__setattr__(self, "_rows", tuple(rows))
+        object.__setattr__(self, "_col_cores", tuple(_core_bounds(cols, self.width_px, self.config)))
+        object.__setattr__(self, "_row_cores", tuple(_core_bounds(rows, self.height_px, self.config)))
+
+    @property
+    def num_cols(self) -> int:
+        """Tiles per row."""
+        return len(self._cols)
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of tiles."""
+        return len(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._cols) * len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> TileSpec: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TileSpec]: ...
+
+    def __getitem__(self, index: int | slice) -> TileSpec | list[TileSpec]:
+        if isinstance(index, slice):
+            return [self._tile(i) for i in range(*index.indices(len(self)))]
+        i = operator.index(index)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"tile index {index} out of range for {len(self)} tiles of {self.scene_uri}")
+        return self._tile(i)
+
+    def __iter__(self) -> Iterator[TileSpec]:
+        return (self._tile(i) for i in range(len(self)))
+
+    def _tile(self, index: int) -> TileSpec:
+        r, c = divmod(index, len(self._cols))
+        col_off, row_off = self._cols[c], self._rows[r]
+        size = self.config.tile_size_px
+        return TileSpec(
+            scene_uri=self.scene_uri,
+            index=index,
+            col_off_px=col_off,
+            row_off_px=row_off,
+            width_px=size,
+            height_px=size,
+            valid_width_px=min(size, self.width_px - col_off),
+            valid_height_px=min(size, self.height_px - row_off),
+            core_xyxy_px=(
+                self._col_cores[c][0],
+                self._row_cores[r][0],
+                self._col_cores[c][1],
+                self._row_cores[r][1],
+            ),
+        )
+
+
+def tile_scene(scene_uri: str, width_px: int, height_px: int, config: TilingConfig) -> TilePlan:
+    """All tiles of a scene, row-major, planned lazily.
 
     Args:
         scene_uri: the scene's URI, copied into each TileSpec.
@@ -89,43 +194,43 @@ def tile_scene(scene_uri: str, width_px: int, height_px: int, config: TilingConf
         config: tile size and overlap.
 
     Returns:
-        Tiles covering the scene; edge tiles have full size and
-        ``valid_*_px`` < size where they reach past the scene.
+        A ``TilePlan``: indexable by tile index, with ``len``; edge tiles have
+        full size and ``valid_*_px`` < size where they reach past the scene.
 
     Example:
         >>> tiles = tile_scene("a.tif", 2000, 1000, TilingConfig(tile_size_px=1024, overlap_px=128))
         >>> [(t.col_off_px, t.row_off_px, t.valid_width_px, t.valid_height_px) for t in tiles]
         [(0, 0, 1024, 1000), (896, 0, 1024, 1000), (1792, 0, 208, 1000)]
     """
-    cols = tile_starts(width_px, config)
-    rows = tile_starts(height_px, config)
-    col_cores = _core_bounds(cols, width_px, config)
-    row_cores = _core_bounds(rows, height_px, config)
-    size = config.tile_size_px
-    tiles = []
-    for r, row_off in enumerate(rows):
-        for c, col_off in enumerate(cols):
-            tiles.append(
-                TileSpec(
-                    scene_uri=scene_uri,
-                    index=len(tiles),
-                    col_off_px=col_off,
-                    row_off_px=row_off,
-                    width_px=size,
-                    height_px=size,
-                    valid_width_px=min(size, width_px - col_off),
-                    valid_height_px=min(size, height_px - row_off),
-                    core_xyxy_px=(col_cores[c][0], row_cores[r][0], col_cores[c][1], row_cores[r][1]),
-                )
-            )
-    return tiles
+    return TilePlan(scene_uri, width_px, height_px, config)
 
 
-def group_tile_rows(tiles: list[TileSpec], rows_per_group: int) -> Iterator[list[TileSpec]]:
+def check_scene_size(scene_uri: str, width_px: int, height_px: int, config: TilingConfig) -> None:
+    """Refuse a scene larger than ``config.max_scene_px`` pixels, before planning it.
+
+    A corrupt or hostile header can claim any size (a 2.6 MB sparse file
+    claimed 200,000 x 200,000 px: 40 gigapixels, hours of work).
+
+    Raises:
+        InvalidSceneError: naming the file, its size, the limit and ``--max-scene-px``.
+
+    Example:
+        >>> check_scene_size("ok.tif", 50_000, 50_000, TilingConfig())  # 2.5 gigapixels: fine
+    """
+    num_px = width_px * height_px
+    if num_px > config.max_scene_px:
+        raise InvalidSceneError(
+            f"{scene_uri}: scene is {width_px:,} x {height_px:,} px ({num_px:,} pixels), over the limit of "
+            f"{config.max_scene_px:,} pixels; pass --max-scene-px {num_px} to process it anyway"
+        )
+
+
+def group_tile_rows(tiles: Iterable[TileSpec], rows_per_group: int) -> Iterator[list[TileSpec]]:
     """Group a scene's row-major tiles into bands of ``rows_per_group`` tile rows.
 
     One Ray read task handles one group, so consecutive tiles share GDAL's
-    block cache and the task count stays far below one per tile.
+    block cache and the task count stays far below one per tile.  Lazy: a
+    ``TilePlan`` is walked one group at a time.
     """
     group: list[TileSpec] = []
     rows_seen: list[int] = []

@@ -10,7 +10,8 @@ Orders used everywhere:
   edges on pixel corners (the box of pixel (row 0, col 0) is ``(0, 0, 1, 1)``);
 * CRS bounds ``(xmin, ymin, xmax, ymax)`` = ``shapely.box`` arguments.
 
-Frames: tile px --(+col_off_px, +row_off_px)--> scene px --(affine)--> CRS.
+Frames: tile px --(+col_off_px, +row_off_px)--> scene px --(affine)--> CRS
+(``pipeline.georef.tile_to_scene_px``, ``pipeline.georef.scene_px_to_crs``).
 
 Glossary: *scene* = one source raster file; *tile* = a window of a scene.
 """
@@ -21,7 +22,10 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import numpy as np
+from rasterio.transform import Affine
 from rasterio.windows import Window
+
+from pipeline.georef import as_affine
 
 Batch: TypeAlias = dict[str, np.ndarray]
 
@@ -125,8 +129,9 @@ class SceneInfo:
         count: number of bands.
         dtype: numpy dtype name of the bands.
         crs_wkt: the scene's CRS as WKT (``--assume-crs`` applied).
-        transform: affine ``(a, b, c, d, e, f)``: x = a*col + b*row + c,
-            y = d*col + e*row + f, at pixel corners.
+        transform: the scene's ``Affine`` (pixel corners): ``x, y = transform @
+            (col, row)``.  Six numbers ``(a, b, c, d, e, f)`` are accepted
+            and turned into an ``Affine``.
         nodata: the nodata value, or None.
         has_mask: whether the scene has a per-dataset/alpha mask.
     """
@@ -137,6 +142,9 @@ class SceneInfo:
     count: int
     dtype: str
     crs_wkt: str
-    transform: tuple[float, float, float, float, float, float]
+    transform: Affine
     nodata: float | None = None
     has_mask: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transform", as_affine(self.transform))

@@ -20,6 +20,7 @@ import contextlib
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,63 +57,67 @@ def _quiet_pycocotools() -> Iterator[None]:
             del module.print  # type: ignore[attr-defined]
 
 
+def _coco_boxes(
+    boxes_xyxy: np.ndarray, labels: np.ndarray, img_id: int, scores: np.ndarray | None
+) -> list[dict[str, Any]]:
+    """COCO records (``bbox`` as x, y, w, h; ``category_id`` = label + 1) of one image."""
+    records = []
+    boxes = np.asarray(boxes_xyxy, float).reshape(-1, 4)
+    labels = np.asarray(labels).reshape(-1)
+    for k, (box, label) in enumerate(zip(boxes, labels)):
+        w, h = box[2] - box[0], box[3] - box[1]
+        record = {
+            "image_id": img_id,
+            "category_id": int(label) + 1,
+            "bbox": [box[0], box[1], w, h],
+            "area": w * h,
+        }
+        if scores is not None:
+            record["score"] = float(scores[k])
+        records.append(record)
+    return records
+
+
+def _coco_datasets(
+    gts: Sequence[ImageBoxes], dts: Sequence[ImageBoxes], num_classes: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """In-memory COCO ground-truth and detection datasets, one image per entry."""
+    images, annotations, results = [], [], []
+    for img_id, (gt, dt) in enumerate(zip(gts, dts), start=1):
+        images.append({"id": img_id})
+        annotations += _coco_boxes(gt.boxes_xyxy, gt.labels, img_id, None)
+        scores = dt.scores if dt.scores is not None else np.ones(len(dt.labels))
+        results += _coco_boxes(dt.boxes_xyxy, dt.labels, img_id, np.asarray(scores).reshape(-1))
+    categories = [{"id": k + 1} for k in range(num_classes)]
+    gt_set = {
+        "images": images,
+        "annotations": [dict(a, id=i + 1, iscrowd=0) for i, a in enumerate(annotations)],
+        "categories": categories,
+    }
+    dt_set = {
+        "images": images,
+        "annotations": [dict(r, id=i + 1, iscrowd=0) for i, r in enumerate(results)],
+        "categories": categories,
+    }
+    return gt_set, dt_set
+
+
 def _coco_eval(
     gts: Sequence[ImageBoxes],
     dts: Sequence[ImageBoxes],
     num_classes: int,
     iou_thrs: np.ndarray,
     max_dets: int,
-):  # type: ignore[no-untyped-def]
+) -> Any:
+    """Run pycocotools' ``COCOeval`` (evaluate + accumulate) quietly, area range ``all`` only."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    images, annotations, results = [], [], []
-    ann_id = 1
-    for img_id, (gt, dt) in enumerate(zip(gts, dts), start=1):
-        images.append({"id": img_id})
-        for box, label in zip(
-            np.asarray(gt.boxes_xyxy, float).reshape(-1, 4), np.asarray(gt.labels).reshape(-1)
-        ):
-            w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append(
-                {
-                    "id": ann_id,
-                    "image_id": img_id,
-                    "category_id": int(label) + 1,
-                    "bbox": [box[0], box[1], w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
-            ann_id += 1
-        scores = dt.scores if dt.scores is not None else np.ones(len(dt.labels))
-        for box, label, score in zip(
-            np.asarray(dt.boxes_xyxy, float).reshape(-1, 4), np.asarray(dt.labels).reshape(-1), scores
-        ):
-            w, h = box[2] - box[0], box[3] - box[1]
-            results.append(
-                {
-                    "image_id": img_id,
-                    "category_id": int(label) + 1,
-                    "bbox": [box[0], box[1], w, h],
-                    "score": float(score),
-                    "area": w * h,
-                }
-            )
-    gt_coco = COCO()
-    gt_coco.dataset = {
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": k + 1} for k in range(num_classes)],
-    }
+    gt_set, dt_set = _coco_datasets(gts, dts, num_classes)
     with contextlib.redirect_stdout(io.StringIO()), _quiet_pycocotools():
+        gt_coco, dt_coco = COCO(), COCO()
+        gt_coco.dataset, dt_coco.dataset = gt_set, dt_set
         gt_coco.createIndex()
-        dt_coco = COCO()
-        dt_coco.dataset = {
-            "images": images,
-            "annotations": [dict(r, id=i + 1, iscrowd=0) for i, r in enumerate(results)],
-            "categories": gt_coco.dataset["categories"],
-        }
         dt_coco.createIndex()
         ev = COCOeval(gt_coco, dt_coco, iouType="bbox")
         ev.params.iouThrs = iou_thrs
@@ -128,6 +133,51 @@ def _ap(precision: np.ndarray) -> float:
     """Mean of valid (> -1) entries of a COCOeval precision slice; -1 when none."""
     valid = precision[precision > -1]
     return float(valid.mean()) if valid.size else -1.0
+
+
+@dataclass
+class _Counts:
+    """Per-class counts at one IoU and score threshold (int ``[K]`` each)."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    num_gt: np.ndarray
+    num_det: np.ndarray
+
+
+def _match_counts(ev: Any, num_classes: int, score_threshold: float) -> _Counts:
+    """TP / FP / GT / detections per class from COCOeval's per-image matches (one IoU)."""
+    c = _Counts(*(np.zeros(num_classes, int) for _ in range(4)))
+    for e in ev.evalImgs:
+        if e is None:
+            continue
+        k = e["category_id"] - 1
+        c.num_gt[k] += int((~np.asarray(e["gtIgnore"], bool)).sum())
+        scores = np.asarray(e["dtScores"])
+        matched = np.asarray(e["dtMatches"])[0] > 0 if len(scores) else np.zeros(0, bool)
+        ignored = np.asarray(e["dtIgnore"])[0].astype(bool) if len(scores) else np.zeros(0, bool)
+        above = (scores >= score_threshold) & ~ignored
+        c.tp[k] += int((matched & above).sum())
+        c.fp[k] += int((~matched & above).sum())
+        c.num_det[k] += int(above.sum())
+    return c
+
+
+def _summary(
+    precision: np.ndarray, sel: slice | int, t: int, f: int, g: int, d: int
+) -> dict[str, float | int]:
+    """One row of the result: AP from the COCO precision array, P/R from the counts."""
+    return {
+        "map": _ap(precision[:, :, sel]),
+        "ap50": _ap(precision[0, :, sel]),
+        "precision": t / (t + f) if t + f else 0.0,
+        "recall": t / g if g else 0.0,
+        "num_gt": g,
+        "num_det": d,
+        "tp": t,
+        "fp": f,
+        "fn": g - t,
+    }
 
 
 def evaluate_detections(
@@ -164,52 +214,19 @@ def evaluate_detections(
     if len(ground_truth) != len(detections):
         raise ValueError(f"{len(ground_truth)} ground-truth images but {len(detections)} detection images")
     num_classes = len(class_names)
-    coco_thrs = np.linspace(0.5, 0.95, 10)
-    ev = _coco_eval(ground_truth, detections, num_classes, coco_thrs, max_dets)
+    ev = _coco_eval(ground_truth, detections, num_classes, np.linspace(0.5, 0.95, 10), max_dets)
     precision = ev.eval["precision"]  # (T, R, K, A=1, M=1)
-
     # precision/recall at one IoU and score: COCOeval's per-image matches
     ev_pr = _coco_eval(ground_truth, detections, num_classes, np.array([iou]), max_dets)
-    tp = np.zeros(num_classes, int)
-    fp = np.zeros(num_classes, int)
-    num_gt = np.zeros(num_classes, int)
-    num_det = np.zeros(num_classes, int)
-    for e in ev_pr.evalImgs:
-        if e is None:
-            continue
-        k = e["category_id"] - 1
-        gt_ignore = np.asarray(e["gtIgnore"], bool)
-        num_gt[k] += int((~gt_ignore).sum())
-        scores = np.asarray(e["dtScores"])
-        matched = np.asarray(e["dtMatches"])[0] > 0 if len(scores) else np.zeros(0, bool)
-        ignored = np.asarray(e["dtIgnore"])[0].astype(bool) if len(scores) else np.zeros(0, bool)
-        above = (scores >= score_threshold) & ~ignored
-        tp[k] += int((matched & above).sum())
-        fp[k] += int((~matched & above).sum())
-        num_det[k] += int(above.sum())
-
-    def summary(sel: slice | int, t: int, f: int, g: int, d: int) -> dict[str, float | int]:
-        return {
-            "map": _ap(precision[:, :, sel]),
-            "ap50": _ap(precision[0, :, sel]),
-            "precision": t / (t + f) if t + f else 0.0,
-            "recall": t / g if g else 0.0,
-            "num_gt": g,
-            "num_det": d,
-            "tp": t,
-            "fp": f,
-            "fn": g - t,
-        }
-
+    c = _match_counts(ev_pr, num_classes, score_threshold)
     out: dict[str, dict[str, float | int]] = {}
-    per_class_map, per_class_ap50 = [], []
     for k, name in enumerate(class_names):
-        out[name] = summary(k, int(tp[k]), int(fp[k]), int(num_gt[k]), int(num_det[k]))
-        if num_gt[k] > 0:
-            per_class_map.append(out[name]["map"])
-            per_class_ap50.append(out[name]["ap50"])
-    overall = summary(slice(None), int(tp.sum()), int(fp.sum()), int(num_gt.sum()), int(num_det.sum()))
-    overall["map"] = float(np.mean(per_class_map)) if per_class_map else -1.0
-    overall["ap50"] = float(np.mean(per_class_ap50)) if per_class_ap50 else -1.0
+        out[name] = _summary(precision, k, int(c.tp[k]), int(c.fp[k]), int(c.num_gt[k]), int(c.num_det[k]))
+    with_gt = [out[name] for k, name in enumerate(class_names) if c.num_gt[k] > 0]
+    overall = _summary(
+        precision, slice(None), int(c.tp.sum()), int(c.fp.sum()), int(c.num_gt.sum()), int(c.num_det.sum())
+    )
+    overall["map"] = float(np.mean([m["map"] for m in with_gt])) if with_gt else -1.0
+    overall["ap50"] = float(np.mean([m["ap50"] for m in with_gt])) if with_gt else -1.0
     out["overall"] = overall
     return out

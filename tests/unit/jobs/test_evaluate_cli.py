@@ -1,23 +1,33 @@
 import json
+import re
 
+import geopandas as gpd
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from pyproj import CRS
 
 from jobs.cli import _register_optional, cli
+from pipeline.georef import boxes_to_geometry
 from pipeline.merging import MergedBoxes
 from pipeline.output import write_scene_detections
 from pipeline.reading import ReadConfig, open_scene
 from retinanet.synth import CLASS_NAMES, SynthConfig, write_scenes
 
 _register_optional()
+UTM33 = CRS.from_epsg(32633)
 
 
-def test_evaluate_scenes_against_ground_truth(tmp_path):
-    truths = write_scenes(tmp_path / "gt", num_scenes=2, cfg=SynthConfig(size_px=256), seed=3)
+def _detect_by_hand(tmp_path, num_scenes=2):
+    """Synthetic scenes + detections: 3 objects missed and one top-scoring FP per scene.
+
+    Returns:
+        (truths, detections folder, expected TP at IoU 0.5 and score 0.5).
+    """
+    truths = write_scenes(tmp_path / "gt", num_scenes=num_scenes, cfg=SynthConfig(size_px=256), seed=3)
     out = tmp_path / "det"
     expected_tp = 0
-    for k, truth in enumerate(truths):
+    for truth in truths:
         scene = open_scene(str(truth.path), ReadConfig())
         boxes, labels = truth.boxes_xyxy_px.copy(), truth.labels.copy()
         keep = np.ones(len(boxes), bool)
@@ -31,24 +41,146 @@ def test_evaluate_scenes_against_ground_truth(tmp_path):
             np.concatenate([labels[keep], [0]]),
         )
         write_scene_detections(
-            out,
-            scene,
-            merged,
-            class_names=CLASS_NAMES,
-            out_crs=CRS.from_epsg(32633),
-            model_id="m",
-            run_id="r",
+            out, scene, merged, class_names=CLASS_NAMES, out_crs=UTM33, model_id="m", run_id="r"
         )
-    result = CliRunner().invoke(
-        cli, ["evaluate", str(out), str(tmp_path / "gt" / "labels.parquet"), "--json"]
+    return truths, out, expected_tp
+
+
+def _plain_ground_truth(truths, path, crs="EPSG:4326", extra=()):
+    """What a GIS user holds: `label` and `geometry` only, no `scene`, in another CRS."""
+    polygons = np.concatenate(
+        [boxes_to_geometry(t.boxes_xyxy_px, t.transform, UTM33, UTM33)[0] for t in truths]
     )
+    labels = [CLASS_NAMES[k] for t in truths for k in t.labels]
+    gdf = gpd.GeoDataFrame(
+        {"label": labels + [e[0] for e in extra]}, geometry=list(polygons) + [e[1] for e in extra], crs=UTM33
+    )
+    if str(path).endswith(".parquet"):
+        gdf.to_crs(crs).to_parquet(path)  # geopandas' own GeoParquet writer
+    else:
+        gdf.to_crs(crs).to_file(path)  # GeoPackage through pyogrio
+    return path
+
+
+def _evaluate(*args):
+    result = CliRunner().invoke(cli, ["evaluate", *map(str, args)])
+    return result, (json.loads(result.stdout) if result.exit_code == 0 and "--json" in args else None)
+
+
+def test_evaluate_scenes_against_ground_truth(tmp_path):
+    truths, out, expected_tp = _detect_by_hand(tmp_path)
+    result, m = _evaluate(out, tmp_path / "gt" / "labels.parquet", "--json")
     assert result.exit_code == 0, result.output
-    m = json.loads(result.output)
     num_gt = sum(len(t.labels) for t in truths)
-    assert m["num_scenes"] == 2 and m["overall"]["num_gt"] == num_gt
+    assert m["num_scenes"] == 2 and m["overall"]["num_gt"] == num_gt and m["matched_by"] == "scene"
     assert m["overall"]["tp"] == expected_tp and m["overall"]["fp"] == 2 and m["overall"]["fn"] == 6
     assert m["overall"]["recall"] == expected_tp / num_gt
     assert m["overall"]["precision"] == expected_tp / (expected_tp + 2)
     assert 0.5 < m["overall"]["ap50"] < 1.0 and set(CLASS_NAMES) <= set(m)
     text = CliRunner().invoke(cli, ["evaluate", str(out), str(tmp_path / "gt" / "labels.parquet")])
     assert "overall" in text.output and "AP50" in text.output
+
+
+def test_plain_geoparquet_in_another_crs_is_matched_by_location(tmp_path):
+    truths, out, expected_tp = _detect_by_hand(tmp_path)
+    outside = ("tree", gpd.GeoSeries.from_xy([0.0], [0.0]).buffer(5).iloc[0])  # far from both scenes
+    gt = _plain_ground_truth(truths, tmp_path / "trees.parquet", extra=[outside])
+    assert set(gpd.read_parquet(gt).columns) == {"label", "geometry"}
+    result, m = _evaluate(out, gt, "--json")
+    assert result.exit_code == 0, result.output
+    assert m["matched_by"] == "location" and m["num_scenes"] == 2
+    assert m["ground_truth_outside_scenes"] == 1 and "outside every scene" in result.stderr
+    assert m["footprints_from_detections"] == [] and m["no_footprint"] == []
+    assert m["overall"]["num_gt"] == sum(len(t.labels) for t in truths)
+    assert (m["overall"]["tp"], m["overall"]["fp"], m["overall"]["fn"]) == (expected_tp, 2, 6)
+
+
+def test_score_alias_sets_the_operating_point(tmp_path):
+    truths, out, _ = _detect_by_hand(tmp_path, num_scenes=1)
+    gt = _plain_ground_truth(truths, tmp_path / "trees.parquet")
+    _, m = _evaluate(out, gt, "--json", "--score", "0.9")  # the 0.8 true positives drop out
+    assert m["score_threshold"] == 0.9 and (m["overall"]["tp"], m["overall"]["fp"]) == (0, 1)
+
+
+def test_geopackage_ground_truth_and_scene_without_detections(tmp_path):
+    truths, out, expected_tp = _detect_by_hand(tmp_path)
+    # a third scene with no detection at all: its objects are misses, not "outside every scene"
+    extra = write_scenes(tmp_path / "more", num_scenes=3, cfg=SynthConfig(size_px=256), seed=3)[2]
+    empty = MergedBoxes(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    scene = open_scene(str(extra.path), ReadConfig())
+    write_scene_detections(
+        out, scene, empty, class_names=CLASS_NAMES, out_crs=UTM33, model_id="m", run_id="r"
+    )
+    gt = _plain_ground_truth([*truths, extra], tmp_path / "trees.gpkg", crs="EPSG:3857")
+    result, m = _evaluate(out, gt, "--json")
+    assert result.exit_code == 0, result.output
+    assert m["num_scenes"] == 3 and m["ground_truth_outside_scenes"] == 0
+    assert m["overall"]["tp"] == expected_tp and m["overall"]["fn"] == 6 + len(extra.labels)
+
+
+def test_unreadable_raster_falls_back_to_the_detections_extent(tmp_path):
+    truths, out, expected_tp = _detect_by_hand(tmp_path, num_scenes=1)
+    gt = _plain_ground_truth(truths, tmp_path / "trees.parquet")
+    truths[0].path.unlink()  # the raster is gone: its footprint is the extent of its detections
+    result, m = _evaluate(out, gt, "--json")
+    assert result.exit_code == 0, result.output
+    assert m["footprints_from_detections"] == [str(truths[0].path)]
+    assert "recall is an upper bound" in result.stderr
+    assert m["overall"]["tp"] == expected_tp  # every detected object still matches
+    assert m["overall"]["num_gt"] + m["ground_truth_outside_scenes"] == len(truths[0].labels)
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: p.write_text("not a parquet file"), "cannot read ground truth"),
+        (
+            lambda p: gpd.GeoDataFrame(
+                {"name": ["a"]}, geometry=gpd.points_from_xy([0], [0]), crs=UTM33
+            ).to_parquet(p),
+            "no 'label' column",
+        ),
+        (
+            lambda p: gpd.GeoDataFrame(
+                {"label": ["a"]}, geometry=gpd.points_from_xy([0], [0]), crs=UTM33
+            ).to_parquet(p),
+            "must be polygons.*1 Point",
+        ),
+        (lambda p: None, "no such file or directory"),
+    ],
+    ids=["corrupt", "no-label", "points", "missing"],
+)
+def test_bad_ground_truth_is_one_line_exit_2(tmp_path, write, message):
+    _, out, _ = _detect_by_hand(tmp_path, num_scenes=1)
+    bad = tmp_path / "bad.parquet"
+    write(bad)
+    result, _ = _evaluate(out, bad)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+    assert "bad.parquet" in result.stderr and re.search(message, result.stderr)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--score", "nan"), ("--iou", "0"), ("--iou", "inf")])
+def test_bad_thresholds_are_usage_errors(tmp_path, flag, value):
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path), str(tmp_path), flag, value])
+    assert result.exit_code == 2 and flag in result.output and "Traceback" not in result.output
+
+
+def test_footprint_recorded_in_the_detections_file_needs_no_raster(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.geoparquet import read_aerialdet_metadata, write_geoparquet
+    from pipeline.georef import scene_footprint
+
+    truths, out, expected_tp = _detect_by_hand(tmp_path, num_scenes=1)
+    gt = _plain_ground_truth(truths, tmp_path / "trees.parquet")
+    (det_file,) = out.glob("*.parquet")
+    scene = open_scene(str(truths[0].path), ReadConfig())
+    footprint = scene_footprint(scene.width_px, scene.height_px, scene.transform, UTM33, UTM33)
+    meta = read_aerialdet_metadata(det_file) | {"footprint": footprint.wkt}
+    write_geoparquet(det_file, pq.read_table(det_file), UTM33, extra_metadata=meta)
+    truths[0].path.unlink()
+    result, m = _evaluate(out, gt, "--json")
+    assert result.exit_code == 0, result.output
+    assert m["footprints_from_detections"] == [] and m["ground_truth_outside_scenes"] == 0
+    assert (m["overall"]["tp"], m["overall"]["fn"]) == (expected_tp, 3)

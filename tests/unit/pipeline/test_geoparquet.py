@@ -166,3 +166,15 @@ def test_bbox_filter_skips_most_row_groups(tmp_path):
             & (-xy[:, 1] - 10 <= -1000)
         ).sum()
     )
+
+
+def test_aerialdet_metadata_names_the_scene_even_without_rows(tmp_path):
+    from pipeline.geoparquet import read_aerialdet_metadata, write_geoparquet
+
+    path = write(tmp_path, scene("/data/empty.tif", 32633, 500000.0, 4000000.0), merged(0))
+    meta = read_aerialdet_metadata(path)
+    assert meta["scene"] == "/data/empty.tif" and meta["class_names"] == ["car", "tree"]
+    assert pq.read_table(path).num_rows == 0
+    table = pq.read_table(path).replace_schema_metadata(None)
+    plain = write_geoparquet(tmp_path / "plain.parquet", table, CRS.from_epsg(32633))
+    assert read_aerialdet_metadata(plain) == {}

@@ -1,7 +1,12 @@
+import dataclasses
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from pipeline.merging import MergeConfig, ios_suppress, merge_scene
+from pipeline.merging import MergeConfig, MergeStrategy, ios_suppress, merge_scene
 from pipeline.tiling import TilingConfig, tile_scene
 from pipeline.types import TileDetections
 
@@ -136,3 +141,19 @@ def test_chunked_ios_matches_dense_reference():
     labels = rng.integers(0, 2, 700)
     got = ios_suppress(boxes, scores, labels, 0.6, False, chunk=64)
     assert got.tolist() == _dense_fast_ios(boxes, scores, labels, 0.6).tolist()
+
+
+def test_strategy_is_an_enum_that_equals_its_string():
+    cfg = MergeConfig(strategy="edge")
+    assert cfg.strategy is MergeStrategy.EDGE and cfg.strategy == "edge"
+    assert MergeConfig().strategy is MergeStrategy.CORE
+    assert json.loads(json.dumps(dataclasses.asdict(MergeConfig())))["strategy"] == "core"  # _run.json
+    with pytest.raises(ValueError, match=r"strategy must be one of \('core', 'edge', 'iou'\), got 'nms'"):
+        MergeConfig(strategy="nms")
+
+
+def test_importing_merging_does_not_load_torch():
+    # the driver merges; only the NMS step needs torch, and imports it when it runs
+    code = "import sys, pipeline.merging; print('torch' in sys.modules, 'torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+import rasterio
 from rasterio.transform import Affine
 
 from pipeline.errors import InvalidSceneError, TileReadError
-from pipeline.reading import ReadConfig, open_scene, read_tiles
+from pipeline.reading import ReadConfig, block_cache_mb, open_scene, read_footprint, read_tiles
 from pipeline.tiling import TilingConfig, tile_scene
 
 
@@ -84,24 +87,72 @@ def test_truncated_tiff_fails_on_read_naming_tile(make_scene, tmp_path):
         list(read_tiles(str(trunc), tiles, ReadConfig()))
 
 
-def test_block_cache_holds_a_row_of_tiles():
+def test_block_cache_holds_two_rows_of_tiles_by_hand():
+    # 50,000 px x 1024 rows x 3 bands x 2 bytes = 293 MiB per row of tiles, doubled
+    assert block_cache_mb(50_000, 1024, 3, "uint16") == 2 * 50_000 * 1024 * 3 * 2 // 2**20 == 585
+    assert block_cache_mb(500, 1024, 3, "uint8") == 64  # floor
+    assert block_cache_mb(400_000, 4096, 4, "float32") == 4096  # ceiling
+
+
+def _gdal_cache_bytes():
+    """GDAL's block cache size, asked of the libgdal rasterio loaded (None where not found)."""
+    import ctypes
+    import glob
+
+    libs = glob.glob(str(Path(rasterio.__file__).parent.parent / "rasterio.libs" / "libgdal*"))
+    if not libs:
+        return None
+    lib = ctypes.CDLL(libs[0])
+    lib.GDALGetCacheMax64.restype = ctypes.c_int64
+    return lib.GDALGetCacheMax64()
+
+
+def test_read_tiles_sizes_the_block_cache_for_this_scene(tmp_path):
+    path = tmp_path / "wide.tif"
+    profile = dict(driver="GTiff", width=40_000, height=256, count=3, dtype="uint16", crs="EPSG:32633")
+    profile |= dict(transform=Affine(1, 0, 0, 0, -1, 256), tiled=True, sparse_ok=True)
+    with rasterio.open(path, "w", **profile):
+        pass  # header only
+    tiles = tile_scene(str(path), 40_000, 256, TilingConfig(tile_size_px=256, overlap_px=0))
+    reads = read_tiles(str(path), tiles[:1], ReadConfig())
+    next(reads)  # inside the scene's read
+    expected_mb = 2 * 40_000 * 256 * 3 * 2 // 2**20  # 117 MB: two rows of 256 px tiles
+    assert rasterio.env.getenv()["GDAL_CACHEMAX"] == expected_mb * 2**20
+    if _gdal_cache_bytes() is not None:  # what GDAL uses: bytes (an int is not read as MB)
+        assert _gdal_cache_bytes() == expected_mb * 2**20
+    reads.close()
+
+
+def test_scene_deleted_after_listing_says_so(make_scene):
+    path = make_scene("gone.tif", width=64, height=64)
+    info = open_scene(str(path), ReadConfig())
+    tiles = tile_scene(str(path), info.width_px, info.height_px, TilingConfig(tile_size_px=64, overlap_px=0))
+    path.unlink()  # deleted between the header and the pixels
+    with pytest.raises(InvalidSceneError) as read_error:
+        list(read_tiles(str(path), tiles, ReadConfig()))
+    assert str(read_error.value) == f"{path}: no longer exists (deleted since the run listed it)"
+    with pytest.raises(InvalidSceneError, match="no longer exists") as open_error:
+        open_scene(str(path), ReadConfig())
+    assert "GTiff" not in str(open_error.value) and "complete GeoTIFF" not in str(open_error.value)
+
+
+def test_open_scene_gives_an_affine(make_scene):
+    path = make_scene("a.tif", transform=Affine(0.5, 0, 500000, 0, -0.5, 5000000))
+    info = open_scene(str(path), ReadConfig())
+    assert isinstance(info.transform, Affine) and info.transform == Affine(0.5, 0, 500000, 0, -0.5, 5000000)
+
+
+def test_read_footprint_by_hand(make_scene):
     from pyproj import CRS
 
-    from pipeline.ray_stages import DetectConfig, RunConfig, block_cache_mb
-    from pipeline.types import SceneInfo
-
-    wkt = CRS.from_epsg(32633).to_wkt()
-    cfg = RunConfig("s", "o", DetectConfig(model="m"), tiling=TilingConfig(tile_size_px=1024, overlap_px=128))
-    wide = SceneInfo("w.tif", 50_000, 50_000, 3, "uint16", wkt, (1, 0, 0, 0, -1, 0))
-    small = SceneInfo("s.tif", 500, 500, 3, "uint8", wkt, (1, 0, 0, 0, -1, 0))
-    # 50,000 px x 1024 rows x 3 bands x 2 bytes = 293 MiB per row of tiles, doubled for the overlap
-    assert block_cache_mb([small, wide], cfg) == 2 * 50_000 * 1024 * 3 * 2 // 2**20
-    assert block_cache_mb([small], cfg) == 64
+    path = make_scene("fp.tif", width=64, height=32)  # 10 m pixels from (500000, 4000000)
+    fp = read_footprint(str(path), CRS.from_epsg(32633))
+    assert fp.bounds == (500000.0, 4000000.0 - 320, 500000.0 + 640, 4000000.0)
+    with pytest.raises(InvalidSceneError, match="no CRS"):
+        read_footprint(str(make_scene("nocrs.tif", crs=None)), CRS.from_epsg(32633))
 
 
 def test_50k_scene_tiles_without_reading_it_whole(tmp_path):
-    import rasterio
-
     path = tmp_path / "huge.tif"
     profile = dict(
         driver="GTiff",
@@ -130,8 +181,6 @@ def test_50k_scene_tiles_without_reading_it_whole(tmp_path):
 
 
 def test_fully_masked_tile_is_skipped(make_scene):
-    import rasterio
-
     path = make_scene("masked.tif", [(70, 10, 80, 20, 0)], width=128, height=64)
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
         mask = np.zeros((64, 128), np.uint8)

@@ -1,9 +1,13 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.tiling import TilingConfig, group_tile_rows, tile_scene, tile_starts
+from pipeline.errors import InvalidSceneError
+from pipeline.tiling import TilingConfig, check_scene_size, group_tile_rows, tile_scene, tile_starts
+from pipeline.types import TileSpec
 
 
 @pytest.mark.parametrize(
@@ -48,13 +52,17 @@ def test_bad_config_raises_naming_field(bad):
         TilingConfig(**bad)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
+# any scene up to 3000 px a side, any tile size and overlap
+SCENES_AND_TILINGS = given(
     width=st.integers(1, 3000),
     height=st.integers(1, 3000),
     size=st.integers(16, 700),
     overlap_frac=st.floats(0, 0.9),
 )
+
+
+@settings(max_examples=60, deadline=None)
+@SCENES_AND_TILINGS
 def test_tiles_cover_scene_and_cores_partition_it(width, height, size, overlap_frac):
     cfg = TilingConfig(tile_size_px=size, overlap_px=int(size * overlap_frac))
     tiles = tile_scene("s", width, height, cfg)
@@ -86,3 +94,89 @@ def test_group_tile_rows():
     groups = list(group_tile_rows(tiles, 2))
     assert [len(g) for g in groups] == [6, 3]
     assert [t.index for g in groups for t in g] == list(range(9))
+
+
+def _eager_tiles(scene_uri, width_px, height_px, config):
+    """The list the planner built before it was lazy (kept here as the reference)."""
+    cols, rows = tile_starts(width_px, config), tile_starts(height_px, config)
+
+    def cores(starts, length):
+        half = config.overlap_px / 2
+        return [
+            (0.0 if k == 0 else s + half, float(length) if k == len(starts) - 1 else starts[k + 1] + half)
+            for k, s in enumerate(starts)
+        ]
+
+    col_cores, row_cores = cores(cols, width_px), cores(rows, height_px)
+    size, tiles = config.tile_size_px, []
+    for r, row_off in enumerate(rows):
+        for c, col_off in enumerate(cols):
+            tiles.append(
+                TileSpec(
+                    scene_uri,
+                    len(tiles),
+                    col_off,
+                    row_off,
+                    size,
+                    size,
+                    min(size, width_px - col_off),
+                    min(size, height_px - row_off),
+                    (col_cores[c][0], row_cores[r][0], col_cores[c][1], row_cores[r][1]),
+                )
+            )
+    return tiles
+
+
+@settings(max_examples=60, deadline=None)
+@SCENES_AND_TILINGS
+def test_lazy_plan_gives_the_tiles_the_list_gave(width, height, size, overlap_frac):
+    cfg = TilingConfig(tile_size_px=size, overlap_px=int(size * overlap_frac))
+    plan = tile_scene("s.tif", width, height, cfg)
+    expected = _eager_tiles("s.tif", width, height, cfg)
+    assert len(plan) == len(expected) == plan.num_rows * plan.num_cols
+    assert list(plan) == expected
+    assert [plan[i] for i in range(len(plan))] == expected
+    assert plan[-1] == expected[-1] and plan[1:3] == expected[1:3]
+
+
+def test_200k_header_plans_in_kilobytes():
+    # issue 13: a 2.6 MB sparse GeoTIFF claiming 200,000 x 200,000 px planned 797,449 TileSpecs (1.2 GB)
+    cfg = TilingConfig(tile_size_px=256, overlap_px=32)
+    tracemalloc.start()
+    try:
+        plan = tile_scene("huge.tif", 200_000, 200_000, cfg)
+        num_tiles = len(plan)
+        last = plan[num_tiles - 1]
+        first_group = next(group_tile_rows(plan, 1))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert num_tiles == 893 * 893 == 797_449
+    assert (last.index, last.col_off_px, last.row_off_px) == (797_448, 892 * 224, 892 * 224)
+    assert (last.valid_width_px, last.valid_height_px) == (200_000 - 892 * 224,) * 2
+    assert len(first_group) == 893 and first_group[-1].index == 892
+    assert peak < 2_000_000, f"planning used {peak:,} bytes"
+
+
+def test_plan_index_errors_name_the_scene():
+    plan = tile_scene("a.tif", 300, 130, TilingConfig(tile_size_px=128, overlap_px=28))  # 3 x 2
+    assert plan[-6] == plan[0] and plan[0].index == 0
+    with pytest.raises(IndexError, match=r"tile index 6 .*6 tiles of a\.tif"):
+        plan[6]
+    with pytest.raises(IndexError):
+        plan[-7]
+
+
+def test_scene_over_the_limit_is_refused_naming_file_size_limit_and_option():
+    cfg = TilingConfig(max_scene_px=1_000_000)
+    check_scene_size("ok.tif", 1000, 1000, cfg)  # exactly the limit
+    with pytest.raises(InvalidSceneError) as info:
+        check_scene_size("big.tif", 200_000, 200_000, cfg)
+    message = str(info.value)
+    assert "big.tif" in message and "200,000 x 200,000 px" in message
+    assert "1,000,000 pixels" in message and "--max-scene-px 40000000000" in message
+    with pytest.raises(InvalidSceneError, match="huge.tif"):  # the default refuses issue 13's header
+        check_scene_size("huge.tif", 200_000, 200_000, TilingConfig())
+    check_scene_size("50k.tif", 50_000, 50_000, TilingConfig())  # a real large scene passes
+    with pytest.raises(ValueError, match="max_scene_px"):
+        TilingConfig(max_scene_px=0)
