@@ -18,6 +18,7 @@ from jobs.options import (
     bands_option,
     overwrite_option,
     ray_session,
+    run_standalone,
     tile_size_option,
     verbose_option,
 )
@@ -75,11 +76,19 @@ Examples:
     help="CPUs (torch threads) per CPU actor [default: a node's CPUs - 0.5].",
 )
 @click.option(
-    "--gpus/--no-gpus", default=None, help="Force GPU or CPU actors [default: GPUs when the cluster has them]."
+    "--gpus/--no-gpus",
+    default=None,
+    help="Force GPU or CPU actors [default: GPUs when the cluster has them].",
 )
 @click.option("--amp", is_flag=True, help="float16 autocast on GPU.")
 @overwrite_option
 @click.option("--drivers", default="GTiff", show_default=True, help="GDAL drivers allowed to open scenes.")
+@click.option(
+    "--max-scene-px",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Refuse scenes with more pixels than this (width x height) [default: 10 gigapixels].",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @address_option
 @verbose_option
@@ -170,7 +179,11 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
             use_gpu=opts["gpus"],
             amp=opts["amp"],
         ),
-        tiling=TilingConfig(tile_size_px=tile, overlap_px=overlap),
+        tiling=TilingConfig(
+            tile_size_px=tile,
+            overlap_px=overlap,
+            **({"max_scene_px": opts["max_scene_px"]} if opts["max_scene_px"] else {}),
+        ),
         read=ReadConfig(
             bands=opts["bands"] or loader.info.bands,
             drivers=tuple(opts["drivers"].split(",")),
@@ -211,9 +224,7 @@ def _summarise(report: Any, out: Path) -> None:
 
 def main() -> None:
     """Entry point of ``python -m jobs.detect`` (``aerialdet detect`` with the same error handling)."""
-    from jobs.cli import main as cli_main
-
-    cli_main(["detect", *sys.argv[1:]])
+    run_standalone(detect_command)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,51 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that describe the user's input, not a bug: shown as one line, exit 2."""
+    from pipeline.errors import PipelineError
+    from retinanet.errors import CheckpointError, LabelError
+
+    return (
+        PipelineError,
+        CheckpointError,
+        LabelError,
+        FileNotFoundError,
+        PermissionError,
+        NotADirectoryError,
+        IsADirectoryError,
+        FileExistsError,
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line, with the file name when the OS error carries one."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's user-facing errors into ``UserError`` (one line, exit 2)."""
+    try:
+        yield
+    except user_error_types() as exc:
+        raise UserError(one_line(exc)) from None
+
+
+def run_standalone(command: click.Command, argv: list[str] | None = None) -> None:
+    """Run one command as a program (``python -m jobs.detect``) with ``user_errors`` handling."""
+
+    def invoke(ctx: click.Context) -> Any:
+        with user_errors():
+            return click.Command.invoke(command, ctx)
+
+    command.invoke = invoke  # type: ignore[method-assign]
+    command.main(args=argv)
+
+
 class FiniteFloat(click.ParamType):
     """A float that is not NaN or +-inf, optionally inside [lo, hi]."""
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from pipeline.georef import clip_boxes_px
 from pipeline.types import TileDetections, TileSpec
 
 if TYPE_CHECKING:
@@ -120,10 +121,9 @@ def clip_to_tile(
 
     Padding past the scene's edge holds no objects, so no box may reach into it.
     """
-    boxes = np.array(boxes_xyxy_px, dtype=np.float32).reshape(-1, 4)
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, tile.valid_width_px)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, tile.valid_height_px)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, keep = clip_boxes_px(
+        np.asarray(boxes_xyxy_px, np.float32).reshape(-1, 4), tile.valid_width_px, tile.valid_height_px
+    )
     return TileDetections(
         tile,
         boxes[keep],

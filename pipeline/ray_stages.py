@@ -35,7 +35,7 @@ from pipeline.output import choose_output_crs, scene_output_path, write_scene_de
 from pipeline.reading import ReadConfig, open_scene, read_tiles
 from pipeline.report import RunReport, SceneReport, new_run_id
 from pipeline.sources import list_scenes
-from pipeline.tiling import TilingConfig, group_tile_rows, tile_scene
+from pipeline.tiling import TilingConfig, check_scene_size, group_tile_rows, tile_scene
 from pipeline.types import Batch, SceneInfo, TileDetections, TileSpec
 
 STATUS_OK, STATUS_NODATA, STATUS_ERROR = "ok", "nodata", "error"
@@ -92,14 +92,16 @@ class DetectJob:
     progress: bool = True
 
 
-def _open_headers(uris: list[str], read_cfg: ReadConfig) -> list[SceneInfo | str]:
-    """Open every scene's header in Ray tasks; an error becomes its message."""
+def _open_headers(uris: list[str], read_cfg: ReadConfig, tiling: TilingConfig) -> list[SceneInfo | str]:
+    """Open every scene's header in Ray tasks; an error (or a scene over the size limit) becomes its message."""
     import ray
 
     @ray.remote(num_cpus=0.25, max_retries=2)
     def open_one(uri: str) -> SceneInfo | str:
         try:
-            return open_scene(uri, read_cfg)
+            info = open_scene(uri, read_cfg)
+            check_scene_size(uri, info.width_px, info.height_px, tiling)
+            return info
         except PipelineError as exc:
             return str(exc)
         except Exception as exc:  # anything GDAL/boto throws: the scene fails alone
@@ -229,9 +231,7 @@ def _iter_results(groups: list[dict[str, Any]], job: DetectJob, num_channels: in
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ds = ray.data.from_items(groups, override_num_blocks=max(1, len(groups)))
-    ds = ds.flat_map(
-        read_group, fn_kwargs={"read_cfg": job.read, "num_channels": num_channels}, num_cpus=0.5
-    )
+    ds = ds.flat_map(read_group, fn_kwargs={"read_cfg": job.read, "num_channels": num_channels}, num_cpus=0.5)
     ds = ds.map_batches(
         TileDetector,
         fn_constructor_kwargs={
@@ -295,7 +295,7 @@ def _scenes_to_do(job: DetectJob, report: RunReport, log: Log) -> dict[str, Scen
         else:
             todo.append(uri)
     scenes: dict[str, SceneInfo] = {}
-    for uri, header in zip(todo, _open_headers(todo, job.read)):
+    for uri, header in zip(todo, _open_headers(todo, job.read, job.tiling)):
         if isinstance(header, str):
             report.add(SceneReport(uri, "failed", error=header))
             log(f"FAILED {header}")
@@ -408,9 +408,7 @@ def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: by
 def _finish_scene(job: DetectJob, report: RunReport, tally: _SceneTally, out_crs: CRS, log: Log) -> None:
     """Merge, georeference and write one scene; record its line in the report."""
     scene = tally.scene
-    line = SceneReport(
-        scene.uri, "failed", num_tiles=len(tally.tiles), num_tiles_skipped_nodata=tally.nodata
-    )
+    line = SceneReport(scene.uri, "failed", num_tiles=len(tally.tiles), num_tiles_skipped_nodata=tally.nodata)
     if tally.error is not None:
         line.error = tally.error
     else:
