@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
+
+from jobs.options import FINITE_FLOAT, UserError, min_score_option
 
 QUERY_EPILOG = """\b
 Examples:
@@ -16,13 +22,91 @@ Examples:
   $ aerialdet query out/ --sql "SELECT label, count(*) FROM detections GROUP BY label"
 """
 
+TABLE_COLUMNS = ("label", "score", "scene", "xmin_px", "ymin_px", "xmax_px", "ymax_px")
+FILE_FORMATS = ("gpkg", "parquet")  # binary formats: -o is required
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """A QueryError (bad filter, path or SQL) becomes one line and exit 2."""
+    from pipeline.query import QueryError
+
+    try:
+        yield
+    except QueryError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _check_output(output: str | None) -> None:
+    """Refuse an output file whose folder does not exist or cannot be written (nothing is created)."""
+    if output is None:
+        return
+    folder = Path(output).parent
+    if not folder.is_dir():
+        raise UserError(f"-o {output}: folder {folder} does not exist; create it first or write elsewhere")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"-o {output}: folder {folder} is not writable; write elsewhere")
+    if Path(output).is_dir():
+        raise UserError(f"-o {output}: is a folder; give a file name")
+
+
+def _print_sql(path: str, sql: str, filters: Any, fmt: str, output: str | None, limit: int) -> None:
+    from pipeline.query import run_sql
+
+    if fmt not in ("table", "csv"):
+        raise click.UsageError("--sql results are tables: use --format table or csv")
+    df = run_sql(path, sql, filters).to_pandas()
+    if fmt == "csv":
+        df.to_csv(output or sys.stdout, index=False)
+    else:
+        click.echo(df.to_string(max_rows=limit))
+
+
+def _write_parquet(path: str, filters: Any, output: str) -> int:
+    """The matching rows as one GeoParquet file, by the writer `detect` uses (same schema and metadata)."""
+    from dataclasses import asdict
+
+    from pipeline.geoparquet import COLUMNS, SCHEMA, write_geoparquet
+    from pipeline.query import read_table
+
+    table, crs = read_table(path, filters)
+    if table.schema.names != list(COLUMNS):
+        raise UserError(
+            f"{path}: columns {table.schema.names} differ from aerialdet's detections; "
+            "use --format gpkg or geojson"
+        )
+    write_geoparquet(
+        output, table.cast(SCHEMA), crs, extra_metadata={"query": {"path": path, **asdict(filters)}}
+    )
+    return int(table.num_rows)
+
+
+def _write_detections(gdf: Any, fmt: str, output: str | None, limit: int) -> None:
+    """``gdf`` as a table on stdout, or GeoJSON / CSV / GeoPackage (to ``output`` or stdout)."""
+    import pandas as pd
+
+    if fmt == "table":
+        cols = [c for c in TABLE_COLUMNS if c in gdf.columns]
+        click.echo(gdf[cols].sort_values("score", ascending=False).to_string(max_rows=limit))
+        click.echo(f"{len(gdf)} detection(s), CRS {gdf.crs.to_string() if gdf.crs else None}")
+    elif fmt == "geojson":
+        text = gdf.to_crs("OGC:CRS84").to_json(drop_id=True) if gdf.crs else gdf.to_json()
+        if output:
+            Path(output).write_text(text)
+        else:
+            click.echo(text)
+    elif fmt == "csv":
+        pd.DataFrame(gdf).assign(geometry=gdf.geometry.to_wkt()).to_csv(output or sys.stdout, index=False)
+    else:
+        gdf.to_file(output, driver="GPKG", layer="detections")
+
 
 @click.command("query", epilog=QUERY_EPILOG)
 @click.argument("path")
-@click.option("--bbox", nargs=4, type=float, default=None, help="xmin ymin xmax ymax.")
+@click.option("--bbox", nargs=4, type=FINITE_FLOAT, default=None, help="xmin ymin xmax ymax.")
 @click.option("--bbox-crs", default=None, help="CRS of --bbox [default: the dataset's].")
 @click.option("--label", "labels", multiple=True, help="Class name (repeatable).")
-@click.option("--min-score", type=click.FloatRange(0, 1), default=None)
+@min_score_option(None)
 @click.option("--scene", "scenes", multiple=True, help="Scene URI or file name (repeatable).")
 @click.option("--sql", default=None, help="SQL over the filtered view `detections`.")
 @click.option("--summary", is_flag=True, help="Counts per scene and class, score histogram, area.")
@@ -49,62 +133,48 @@ def query_command(
     limit: int,
 ) -> None:
     """Query the detections under PATH (an output directory, file or glob)."""
-    from pipeline.query import Filters, QueryError, read_detections, run_sql
+    from pipeline.query import Filters, read_detections
     from pipeline.query import summary as summarise
 
-    filters = Filters(bbox, bbox_crs, labels, min_score, scenes)
-    try:
+    if fmt in FILE_FORMATS and not output and not (summary or sql):
+        raise click.UsageError(f"--format {fmt} writes a file: pass -o FILE")
+    _check_output(output)
+    with _user_errors():
+        filters = Filters(bbox, bbox_crs, labels, min_score, scenes)
         if summary:
             click.echo(json.dumps(summarise(path, filters), indent=2))
             return
         if sql:
-            table = run_sql(path, sql, filters)
-            df = table.to_pandas()
-            if fmt == "csv":
-                df.to_csv(output or sys.stdout, index=False)
-            elif fmt == "table":
-                click.echo(df.to_string(max_rows=limit))
-            else:
-                raise click.UsageError("--sql results are tables: use --format table or csv")
+            _print_sql(path, sql, filters, fmt, output, limit)
             return
-        gdf = read_detections(
-            path, bbox=bbox, bbox_crs=bbox_crs, labels=labels, min_score=min_score, scenes=scenes
-        )
-    except QueryError as exc:
-        raise click.ClickException(str(exc)) from None
-    if fmt == "table":
-        cols = [
-            c
-            for c in ("label", "score", "scene", "xmin_px", "ymin_px", "xmax_px", "ymax_px")
-            if c in gdf.columns
-        ]
-        click.echo(gdf[cols].sort_values("score", ascending=False).to_string(max_rows=limit))
-        click.echo(f"{len(gdf)} detection(s), CRS {gdf.crs.to_string() if gdf.crs else None}")
-    elif fmt == "geojson":
-        text = gdf.to_crs("OGC:CRS84").to_json(drop_id=True) if gdf.crs else gdf.to_json()
-        if output:
-            Path(output).write_text(text)
+        if fmt == "parquet":
+            num_rows = _write_parquet(path, filters, output or "")
         else:
-            click.echo(text)
-    elif fmt == "csv":
-        df = gdf.assign(geometry=gdf.geometry.to_wkt())
-        df.to_csv(output or sys.stdout, index=False)
-    else:
-        if not output:
-            raise click.UsageError(f"--format {fmt} writes a file: pass -o FILE")
-        if fmt == "gpkg":
-            gdf.to_file(output, driver="GPKG", layer="detections")
-        else:
-            gdf.to_parquet(output, schema_version="1.1.0", write_covering_bbox=True)
+            gdf = read_detections(
+                path, bbox=bbox, bbox_crs=bbox_crs, labels=labels, min_score=min_score, scenes=scenes
+            )
+            _write_detections(gdf, fmt, output, limit)
+            num_rows = len(gdf)
     if output:
-        click.echo(f"wrote {len(gdf)} detection(s) to {output}", err=True)
+        click.echo(f"wrote {num_rows} detection(s) to {output}", err=True)
+
+
+def _one_scene(gdf: Any, scene: str) -> str:
+    """The URI of the one scene that ``--scene`` names (its detections, else the path as given)."""
+    uris = sorted(set(gdf["scene"])) if len(gdf) else [scene]
+    if len(uris) > 1:
+        raise UserError(f"--scene {scene!r} matches several scenes: {uris}; give the full URI")
+    uri = uris[0]
+    if not uri.startswith("s3://") and not Path(uri).is_file():
+        raise UserError(f"scene {uri!r} not found (and no detections name it)")
+    return uri
 
 
 @click.command("quicklook")
 @click.argument("path")
 @click.option("--scene", required=True, help="Scene URI (as in the `scene` column) or its file name.")
-@click.option("-o", "--output", required=True, help="PNG to write.")
-@click.option("--min-score", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("-o", "--output", required=True, help="PNG to write (its folder must exist).")
+@min_score_option(0.3)
 @click.option("--max-size-px", default=1024, show_default=True, type=click.IntRange(min=64))
 def quicklook_command(path: str, scene: str, output: str, min_score: float, max_size_px: int) -> None:
     r"""Draw the detections of one scene of PATH over a downsampled view of it.
@@ -113,26 +183,25 @@ def quicklook_command(path: str, scene: str, output: str, min_score: float, max_
     Example:
       $ aerialdet quicklook out/ --scene scene_000.tif -o scene_000.png
     """
-    from pipeline.query import QueryError, read_detections
+    from rasterio.errors import RasterioIOError
+
+    from pipeline.query import read_detections
     from pipeline.quicklook import render_quicklook
 
-    try:
+    _check_output(output)
+    with _user_errors():
         gdf = read_detections(path, scenes=(scene,), min_score=min_score)
-    except QueryError as exc:
-        raise click.ClickException(str(exc)) from None
-    uris = sorted(set(gdf["scene"])) if len(gdf) else [scene]
-    if len(uris) > 1:
-        raise click.ClickException(f"--scene {scene!r} matches several scenes: {uris}; give the full URI")
-    uri = uris[0]
-    if not uri.startswith("s3://") and not Path(uri).exists():
-        raise click.ClickException(f"scene {uri!r} not found (and no detections name it)")
-    boxes = gdf[["xmin_px", "ymin_px", "xmax_px", "ymax_px"]].to_numpy() if len(gdf) else []
-    out = render_quicklook(
-        uri,
-        boxes,
-        list(gdf["label"]) if len(gdf) else [],
-        gdf["score"].to_numpy() if len(gdf) else [],
-        output,
-        max_size_px=max_size_px,
-    )
+    uri = _one_scene(gdf, scene)
+    empty = len(gdf) == 0
+    try:
+        out = render_quicklook(
+            uri,
+            [] if empty else gdf[["xmin_px", "ymin_px", "xmax_px", "ymax_px"]].to_numpy(),
+            [] if empty else list(gdf["label"]),
+            [] if empty else gdf["score"].to_numpy(),
+            output,
+            max_size_px=max_size_px,
+        )
+    except RasterioIOError as exc:
+        raise UserError(f"scene {uri}: cannot be read as a raster ({exc})") from None
     click.echo(f"wrote {out} ({len(gdf)} detections)")

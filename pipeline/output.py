@@ -2,7 +2,13 @@
 
 File names are ``<scene stem>-<8 hex of the URI's sha1>.parquet`` so scenes
 with the same name in different folders or buckets never collide, and a
-re-run finds a scene's file again.  A file exists only once complete
+re-run finds a scene's file again.  The URI is normalised first
+(``sources.normalize_scene_uri``), so ``one.tif`` and ``$PWD/one.tif`` share
+one file.  The stem keeps letters, digits, ``.``, ``-`` and ``_`` (anything
+else becomes ``_``), never starts with ``.`` or ``_`` (``RESERVED_PREFIXES``:
+readers skip those names, which are temp files and run records), and is
+shortened so the name, and the temp name it is written under, fit in 255
+bytes.  A file exists only once complete
 (``geoparquet.write_geoparquet`` renames a temp file into place), so "the file
 exists" is "the scene is done".
 """
@@ -10,22 +16,57 @@ exists" is "the scene is done".
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyproj import CRS
 
 from pipeline.geoparquet import DetectionColumns, build_table, crs_label, write_geoparquet
 from pipeline.georef import boxes_to_geometry
-from pipeline.merging import MergedBoxes
-from pipeline.types import SceneInfo
+from pipeline.sources import normalize_scene_uri
+
+if TYPE_CHECKING:  # type names only: `pipeline.query` imports this module without loading torch
+    from pipeline.merging import MergedBoxes
+    from pipeline.types import SceneInfo
+
+RESERVED_PREFIXES: tuple[str, ...] = (".", "_")
+"""File names in an output folder that are not detections: temp files, ``_run.json``, ``_logs``."""
+
+# write_geoparquet writes `.<name>.<32 hex>.tmp` first (38 bytes more); both must stay <= 255 bytes
+MAX_NAME_BYTES = 200
+_NAME_SUFFIX_BYTES = len("-12345678.parquet")
+_UNSAFE_CHARACTERS = re.compile(r"[^\w.-]")
+
+
+def _stem(scene_uri: str) -> str:
+    stem = _UNSAFE_CHARACTERS.sub("_", PurePosixPath(scene_uri.rstrip("/")).stem).lstrip(
+        "".join(RESERVED_PREFIXES)
+    )
+    budget = MAX_NAME_BYTES - _NAME_SUFFIX_BYTES
+    # cut at a byte budget, then drop a multi-byte character split by the cut
+    return stem.encode()[:budget].decode(errors="ignore") or "scene"
 
 
 def scene_output_path(out_dir: str | Path, scene_uri: str) -> Path:
-    """Where a scene's detections go."""
-    stem = PurePosixPath(scene_uri.rstrip("/")).stem or "scene"
-    digest = hashlib.sha1(scene_uri.encode()).hexdigest()[:8]
-    return Path(out_dir) / f"{stem}-{digest}.parquet"
+    """Where a scene's detections go.
+
+    Args:
+        out_dir: the output folder.
+        scene_uri: local path or ``s3://`` URI, as typed; it is normalised first.
+
+    Returns:
+        ``out_dir / "<stem>-<8 hex of sha1(normalised URI)>.parquet"``: at most
+        ``MAX_NAME_BYTES`` bytes, never starting with a reserved prefix.
+
+    Example:
+        >>> scene_output_path("out", "s3://bucket/tiles/_a.tif")
+        PosixPath('out/a-5f0df505.parquet')
+    """
+    uri = normalize_scene_uri(scene_uri)
+    digest = hashlib.sha1(uri.encode()).hexdigest()[:8]
+    return Path(out_dir) / f"{_stem(uri)}-{digest}.parquet"
 
 
 def choose_output_crs(scene_crs_wkts: list[str], to_crs: str | None) -> CRS:
@@ -52,7 +93,10 @@ def scene_columns(
     model_id: str,
     run_id: str,
 ) -> DetectionColumns:
-    """Georeference merged scene-pixel boxes into the contract's columns."""
+    """Georeference merged scene-pixel boxes into the contract's columns.
+
+    ``scene`` is ``scene.uri`` as given: ``sources.list_scenes`` has normalised it.
+    """
     scene_crs = CRS.from_wkt(scene.crs_wkt)
     polygons, bounds = boxes_to_geometry(merged.boxes_xyxy_px, scene.transform, scene_crs, out_crs)
     return DetectionColumns(

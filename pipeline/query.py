@@ -6,12 +6,22 @@ view.  A bbox filter is written as predicates on the ``bbox`` covering
 struct's fields (what DuckDB prunes row groups on) *and* an exact
 ``ST_Intersects`` on the geometry.  The spatial extension is loaded from the
 ``duckdb-extension-spatial`` wheel: nothing is downloaded.
+
+Filter values never become SQL text.  The ``detections`` view is a relation
+of DuckDB's relational API: each value is a ``ConstantExpression`` and the
+file list is a Python list given to ``read_parquet`` (each path glob-escaped,
+since DuckDB expands every path as a glob).  Only SQL that the caller writes
+(``run_sql``'s ``sql``, ``read_detections``' ``where``) is parsed as SQL.
 """
 
 from __future__ import annotations
 
 import glob as globmod
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import reduce
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +30,12 @@ from pyproj import CRS, Transformer
 
 from pipeline.errors import OutputError
 from pipeline.geoparquet import read_geo_metadata
+from pipeline.output import RESERVED_PREFIXES
+from pipeline.sources import expand_glob, is_glob, normalize_scene_uri
 
 
 class QueryError(OutputError, ValueError):
-    """A query cannot run: bad column, bbox, CRS or SQL."""
+    """A query cannot run: bad filter value, column, bbox, CRS or SQL."""
 
 
 def connect() -> Any:
@@ -52,16 +64,21 @@ def connect() -> Any:
 def dataset_files(path: str | Path) -> list[str]:
     """The GeoParquet files of an output: a directory, a file or a glob.
 
+    A directory's files are its ``*.parquet`` whose names do not start with
+    ``.`` or ``_`` (temp files and run records, ``output.RESERVED_PREFIXES``).
+    An existing file or directory is taken as named even when its name holds
+    glob characters (``what?.parquet``).
+
     Raises:
         QueryError: when the path holds no detection files.
     """
     p = str(path)
-    if any(ch in p for ch in "*?["):
-        files = sorted(globmod.glob(p, recursive=True))
-    elif Path(p).is_dir():
-        files = sorted(str(f) for f in Path(p).glob("*.parquet") if not f.name.startswith((".", "_")))
+    if Path(p).is_dir():
+        files = sorted(str(f) for f in Path(p).glob("*.parquet") if not f.name.startswith(RESERVED_PREFIXES))
     elif Path(p).is_file():
         files = [p]
+    elif is_glob(p):
+        files = expand_glob(p)
     else:
         raise QueryError(f"{p}: no such file or directory")
     if not files:
@@ -88,16 +105,36 @@ def dataset_crs(files: list[str]) -> CRS:
     return crss.pop()
 
 
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise QueryError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise QueryError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _names(name: str, values: Any) -> tuple[str, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise QueryError(f"{name} must be a list of strings, got {values!r}")
+    for value in values:
+        if not isinstance(value, str):
+            raise QueryError(f"{name} must be a list of strings, got {value!r} in it")
+    return tuple(values)
+
+
 @dataclass(frozen=True)
 class Filters:
-    """Common filters.
+    """Common filters, checked on construction.
 
     Attributes:
-        bbox: (xmin, ymin, xmax, ymax) in ``bbox_crs`` (default: the dataset's CRS).
-        bbox_crs: CRS of ``bbox``.
+        bbox: (xmin, ymin, xmax, ymax) finite numbers in ``bbox_crs`` (default: the dataset's CRS).
+        bbox_crs: CRS of ``bbox``, anything ``pyproj.CRS.from_user_input`` takes.
         labels: class names to keep.
-        min_score: minimum score.
+        min_score: minimum score, a finite number.
         scenes: scene URIs (or file names) to keep.
+
+    Raises:
+        QueryError: a value of the wrong type, or a NaN or infinite number.
     """
 
     bbox: tuple[float, float, float, float] | None = None
@@ -105,6 +142,20 @@ class Filters:
     labels: tuple[str, ...] = ()
     min_score: float | None = None
     scenes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.bbox is not None:
+            try:
+                values = () if isinstance(self.bbox, (str, bytes)) else tuple(self.bbox)
+            except TypeError:  # not iterable
+                values = ()
+            if len(values) != 4:
+                raise QueryError(f"bbox must be 4 numbers (xmin, ymin, xmax, ymax), got {self.bbox!r}")
+            object.__setattr__(self, "bbox", tuple(_finite("bbox", v) for v in values))
+        if self.min_score is not None:
+            object.__setattr__(self, "min_score", _finite("min_score", self.min_score))
+        object.__setattr__(self, "labels", _names("labels", self.labels))
+        object.__setattr__(self, "scenes", _names("scenes", self.scenes))
 
 
 def _bbox_in(crs: CRS, f: Filters) -> tuple[float, float, float, float] | None:
@@ -134,29 +185,50 @@ def _bbox_in(crs: CRS, f: Filters) -> tuple[float, float, float, float] | None:
     return tuple(float(v) for v in out)  # type: ignore[return-value]
 
 
-def build_where(crs: CRS, f: Filters) -> tuple[str, list[Any]]:
-    """SQL WHERE clause (with ``?`` parameters) for ``f`` in dataset CRS ``crs``."""
-    clauses: list[str] = []
-    params: list[Any] = []
+def _scene_match(scene: str) -> Any:
+    """``scene`` column equals the value (as typed or normalised) or ends with ``/<value>``."""
+    from duckdb import ColumnExpression, ConstantExpression, FunctionExpression
+
+    column = ColumnExpression("scene")
+    try:
+        uris = sorted({scene, normalize_scene_uri(scene)}) if scene else [scene]
+    except (ValueError, OSError):  # not a possible path (a NUL byte, ...): match it as typed
+        uris = [scene]
+    # ends_with, not LIKE: `_` and `%` in a file name are plain characters
+    suffix = FunctionExpression("ends_with", column, ConstantExpression("/" + scene))
+    return column.isin(*(ConstantExpression(u) for u in uris)) | suffix
+
+
+def filter_expression(crs: CRS, f: Filters) -> Any:
+    """The row filter of ``f`` in dataset CRS ``crs``, as a DuckDB expression (None: keep all).
+
+    Every value is a ``duckdb.ConstantExpression``: none is written into SQL text.
+    """
+    from duckdb import ColumnExpression, ConstantExpression, FunctionExpression
+
+    def const(value: Any) -> Any:
+        return ConstantExpression(value)
+
+    terms: list[Any] = []
     box = _bbox_in(crs, f)
     if box is not None:
         xmin, ymin, xmax, ymax = box
         # covering-struct predicates: DuckDB prunes row groups on these statistics
-        clauses.append("bbox.xmax >= ? AND bbox.xmin <= ? AND bbox.ymax >= ? AND bbox.ymin <= ?")
-        params += [xmin, xmax, ymin, ymax]
-        clauses.append("ST_Intersects(geometry, ST_MakeEnvelope(?, ?, ?, ?))")
-        params += [xmin, ymin, xmax, ymax]
+        terms += [
+            ColumnExpression("bbox.xmax") >= const(xmin),
+            ColumnExpression("bbox.xmin") <= const(xmax),
+            ColumnExpression("bbox.ymax") >= const(ymin),
+            ColumnExpression("bbox.ymin") <= const(ymax),
+        ]
+        envelope = FunctionExpression("ST_MakeEnvelope", *map(const, (xmin, ymin, xmax, ymax)))
+        terms.append(FunctionExpression("ST_Intersects", ColumnExpression("geometry"), envelope))
     if f.labels:
-        clauses.append(f"label IN ({', '.join('?' for _ in f.labels)})")
-        params += list(f.labels)
+        terms.append(ColumnExpression("label").isin(*map(const, f.labels)))
     if f.min_score is not None:
-        clauses.append("score >= ?")
-        params.append(f.min_score)
+        terms.append(ColumnExpression("score") >= const(f.min_score))
     if f.scenes:
-        clauses.append("(" + " OR ".join("(scene = ? OR scene LIKE ?)" for _ in f.scenes) + ")")
-        for s in f.scenes:
-            params += [s, f"%/{s}"]
-    return (" AND ".join(clauses) or "TRUE"), params
+        terms.append(reduce(lambda a, b: a | b, map(_scene_match, f.scenes)))
+    return reduce(lambda a, b: a & b, terms) if terms else None
 
 
 def open_view(path: str | Path, f: Filters = Filters()) -> tuple[Any, CRS]:
@@ -165,16 +237,14 @@ def open_view(path: str | Path, f: Filters = Filters()) -> tuple[Any, CRS]:
 
     files = dataset_files(path)
     crs = dataset_crs(files)
+    condition = filter_expression(crs, f)
     con = connect()
-    where, params = build_where(crs, f)
-    file_list = ", ".join("'" + x.replace("'", "''") + "'" for x in files)
     try:
-        # parameters cannot be bound in a view definition: inline them as SQL literals
-        rendered = where
-        for p in params:
-            lit = "'" + str(p).replace("'", "''") + "'" if isinstance(p, str) else repr(float(p))
-            rendered = rendered.replace("?", lit, 1)
-        con.execute(f"CREATE VIEW detections AS SELECT * FROM read_parquet([{file_list}]) WHERE {rendered}")
+        # a list argument, never SQL text; escaped because DuckDB globs each path (`a[1].parquet`)
+        relation = con.read_parquet([globmod.escape(x) for x in files])
+        if condition is not None:
+            relation = relation.filter(condition)
+        relation.create_view("detections")
     except duckdb.Error as exc:
         raise QueryError(_one_line(exc)) from exc
     return con, crs
@@ -185,14 +255,43 @@ def _one_line(exc: Exception) -> str:
 
 
 def run_sql(path: str | Path, sql: str, f: Filters = Filters()) -> Any:
-    """Run ``sql`` against the ``detections`` view; returns a pyarrow Table."""
+    """Run ``sql`` (the caller's own SQL) against the ``detections`` view; returns a pyarrow Table."""
     import duckdb
 
     con, _ = open_view(path, f)
     try:
-        return con.execute(sql).fetch_arrow_table()
+        return con.execute(sql).to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(_one_line(exc)) from exc
+
+
+def read_table(path: str | Path, f: Filters = Filters(), *, where: str | None = None) -> tuple[Any, CRS]:
+    """Read the rows matching ``f`` as a pyarrow Table with ``geometry`` as WKB.
+
+    Args:
+        path: output directory, GeoParquet file or glob.
+        f: the filters.
+        where: an extra SQL boolean expression written by the caller (one
+            expression; never build it from untrusted values: use ``f``).
+
+    Returns:
+        The table, with the files' columns in their order (``geoparquet.SCHEMA``
+        for aerialdet's files), and the dataset's CRS.
+
+    Raises:
+        QueryError: bad filter, column or path (one-line message).
+    """
+    import duckdb
+
+    con, crs = open_view(path, f)
+    try:
+        relation = con.table("detections")
+        if where:
+            relation = relation.filter(where)  # parsed as one expression: no second statement
+        table = relation.project("* REPLACE (ST_AsWKB(geometry) AS geometry)").to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(_one_line(exc)) from exc
+    return table, crs
 
 
 def read_detections(
@@ -200,9 +299,9 @@ def read_detections(
     *,
     bbox: tuple[float, float, float, float] | None = None,
     bbox_crs: str | None = None,
-    labels: tuple[str, ...] | list[str] = (),
+    labels: Sequence[str] = (),
     min_score: float | None = None,
-    scenes: tuple[str, ...] | list[str] = (),
+    scenes: Sequence[str] = (),
     where: str | None = None,
 ) -> Any:
     """Read detections matching the filters as a GeoDataFrame in the dataset's CRS.
@@ -214,7 +313,8 @@ def read_detections(
         labels: class names to keep.
         min_score: minimum score.
         scenes: scene URIs or file names to keep.
-        where: an extra SQL boolean expression over the columns.
+        where: an extra SQL boolean expression over the columns, written by
+            the caller (never from untrusted values: use the filters above).
 
     Raises:
         QueryError: bad filter, column or path (one-line message).
@@ -222,18 +322,11 @@ def read_detections(
     Example:
         >>> gdf = read_detections("out/", bbox=(500000, 4999000, 500300, 5000000), labels=["vehicle"])  # doctest: +SKIP
     """
-    import duckdb
     import geopandas as gpd
     import shapely
 
-    con, crs = open_view(path, Filters(bbox, bbox_crs, tuple(labels), min_score, tuple(scenes)))
-    sql = "SELECT * EXCLUDE (geometry), ST_AsWKB(geometry) AS geometry FROM detections"
-    if where:
-        sql += f" WHERE {where}"
-    try:
-        table = con.execute(sql).fetch_arrow_table()
-    except duckdb.Error as exc:
-        raise QueryError(_one_line(exc)) from exc
+    filters = Filters(bbox, bbox_crs, labels, min_score, scenes)  # type: ignore[arg-type]
+    table, crs = read_table(path, filters, where=where)
     df = table.drop(["geometry"]).to_pandas()
     geoms = shapely.from_wkb(np.asarray(table.column("geometry").to_pylist(), dtype=object))
     return gpd.GeoDataFrame(df, geometry=geoms, crs=crs)

@@ -34,11 +34,20 @@ def render_quicklook(
         boxes_xyxy_px: ``[N, 4]`` scene px.
         labels: N class names.
         scores: N scores.
-        out_png: where to write the PNG.
+        out_png: where to write the PNG; its folder must exist (none is created).
         class_names: colour order (default: sorted labels).
         max_size_px: long side of the picture.
         bands: bands shown as RGB (1 band is shown grey).
+
+    Returns:
+        ``out_png`` as a Path.
+
+    Raises:
+        FileNotFoundError: when the folder of ``out_png`` does not exist.
     """
+    out = Path(out_png)
+    if not out.parent.is_dir():  # before any pixel is read
+        raise FileNotFoundError(f"{out}: folder {out.parent} does not exist; create it first")
     with rasterio.open(scene_uri) as src:
         scale = min(1.0, max_size_px / max(src.width, src.height))
         h, w = max(1, round(src.height * scale)), max(1, round(src.width * scale))
@@ -60,7 +69,5 @@ def render_quicklook(
     for i, name in enumerate(names):  # legend
         draw.rectangle([4, 4 + 14 * i, 14, 14 + 14 * i], fill=PALETTE[i % len(PALETTE)])
         draw.text((18, 3 + 14 * i), name, fill=(255, 255, 255))
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     return out

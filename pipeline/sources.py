@@ -4,14 +4,20 @@ A source is a local file, a folder (searched recursively), a glob
 (``data/**/*.tif``) or ``s3://bucket/prefix``.  S3 is any S3-compatible
 endpoint, configured the way AWS tools are: ``AWS_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_REGION``.  Files whose extension is not a raster extension are
-returned as skipped, with the reason, so the run report lists them.
+``AWS_REGION``.  Files whose extension is not a raster extension, and S3 keys
+that GDAL would read as another object, are returned as skipped, with the
+reason, so the run report lists them.
+
+Scene URIs are normalised here, once (``normalize_scene_uri``): a local path
+becomes its resolved absolute path, so ``one.tif`` and ``$PWD/one.tif`` are
+the same scene, with the same ``scene`` column and the same output file.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,6 +25,8 @@ from urllib.parse import urlparse
 from pipeline.errors import SourceError
 
 RASTER_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff")
+GLOB_CHARACTERS = "*?["
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +34,9 @@ class Listing:
     """What a source holds.
 
     Attributes:
-        scenes: URIs of candidate rasters, sorted.
-        skipped: ``(uri, reason)`` for files that are not rasters by extension.
+        scenes: URIs of candidate rasters, normalised and sorted.
+        skipped: ``(uri, reason)`` for files that are not rasters by extension
+            and S3 keys that cannot be read safely.
     """
 
     scenes: tuple[str, ...]
@@ -39,10 +48,75 @@ def s3_endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
+def is_s3_uri(uri: str) -> bool:
+    """Whether ``uri`` names an S3 object or prefix (``s3://``, any case)."""
+    return uri[:5].lower() == "s3://"
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether ``pattern`` holds a glob character (``*``, ``?`` or ``[``)."""
+    return any(ch in pattern for ch in GLOB_CHARACTERS)
+
+
+def expand_glob(pattern: str) -> list[str]:
+    """The files (not folders) that a glob matches, sorted; ``**`` spans folders.
+
+    Example:
+        >>> expand_glob("out/*.parquet")  # doctest: +SKIP
+        ['out/a-1f2e3d4c.parquet', 'out/b-5a6b7c8d.parquet']
+    """
+    return sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+
+
+def normalize_scene_uri(uri: str) -> str:
+    """The one spelling of a scene URI, used for the ``scene`` column and the output name.
+
+    A local path is made absolute and resolved (``one.tif`` and ``$PWD/one.tif``
+    are the same scene); an S3 URI gets a lower-case ``s3://`` scheme and
+    keeps its key byte for byte (S3 keys are case-sensitive and ``a//b`` is a
+    key of its own).  Other URLs and GDAL ``/vsi...`` paths are kept as given.
+
+    Example:
+        >>> normalize_scene_uri("S3://bucket/a/x.tif")
+        's3://bucket/a/x.tif'
+    """
+    if is_s3_uri(uri):
+        return "s3://" + uri[5:]
+    if _URL_SCHEME.match(uri) or uri.startswith("/vsi"):
+        return uri
+    return str(Path(uri).resolve())  # no expanduser: the shell expands `~`, and `~x.tif` is a file name
+
+
+def unsafe_s3_key_reason(uri: str) -> str | None:
+    """Why an S3 object cannot be read safely, or None when it can.
+
+    A key with a ``.`` or ``..`` segment (``p/a/../x.tif``) is read by GDAL as
+    another object (``p/x.tif``) while the detections would carry the first
+    key, so such keys are refused.
+
+    Example:
+        >>> unsafe_s3_key_reason("s3://b/p/x.tif") is None
+        True
+        >>> unsafe_s3_key_reason("s3://b/p/a/../x.tif") is None
+        False
+    """
+    key = uri[5:].partition("/")[2]  # not urlparse: `?` and `#` are plain characters in a key
+    for segment in (".", ".."):
+        if segment in key.split("/"):
+            return (
+                f"key {key!r} has a {segment!r} segment: GDAL would read another object than the one "
+                "listed; rename the object without '.' or '..' path segments"
+            )
+    return None
+
+
 def _split(uris: list[str], extensions: tuple[str, ...]) -> Listing:
     scenes, skipped = [], []
     for uri in sorted(set(uris)):
-        if uri.lower().endswith(extensions):
+        unsafe = unsafe_s3_key_reason(uri) if is_s3_uri(uri) else None
+        if unsafe:
+            skipped.append((uri, unsafe))
+        elif uri.lower().endswith(extensions):
             scenes.append(uri)
         else:
             skipped.append((uri, f"not a raster by extension (expected one of {', '.join(extensions)})"))
@@ -69,6 +143,19 @@ def _list_s3(source: str) -> list[str]:
     return uris
 
 
+def _list_local(source: str) -> list[str]:
+    path = Path(source)
+    if path.is_file():  # before the glob test: `what?.tif` is a file name, not a pattern
+        return [str(path)]
+    if path.is_dir():
+        return [str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    if is_glob(source):
+        return expand_glob(source)
+    raise SourceError(
+        f"source {source!r} does not exist (expected a file, folder, glob or s3://bucket/prefix)"
+    )
+
+
 def list_scenes(source: str, *, extensions: tuple[str, ...] = RASTER_EXTENSIONS) -> Listing:
     """List the scenes of a source.
 
@@ -77,29 +164,17 @@ def list_scenes(source: str, *, extensions: tuple[str, ...] = RASTER_EXTENSIONS)
         extensions: lower-case extensions that count as rasters.
 
     Returns:
-        The candidate scene URIs and the skipped non-raster files.
+        The candidate scene URIs (normalised, see ``normalize_scene_uri``) and
+        the skipped files, each with its reason.
 
     Raises:
         SourceError: if the source does not exist or holds no files at all.
 
     Example:
         >>> list_scenes("scenes/").scenes  # doctest: +SKIP
-        ('scenes/a.tif', 'scenes/b.tif')
+        ('/home/me/scenes/a.tif', '/home/me/scenes/b.tif')
     """
-    if source.startswith("s3://"):
-        uris = _list_s3(source)
-    elif any(ch in source for ch in "*?["):
-        uris = [p for p in glob.glob(source, recursive=True) if Path(p).is_file()]
-    else:
-        path = Path(source)
-        if path.is_file():
-            uris = [str(path)]
-        elif path.is_dir():
-            uris = [str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
-        else:
-            raise SourceError(
-                f"source {source!r} does not exist (expected a file, folder, glob or s3://bucket/prefix)"
-            )
+    uris = _list_s3(source) if is_s3_uri(source) else _list_local(source)
     if not uris:
         raise SourceError(f"source {source!r} holds no files")
-    return _split(uris, extensions)
+    return _split([normalize_scene_uri(u) for u in uris], extensions)

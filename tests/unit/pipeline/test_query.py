@@ -14,10 +14,10 @@ from pipeline.types import SceneInfo
 _register_optional()
 
 
-@pytest.fixture
-def dataset(tmp_path):
+def write_detections(out_dir, scene_uri):
+    """Three detections of a 100 x 100 px scene at 1 m in UTM 33N: car 0.9, tree 0.4, car 0.7."""
     sc = SceneInfo(
-        "/data/a.tif",
+        scene_uri,
         100,
         100,
         3,
@@ -27,9 +27,14 @@ def dataset(tmp_path):
     )
     boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [90, 90, 95, 95]], float)
     m = MergedBoxes(boxes, np.array([0.9, 0.4, 0.7], np.float32), np.array([0, 1, 0]))
-    write_scene_detections(
-        tmp_path, sc, m, class_names=("car", "tree"), out_crs=CRS.from_epsg(32633), model_id="m", run_id="r"
+    return write_scene_detections(
+        out_dir, sc, m, class_names=("car", "tree"), out_crs=CRS.from_epsg(32633), model_id="m", run_id="r"
     )
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    write_detections(tmp_path, "/data/a.tif")
     return tmp_path
 
 
@@ -81,7 +86,7 @@ def test_bad_queries_one_line_nonzero(dataset, args, message):
 
 def test_path_without_detections(tmp_path):
     result = CliRunner().invoke(cli, ["query", str(tmp_path)])
-    assert result.exit_code == 1 and "holds no detections" in result.output
+    assert result.exit_code == 2 and "holds no detections" in result.output
     with pytest.raises(QueryError):
         read_detections(tmp_path / "missing")
 
@@ -97,3 +102,56 @@ def test_cli_formats(dataset, tmp_path):
     assert len(gpd.read_file(out)) == 2
     r = CliRunner().invoke(cli, ["query", str(dataset), "--summary"])
     assert json.loads(r.output)["num_detections"] == 3
+
+
+def test_a_folder_with_glob_characters_is_read_as_named(tmp_path):
+    write_detections(tmp_path / "out[1]", "/data/a.tif")
+    write_detections(tmp_path / "out1", "/data/b.tif")
+    # before: `out[1]` was expanded as a glob (it matches `out1`), and DuckDB globbed each file path
+    assert set(read_detections(tmp_path / "out[1]")["scene"]) == {"/data/a.tif"}
+    assert set(read_detections(tmp_path / "out1")["scene"]) == {"/data/b.tif"}
+    assert len(read_detections(str(tmp_path / "out*" / "*.parquet"))) == 6
+
+
+def test_parquet_output_is_written_by_the_pipeline_writer(dataset, tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.geoparquet import SCHEMA, read_geo_metadata
+
+    out = tmp_path / "cars.parquet"
+    r = CliRunner().invoke(
+        cli, ["query", str(dataset), "--label", "car", "--format", "parquet", "-o", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    # the contract's schema and "geo" metadata, as `detect` writes them (not geopandas' own)
+    assert pq.read_schema(out).remove_metadata() == SCHEMA
+    geo = read_geo_metadata(out)
+    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["covering"]["bbox"]["xmin"] == [
+        "bbox",
+        "xmin",
+    ]
+    got = read_detections(out)
+    assert sorted(got["score"]) == pytest.approx([0.7, 0.9]) and got.crs == CRS.from_epsg(32633)
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "csv", "gpkg", "parquet"])
+def test_output_in_a_missing_folder_is_one_line(dataset, tmp_path, fmt):
+    target = tmp_path / "missing" / f"x.{fmt}"
+    r = CliRunner().invoke(cli, ["query", str(dataset), "--format", fmt, "-o", str(target)])
+    # before: a FileNotFoundError traceback (geojson), or the folder was created (parquet)
+    assert r.exit_code == 2, r.output
+    assert "does not exist" in r.output and r.output.strip().count("\n") == 0
+    assert not target.parent.exists()
+
+
+def test_file_formats_need_an_output(dataset):
+    r = CliRunner().invoke(cli, ["query", str(dataset), "--format", "parquet"])
+    assert r.exit_code == 2 and "pass -o FILE" in r.output
+
+
+def test_where_is_one_expression(dataset, tmp_path):
+    assert list(read_detections(dataset, where="score > 0.8")["score"]) == pytest.approx([0.9])
+    target = tmp_path / "x.csv"
+    with pytest.raises(QueryError):
+        read_detections(dataset, where=f"true; COPY (SELECT 1 AS a) TO '{target}'")
+    assert not target.exists()

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import rasterio
 from click.testing import CliRunner
 from PIL import Image
@@ -10,6 +11,7 @@ from pipeline.output import write_scene_detections
 from pipeline.quicklook import PALETTE
 from pipeline.reading import ReadConfig, open_scene
 from retinanet.synth import SynthConfig, write_scenes
+from tests.unit.pipeline.test_query import write_detections
 
 _register_optional()
 
@@ -54,3 +56,24 @@ def test_quicklook_draws_boxes_from_a_downsampled_read(tmp_path):
         color = PALETTE[names.index(("vehicle", "building", "tree")[label])]
         edge = image[int(round(y2)) - 1, int(x1) + 1 : int(x2) - 1]  # bottom edge of the drawn box
         assert (np.abs(edge.astype(int) - color).sum(axis=1) < 30).mean() > 0.5
+
+
+def test_quicklook_into_a_missing_folder_is_one_line_and_creates_nothing(tmp_path):
+    write_detections(tmp_path / "out", "/data/a.tif")
+    target = tmp_path / "missing" / "x.png"
+    result = CliRunner().invoke(
+        cli, ["quicklook", str(tmp_path / "out"), "--scene", "a.tif", "-o", str(target)]
+    )
+    # before: the folder was created silently (then the scene was looked for)
+    assert result.exit_code == 2, result.output
+    assert "does not exist" in result.output and result.output.strip().count("\n") == 0
+    assert not target.parent.exists()
+
+
+def test_render_quicklook_creates_no_folder(tmp_path, make_scene):
+    from pipeline.quicklook import render_quicklook
+
+    scene = make_scene("a.tif")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        render_quicklook(str(scene), np.zeros((0, 4)), [], np.zeros(0), tmp_path / "missing" / "x.png")
+    assert not (tmp_path / "missing").exists()
