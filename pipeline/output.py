@@ -24,7 +24,7 @@ import numpy as np
 from pyproj import CRS
 
 from pipeline.geoparquet import DetectionColumns, build_table, crs_label, write_geoparquet
-from pipeline.georef import boxes_to_geometry
+from pipeline.georef import boxes_to_geometry, scene_footprint
 from pipeline.sources import normalize_scene_uri
 
 if TYPE_CHECKING:  # type names only: `pipeline.query` imports this module without loading torch
@@ -140,5 +140,9 @@ def write_scene_detections(
             "run_id": run_id,
             "model": model_id,
             "class_names": list(class_names),
+            # what `evaluate` places plain ground truth by, with no raster at hand
+            "footprint": scene_footprint(
+                scene.width_px, scene.height_px, scene.transform, CRS.from_wkt(scene.crs_wkt), out_crs
+            ).wkt,
         },
     )
