@@ -1,12 +1,38 @@
-# aerialdet image: Ray + the aerialdet console script. CPU torch by default;
-# pass --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 for CUDA.
-FROM python:3.11-slim
+# aerialdet image: Ray + the aerialdet console script, on Ray's official image.
+#
+# The base's Ray and Python versions are the project's (tests/deploy checks
+# RAY_VERSION against the installed ray and PY_TAG against requires-python);
+# torch/torchvision are the Makefile's TORCH_PINS (tests/deploy checks that too).
+#   CPU:  docker build -t aerialdet:cpu .
+#   CUDA: docker build -t aerialdet:gpu --build-arg RAY_PLATFORM=-gpu \
+#           --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .
+# No credentials in any layer: nothing secret is an ARG or ENV here, and
+# .dockerignore keeps .env, data and outputs out of the build context.
+ARG RAY_VERSION=2.60.0
+ARG PY_TAG=py311
+ARG RAY_PLATFORM=
+FROM rayproject/ray:${RAY_VERSION}-${PY_TAG}${RAY_PLATFORM}
+
+ARG RAY_VERSION
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ENV PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
-RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} "torch>=2.2" "torchvision>=0.17"
+ARG TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
+
+ENV PYTHONUNBUFFERED=1 \
+    RAY_AUTH_MODE=token \
+    RAY_USAGE_STATS_ENABLED=0
+
+# Outputs go to a named volume mounted here; created (owned by the non-root
+# user) so that Docker copies this ownership into a new volume.
+USER root
+RUN mkdir -p /outputs /app && chown ray:users /outputs /app
+USER ray
+
+RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} ${TORCH_PINS}
+
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY pipeline ./pipeline
-COPY retinanet ./retinanet
-COPY jobs ./jobs
-RUN pip install --no-cache-dir .
+COPY --chown=ray:users pyproject.toml README.md ./
+COPY --chown=ray:users pipeline ./pipeline
+COPY --chown=ray:users retinanet ./retinanet
+COPY --chown=ray:users jobs ./jobs
+# torch is already there (pinned above, from TORCH_INDEX); the base's Ray stays at RAY_VERSION
+RUN pip install --no-cache-dir . "ray[data,train,default]==${RAY_VERSION}"

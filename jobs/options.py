@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -183,9 +184,21 @@ FORWARDED_ENV_PREFIXES = ("GDAL_", "CPL_", "VSI_", "AERIALDET_")
 FORWARDED_AWS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_S3_ADDRESSING_STYLE")
 
 
+# Names that carry a secret even under a forwarded prefix (GDAL_HTTP_USERPWD, GDAL_HTTP_HEADERS, ...).
+SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|USERPWD|BEARER|HEADER|CREDENTIAL|KEY", re.IGNORECASE)
+
+
 def forwarded_env() -> dict[str, str]:
-    """Non-secret settings a remote cluster's workers need: endpoint, region, GDAL options."""
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES) or k in FORWARDED_AWS}
+    """Non-secret settings a remote cluster's workers need: endpoint, region, GDAL options.
+
+    Nothing whose name looks like a secret is forwarded: Ray writes a job's
+    runtime env into its logs.
+    """
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith(FORWARDED_ENV_PREFIXES) or k in FORWARDED_AWS) and not SECRET_NAME.search(k)
+    }
 
 
 @contextlib.contextmanager
