@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import click
+
+from jobs.options import UserError
 
 EPILOG = """\b
 Examples:
   $ aerialdet synth data/synth --scenes 4 --size-px 2048 --seed 1
   $ aerialdet synth data/big --scenes 1 --size-px 50000 --gsd-m 0.5
 """
+
+
+def _writable_dir(out_dir: str) -> Path:
+    """Create ``out_dir`` and prove a file can be written in it, else a one-line user error."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot write scenes to {out_dir}: {reason}; choose a writable directory") from None
+    return out
 
 
 @click.command("synth", epilog=EPILOG)
@@ -34,10 +52,11 @@ def synth_command(out_dir: str, num_scenes: int, size_px: int, gsd_m: float, crs
             )
     except CRSError as exc:
         raise click.BadParameter(f"{crs!r} is not a CRS ({exc})", param_hint="--crs") from None
+    out = _writable_dir(out_dir)
     truths = write_scenes(
-        out_dir, num_scenes=num_scenes, cfg=SynthConfig(size_px=size_px, gsd_m=gsd_m, crs=crs), seed=seed
+        out, num_scenes=num_scenes, cfg=SynthConfig(size_px=size_px, gsd_m=gsd_m, crs=crs), seed=seed
     )
     total = sum(len(t.labels) for t in truths)
     click.echo(
-        f"wrote {len(truths)} scene(s) with {total} objects to {out_dir} (labels: {out_dir}/labels.parquet)"
+        f"wrote {len(truths)} scene(s) with {total} objects to {out_dir} (labels: {out / 'labels.parquet'})"
     )

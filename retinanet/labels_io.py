@@ -1,19 +1,40 @@
-"""Ground truth as GeoParquet, in the detections' schema (score null)."""
+"""Ground truth as GeoParquet, in the detections' schema (score null).
+
+``SceneTruth`` is the ground truth of one scene in scene pixels;
+``write_ground_truth`` georeferences it and writes the GeoParquet that
+``evaluate`` and ``train`` read (``retinanet.synth`` writes its scenes' truth
+through it).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pyproj import CRS
+from rasterio.transform import Affine
 
 from pipeline.geoparquet import DetectionColumns, build_table, crs_label, write_geoparquet
 from pipeline.georef import boxes_to_geometry
 
-if TYPE_CHECKING:
-    from retinanet.synth import SceneTruth
+
+@dataclass(frozen=True)
+class SceneTruth:
+    """Ground truth of one scene.
+
+    Attributes:
+        path: the GeoTIFF.
+        transform: its affine transform.
+        boxes_xyxy_px: float64 ``[N, 4]`` scene px.
+        labels: int64 ``[N]`` class ids.
+    """
+
+    path: Path
+    transform: Affine
+    boxes_xyxy_px: np.ndarray
+    labels: np.ndarray
 
 
 def write_ground_truth(
@@ -31,7 +52,7 @@ def write_ground_truth(
 
     tables = []
     for truth in truths:
-        polygons, bounds = boxes_to_geometry(truth.boxes_xyxy_px, tuple(truth.transform)[:6], crs, crs)  # type: ignore[arg-type]
+        polygons, bounds = boxes_to_geometry(truth.boxes_xyxy_px, truth.transform, crs, crs)
         tables.append(
             build_table(
                 DetectionColumns(

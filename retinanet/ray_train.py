@@ -1,35 +1,51 @@
 """The only ``import ray.train``: RetinaNet training on Ray Train (V2).
 
-``run_training(spec)`` builds a ``TorchTrainer`` whose workers run
-``train_loop_per_worker``; the loop itself is ``retinanet.train_loop``.  Ray
-touch points are numbered:
+``run_training(spec, data)`` builds a ``TorchTrainer`` whose workers run
+``train_loop_per_worker``; the loop itself is ``retinanet.train_loop``.  The
+label files are read once, on the driver (``retinanet.labeled_tiles.
+read_train_data``), and the split images reach the workers through Ray's
+object store.  Ray touch points are numbered:
 
 # [1] ray.train.get_checkpoint(): resume (re-run / FailureConfig restart)
 # [2] prepare_model: DDP (gloo on CPU, nccl on GPU)
 # [3] prepare_data_loader: DistributedSampler + device placement
 # [4] ray.train.report(metrics, checkpoint) every epoch (checkpoint from rank 0)
 
-Outputs in ``out_dir``: ``last/`` and ``best/`` (checkpoint directories that
-``aerialdet detect --model`` takes), ``metrics.jsonl``, ``training.png``, and
-Ray Train's own run state under ``out_dir/ray/`` (what ``--resume`` and
-worker restarts continue from).
+Outputs in ``out_dir``: ``last/`` (every epoch) and ``best/`` (the epoch
+with the best validation AP50; written only when the validation images hold
+boxes, since AP50 is undefined without them), checkpoint directories that
+``aerialdet detect --model`` takes; ``metrics.jsonl`` and ``training.png``
+(``retinanet.train_report``); and Ray Train's own run state under
+``out_dir/ray/`` (what ``--resume`` and worker restarts continue from).
+Workers print nothing: progress is the metrics file, notes go to logging
+(Ray's worker log files).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from retinanet.checkpoint import load_dir, load_train_state, save_dir, unwrap
 from retinanet.config import ModelConfig
 from retinanet.train_loop import TrainConfig
+from retinanet.train_report import METRICS_FILE, PLOT_FILE, read_metrics
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from retinanet.labeled_tiles import TrainData
+
+logger = logging.getLogger(__name__)
 
 RAY_DIR = "ray"
 RUN_NAME = "train"
@@ -40,18 +56,19 @@ FAIL_RANK_ENV = "AERIALDET_TEST_FAIL_RANK"
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Everything a training run needs (JSON-able, sent to every worker).
+    """Everything a training run needs but the images (JSON-able, sent to every worker).
 
     Attributes:
-        labels: label files (any format ``read_labels`` takes).
+        labels: label files the images were read from (recorded in train_spec.json).
         out_dir: checkpoint directory root.
         model: model configuration (class names, bands, backbone, ...).
         train: optimisation settings.
-        val_labels: explicit validation labels (else scenes are held out).
+        val_labels: explicit validation label files (else scenes were held out).
         init_checkpoint: checkpoint to fine-tune from.
         num_workers: Ray Train workers.
         use_gpu: one GPU per worker.
         max_failures: worker failures tolerated (restart from last checkpoint).
+        cpus_per_worker: CPUs (and torch threads) per worker.
     """
 
     labels: tuple[str, ...]
@@ -64,19 +81,6 @@ class TrainSpec:
     use_gpu: bool = False
     max_failures: int = 1
     cpus_per_worker: int = 1
-
-
-def _load_data(spec: TrainSpec) -> tuple[Any, Any, list[str]]:
-    from retinanet.labeled_tiles import read_labels, split_by_group
-
-    labels = read_labels(spec.labels, spec.model.class_names, tile_size_px=spec.model.tile_size_px)
-    issues = [str(i) for i in labels.issues]
-    if spec.val_labels:
-        val = read_labels(spec.val_labels, spec.model.class_names, tile_size_px=spec.model.tile_size_px)
-        issues += [str(i) for i in val.issues]
-        return labels.images, val.images, issues
-    train_images, val_images = split_by_group(labels.images, spec.train.val_fraction, spec.train.seed)
-    return train_images, val_images, issues
 
 
 def init_from_checkpoint(model: torch.nn.Module, config: ModelConfig, ckpt_dir: str) -> list[str]:
@@ -119,7 +123,7 @@ def _plot(metrics_path: Path, out_png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics_path)
     if not rows:
         return
     epochs = [r["epoch"] for r in rows]
@@ -138,86 +142,82 @@ def _plot(metrics_path: Path, out_png: Path) -> None:
     plt.close(fig)
 
 
-def train_loop_per_worker(payload: dict[str, Any]) -> None:
-    """Ray Train worker body: build, resume, train, evaluate, report."""
+@dataclass
+class _Start:
+    """Where a worker starts: epoch, step, best AP50 so far, optimizer state."""
+
+    epoch: int = 0
+    global_step: int = 0
+    best_ap50: float = -1.0
+    optimizer_state: dict[str, Any] | None = None
+    resumed_from: int | None = None
+
+
+def _resume_or_init(model: torch.nn.Module, spec: TrainSpec) -> _Start:
+    """Load Ray Train's latest checkpoint into ``model`` (resume), else ``--init`` weights."""
     import ray.train
-    from ray.train import Checkpoint
-    from ray.train.torch import prepare_data_loader, prepare_model
+
+    resume = ray.train.get_checkpoint()  # [1]
+    if resume is None:
+        if spec.init_checkpoint:
+            carried = init_from_checkpoint(model, spec.model, spec.init_checkpoint)
+            logger.info("fine-tuning from %s; classes carried over: %s", spec.init_checkpoint, carried)
+        return _Start()
+    with resume.as_directory() as d:
+        model.load_state_dict(load_dir(d).model.state_dict())
+        state = load_train_state(d) or {}
+    epoch = int(state.get("epoch", -1)) + 1
+    logger.info("resuming from the checkpoint of epoch %d (step %s)", epoch - 1, state.get("global_step"))
+    return _Start(
+        epoch=epoch,
+        global_step=int(state.get("global_step", 0)),
+        best_ap50=float(state.get("best_ap50", -1.0)),
+        optimizer_state=state.get("optimizer"),
+        resumed_from=epoch - 1,
+    )
+
+
+def _trim_metrics(metrics_path: Path, start_epoch: int) -> None:
+    """Drop logged epochs from ``start_epoch`` on.
+
+    A failed attempt may have logged an epoch whose checkpoint was never
+    committed; that epoch is now run again.
+    """
+    if metrics_path.exists():
+        kept = [row for row in read_metrics(metrics_path) if row["epoch"] < start_epoch]
+        metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+
+def _make_loaders(spec: TrainSpec, data: TrainData) -> tuple[DataLoader[Any], DataLoader[Any]]:
+    """Training loader (sharded across workers, augmented) and validation loader."""
+    from ray.train.torch import prepare_data_loader
     from torch.utils.data import DataLoader
 
     from retinanet.augment import OverheadAugment
     from retinanet.labeled_tiles import LabeledTiles, collate
-    from retinanet.model import build_model
-    from retinanet.train_loop import (
-        evaluate_model,
-        make_optimizer,
-        seed_everything,
-        train_one_epoch,
-    )
 
-    spec = spec_from_json(payload)
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    torch.set_num_threads(max(1, spec.cpus_per_worker))
-    seed_everything(spec.train.seed + rank)
-    out_dir = Path(spec.out_dir)
-    model = build_model(spec.model)
-    optimizer_state, start_epoch, global_step, best = None, 0, 0, -1.0
-
-    resume = ray.train.get_checkpoint()  # [1]
-    if resume is not None:
-        with resume.as_directory() as d:
-            loaded = load_dir(d)
-            model.load_state_dict(loaded.model.state_dict())
-            state = load_train_state(d) or {}
-            optimizer_state = state.get("optimizer")
-            start_epoch = int(state.get("epoch", -1)) + 1
-            global_step = int(state.get("global_step", 0))
-            best = float(state.get("best_ap50", -1.0))
-        if rank == 0:
-            print(f"resuming from checkpoint after epoch {start_epoch - 1} (step {global_step})", flush=True)
-    elif spec.init_checkpoint:
-        carried = init_from_checkpoint(model, spec.model, spec.init_checkpoint)
-        if rank == 0:
-            print(f"fine-tuning from {spec.init_checkpoint}; classes carried over: {carried}", flush=True)
-
-    resumed_from = start_epoch - 1 if resume is not None else None
-    metrics_path = out_dir / "metrics.jsonl"
-    if rank == 0 and metrics_path.exists():
-        # drop lines of epochs whose checkpoint was never committed (a failed
-        # attempt may have logged an epoch that is now re-run)
-        kept = [
-            line
-            for line in metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["epoch"] < start_epoch
-        ]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
-
-    device = ray.train.torch.get_device()
-    model = prepare_model(model)  # [2]
-    optimizer = make_optimizer(model, spec.train)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-
-    train_images, val_images, issues = _load_data(spec)
-    if rank == 0 and issues:
-        print(f"{len(issues)} label row(s) left out:\n  " + "\n  ".join(issues[:20]), flush=True)
-    bands = spec.model.band_config
-    train_ds = LabeledTiles(train_images, bands.bands, OverheadAugment() if spec.train.augment else None)
+    bands = spec.model.band_config.bands
+    augment = OverheadAugment() if spec.train.augment else None
     loader = DataLoader(
-        train_ds, batch_size=spec.train.batch_size, shuffle=True, collate_fn=collate, num_workers=0
+        LabeledTiles(data.train, bands, augment),
+        batch_size=spec.train.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        num_workers=0,
     )
     loader = prepare_data_loader(loader, move_to_device=False)  # [3]
     val_loader = DataLoader(
-        LabeledTiles(val_images, bands.bands), batch_size=spec.train.batch_size, collate_fn=collate
+        LabeledTiles(data.val, bands), batch_size=spec.train.batch_size, collate_fn=collate
     )
-    steps_per_epoch = (
-        len(loader)
-        if spec.train.max_steps_per_epoch is None
-        else min(len(loader), spec.train.max_steps_per_epoch)
-    )
-    total_steps = max(1, steps_per_epoch * spec.train.epochs)
+    return loader, val_loader
 
+
+def _fault_injector(out_dir: Path, rank: int) -> Callable[[int, dict[str, float]], None]:
+    """An ``on_step`` hook that kills one worker once, for tests of worker-failure recovery.
+
+    The worker of rank ``$AERIALDET_TEST_FAIL_RANK`` exits at global step
+    ``$AERIALDET_TEST_FAIL_AT_STEP``; without those variables it does nothing.
+    """
     fail_at = int(os.environ.get(FAIL_ENV, "-1"))
     fail_rank = int(os.environ.get(FAIL_RANK_ENV, "1"))
     marker = out_dir / ".fault_injected"
@@ -229,17 +229,89 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
             # worker dying right after report() can restart from the one before
             # (seen here; ray-project/ray#41700)
             time.sleep(5)
-            print(f"fault injection: worker {rank} exits at step {step}", flush=True)
+            logger.warning("fault injection: worker %d exits at step %d", rank, step)
             os._exit(1)
 
-    for epoch in range(start_epoch, spec.train.epochs):
+    return on_step
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics without the per-class table (what ``report`` and ``meta.json`` carry)."""
+    return {k: v for k, v in metrics.items() if k != "val_per_class"}
+
+
+def _evaluate(model: torch.nn.Module, val_loader: Any, spec: TrainSpec, device: Any) -> dict[str, Any]:
+    """Validation metrics of the epoch (AP50 -1 when the validation images hold no boxes)."""
+    from retinanet.train_loop import evaluate_model
+
+    ev = evaluate_model(
+        unwrap(model),
+        val_loader,
+        spec.model.class_names,
+        score_threshold=spec.train.score_threshold,
+        device=device,
+    )
+    overall = ev["overall"]
+    return {
+        "val_map": overall["map"],
+        "val_ap50": overall["ap50"],
+        "val_precision": overall["precision"],
+        "val_recall": overall["recall"],
+        "val_num_gt": int(overall.get("num_gt", 0)),
+        "val_per_class": {k: v for k, v in ev.items() if k != "overall"},
+    }
+
+
+def _save_epoch(
+    model: torch.nn.Module, spec: TrainSpec, metrics: dict[str, Any], train_state: dict[str, Any], tmp: Path
+) -> tuple[Any, float]:
+    """Rank 0: evaluated metrics -> last/, best/ when AP50 improved, metrics.jsonl, plot.
+
+    Returns:
+        (Ray ``Checkpoint`` of this epoch, best AP50 so far).
+    """
+    from ray.train import Checkpoint
+
+    out_dir = Path(spec.out_dir)
+    improved = metrics["val_ap50"] > train_state["best_ap50"]  # never when AP50 is -1 (no val boxes)
+    train_state = {**train_state, "best_ap50": max(train_state["best_ap50"], metrics["val_ap50"])}
+    extra = {"epoch": metrics["epoch"], "metrics": _scalars(metrics)}
+    ckpt_dir = save_dir(tmp / "ckpt", model, spec.model, train_state=train_state, extra_meta=extra)
+    save_dir(out_dir / "last", model, spec.model, train_state=train_state, extra_meta=extra)
+    if improved:
+        save_dir(out_dir / "best", model, spec.model, extra_meta=extra)
+    with (out_dir / METRICS_FILE).open("a") as f:
+        f.write(json.dumps({**metrics, "best_saved": improved, "time": time.time()}) + "\n")
+    _plot(out_dir / METRICS_FILE, out_dir / PLOT_FILE)
+    return Checkpoint.from_directory(str(ckpt_dir)), train_state["best_ap50"]
+
+
+def _train_epochs(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loaders: tuple[Any, Any],
+    spec: TrainSpec,
+    start: _Start,
+    rank: int,
+    device: Any,
+) -> None:
+    """Epochs ``start.epoch`` .. ``spec.train.epochs - 1``: train, evaluate, checkpoint, report."""
+    import ray.train
+
+    from retinanet.train_loop import train_one_epoch
+
+    loader, val_loader = loaders
+    cap = spec.train.max_steps_per_epoch
+    total_steps = max(1, (len(loader) if cap is None else min(len(loader), cap)) * spec.train.epochs)
+    on_step = _fault_injector(Path(spec.out_dir), rank)
+    global_step, best = start.global_step, start.best_ap50
+    for epoch in range(start.epoch, spec.train.epochs):
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         result = train_one_epoch(
             model,
             optimizer,
             loader,
-            bands,
             spec.train,
             start_step=global_step,
             total_steps=total_steps,
@@ -250,60 +322,48 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "global_step": global_step,
-            "loss": result["loss"],
-            "classification": result["classification"],
-            "bbox_regression": result["bbox_regression"],
+            **{k: result[k] for k in ("loss", "classification", "bbox_regression")},
             "epoch_seconds": result["seconds"],
-            "resumed_from_epoch": resumed_from,
+            "resumed_from_epoch": start.resumed_from,
         }
-        checkpoint = None
         with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
             if rank == 0:
-                ev = evaluate_model(
-                    unwrap(model),
-                    val_loader,
-                    bands,
-                    spec.model.class_names,
-                    score_threshold=spec.train.score_threshold,
-                    device=device,
-                )
-                overall = ev["overall"]
-                metrics.update(
-                    val_map=overall["map"],
-                    val_ap50=overall["ap50"],
-                    val_precision=overall["precision"],
-                    val_recall=overall["recall"],
-                    val_per_class={k: v for k, v in ev.items() if k != "overall"},
-                )
-                improved = overall["ap50"] > best
-                best = max(best, overall["ap50"])
-                train_state = {
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "global_step": global_step,
-                    "best_ap50": best,
-                }
-                extra = {
-                    "epoch": epoch,
-                    "metrics": {k: v for k, v in metrics.items() if k != "val_per_class"},
-                }
-                ckpt_dir = save_dir(
-                    Path(tmp) / "ckpt", model, spec.model, train_state=train_state, extra_meta=extra
-                )
-                save_dir(out_dir / "last", model, spec.model, train_state=train_state, extra_meta=extra)
-                if improved:
-                    save_dir(out_dir / "best", model, spec.model, extra_meta=extra)
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
-                _plot(out_dir / "metrics.jsonl", out_dir / "training.png")
-                print(
-                    f"epoch {epoch}: loss {metrics['loss']:.3f}  val AP50 {overall['ap50']:.3f}  mAP {overall['map']:.3f}",
-                    flush=True,
-                )
-                checkpoint = Checkpoint.from_directory(str(ckpt_dir))
-            ray.train.report(
-                {k: v for k, v in metrics.items() if k != "val_per_class"}, checkpoint=checkpoint
-            )  # [4]
+                metrics.update(_evaluate(model, val_loader, spec, device))
+                state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "global_step": global_step}
+                checkpoint, best = _save_epoch(model, spec, metrics, {**state, "best_ap50": best}, Path(tmp))
+            ray.train.report(_scalars(metrics), checkpoint=checkpoint)  # [4]
+
+
+def train_loop_per_worker(payload: dict[str, Any]) -> None:
+    """Ray Train worker body: build, resume, train, evaluate, report.
+
+    Args:
+        payload: ``{"spec": spec_to_json(spec), "data": ObjectRef[TrainData]}``.
+    """
+    import ray
+    import ray.train
+    from ray.train.torch import get_device, prepare_model
+
+    from retinanet.model import build_model
+    from retinanet.train_loop import make_optimizer, seed_everything
+
+    spec = spec_from_json(payload["spec"])
+    data = ray.get(payload["data"])
+    rank = ray.train.get_context().get_world_rank()
+    torch.set_num_threads(max(1, spec.cpus_per_worker))
+    seed_everything(spec.train.seed + rank)
+    model = build_model(spec.model)
+    start = _resume_or_init(model, spec)  # [1]
+    if rank == 0:
+        _trim_metrics(Path(spec.out_dir) / METRICS_FILE, start.epoch)
+    device = get_device()
+    model = prepare_model(model)  # [2]
+    optimizer = make_optimizer(model, spec.train)
+    if start.optimizer_state is not None:
+        optimizer.load_state_dict(start.optimizer_state)
+    loaders = _make_loaders(spec, data)  # [3]
+    _train_epochs(model, optimizer, loaders, spec, start, rank, device)
 
 
 def spec_to_json(spec: TrainSpec) -> dict[str, Any]:
@@ -329,7 +389,7 @@ def spec_from_json(data: dict[str, Any]) -> TrainSpec:
     )
 
 
-def run_training(spec: TrainSpec) -> Any:
+def run_training(spec: TrainSpec, data: TrainData) -> Any:
     """Run (or resume) training on the connected Ray cluster.
 
     Re-running with the same ``out_dir`` resumes from Ray Train's latest
@@ -337,9 +397,18 @@ def run_training(spec: TrainSpec) -> Any:
     storage_path)``).  ``FailureConfig(max_failures)`` restarts the workers
     from the last checkpoint when one dies.
 
+    Args:
+        spec: the run's settings.
+        data: the images, read once on the driver (``read_train_data``),
+            with ids into ``spec.model.class_names``.
+
     Returns:
         Ray Train's ``Result``.
+
+    Raises:
+        ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
     """
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -349,7 +418,8 @@ def run_training(spec: TrainSpec) -> Any:
     (out_dir / "train_spec.json").write_text(json.dumps(spec_to_json(spec), indent=2))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=spec_to_json(spec),
+        # the images travel through the object store, not inside the config Ray Train logs
+        train_loop_config={"spec": spec_to_json(spec), "data": ray.put(data)},
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=spec.num_workers,

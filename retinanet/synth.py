@@ -33,6 +33,10 @@ from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from retinanet.labels_io import SceneTruth, write_ground_truth
+
+__all__ = ["CLASS_NAMES", "SceneTruth", "SynthConfig", "place_objects", "write_scene", "write_scenes"]
+
 CLASS_NAMES: tuple[str, ...] = ("vehicle", "building", "tree")
 _SIZES_M = {"vehicle": (4.5, 2.0), "building": (9.0, 18.0), "tree": (3.0, 7.0)}
 # objects per square kilometre
@@ -61,23 +65,6 @@ class SynthConfig:
     seam_tile_px: int = 1024
     seam_overlap_px: int = 128
     density_scale: float = 1.0
-
-
-@dataclass(frozen=True)
-class SceneTruth:
-    """Ground truth of one scene.
-
-    Attributes:
-        path: the GeoTIFF written.
-        transform: its affine transform.
-        boxes_xyxy_px: float64 ``[N, 4]`` scene px.
-        labels: int64 ``[N]`` ids into ``CLASS_NAMES``.
-    """
-
-    path: Path
-    transform: Affine
-    boxes_xyxy_px: np.ndarray
-    labels: np.ndarray
 
 
 def place_objects(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -263,8 +250,6 @@ def write_scenes(
     Example:
         >>> truths = write_scenes("/tmp/synth", num_scenes=1, cfg=SynthConfig(size_px=512))  # doctest: +SKIP
     """
-    from retinanet.labels_io import write_ground_truth
-
     out = Path(out_dir)
     truths = []
     extent_m = cfg.size_px * cfg.gsd_m

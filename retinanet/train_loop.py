@@ -1,6 +1,9 @@
 """Training and evaluation loops: plain torch, no Ray.
 
-``ray_train`` wraps ``fit`` for Ray Train; tests call it directly.
+``ray_train`` calls ``train_one_epoch`` and ``evaluate_model`` from its Ray
+Train workers; tests call them directly.  Images go to the model as float32
+tensors in raw scene units: the model scales the bands itself
+(``retinanet.model``, from the checkpoint's ``BandConfig``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retinanet.config import BandConfig
 from retinanet.evaluate import ImageBoxes, evaluate_detections
-from retinanet.normalize import normalize_tiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,6 @@ def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loader: Iterable[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]],
-    band_config: BandConfig,
     config: TrainConfig,
     *,
     start_step: int,
@@ -90,7 +90,6 @@ def train_one_epoch(
         model: a torchvision RetinaNet (possibly DDP-wrapped).
         optimizer: from ``make_optimizer`` (its lr is set each step).
         loader: batches of (raw images, targets) from ``LabeledTiles``.
-        band_config: input scaling.
         config: optimisation settings.
         start_step: global step at the start of the epoch (for the lr schedule).
         total_steps: steps in the whole run.
@@ -110,7 +109,7 @@ def train_one_epoch(
             break
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, config)
-        inputs = [normalize_tiles(im, band_config).to(device) for im in images]
+        inputs = [torch.as_tensor(im, dtype=torch.float32).to(device) for im in images]
         tgts = [{k: v.to(device) for k, v in t.items()} for t in targets]
         losses = model(inputs, tgts)
         loss = sum(losses.values())
@@ -136,7 +135,6 @@ def train_one_epoch(
 def evaluate_model(
     model: nn.Module,
     loader: Iterable[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]],
-    band_config: BandConfig,
     class_names: tuple[str, ...],
     *,
     score_threshold: float = 0.3,
@@ -144,14 +142,22 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Detect on a labeled loader and compute COCO metrics per tile.
 
+    Args:
+        model: a torchvision RetinaNet (unwrapped from DDP).
+        loader: batches of (raw images, targets) from ``LabeledTiles``.
+        class_names: names of the label ids.
+        score_threshold: score for precision/recall.
+        device: where to run the model.
+
     Returns:
-        ``retinanet.evaluate.evaluate_detections`` output (``overall`` and per class).
+        ``retinanet.evaluate.evaluate_detections`` output (``overall`` and per
+        class); without images, ``overall`` alone with AP -1 and ``num_gt`` 0.
     """
     was_training = model.training
     model.eval()
     gts, dts = [], []
     for images, targets in loader:
-        outputs = model([normalize_tiles(im, band_config).to(device) for im in images])
+        outputs = model([torch.as_tensor(im, dtype=torch.float32).to(device) for im in images])
         for out, tgt in zip(outputs, targets):
             gts.append(ImageBoxes(tgt["boxes"].numpy(), tgt["labels"].numpy()))
             dts.append(
@@ -162,7 +168,9 @@ def evaluate_model(
     if was_training:
         model.train()
     if not gts:
-        return {"overall": {"map": -1.0, "ap50": -1.0, "precision": 0.0, "recall": 0.0}}
+        return {
+            "overall": {"map": -1.0, "ap50": -1.0, "precision": 0.0, "recall": 0.0, "num_gt": 0, "num_det": 0}
+        }
     return evaluate_detections(gts, dts, class_names, score_threshold=score_threshold)
 
 

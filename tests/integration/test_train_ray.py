@@ -1,14 +1,18 @@
-"""Ray Train: worker failure recovery and resume, on tiny synthetic data."""
+"""Ray Train: worker failure recovery and resume on tiny synthetic data; the train CLI end to end."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from retinanet.checkpoint import load_dir, load_train_state
 from retinanet.config import AERIAL_ANCHOR_SIZES_PX, BandConfig, ModelConfig
+from retinanet.labeled_tiles import read_train_data
 from retinanet.ray_train import FAIL_ENV, FAIL_RANK_ENV, TrainSpec, run_training
 from retinanet.synth import SynthConfig, write_scenes
 from retinanet.train_loop import TrainConfig
@@ -64,13 +68,18 @@ def spec(labels, out, *, epochs, workers):
     )
 
 
+def data(labels):
+    # read once, as the CLI does on the driver; 1 of 2 scenes held out
+    return read_train_data([labels], tile_size_px=128, val_fraction=0.5, seed=0)
+
+
 def epochs_logged(out):
     return [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_worker_killed_mid_run_finishes_from_last_checkpoint(train_cluster, labels, tmp_path):
     out = tmp_path / "run"
-    result = run_training(spec(labels, out, epochs=3, workers=2))
+    result = run_training(spec(labels, out, epochs=3, workers=2), data(labels))
     assert result.error is None
     assert (out / ".fault_injected").read_text() == str(STEPS + 1)  # a worker really died
     # epoch 0 ran once; after the restart training went on from its checkpoint, not from scratch
@@ -89,13 +98,12 @@ def test_worker_killed_mid_run_finishes_from_last_checkpoint(train_cluster, labe
 
 def test_resume_continues_epochs_and_optimizer(train_cluster, labels, tmp_path):
     out = tmp_path / "run"
-    run_training(spec(labels, out, epochs=2, workers=1))  # "interrupted" after 2 of 4 epochs
+    run_training(spec(labels, out, epochs=2, workers=1), data(labels))  # "interrupted" after 2 of 4 epochs
     first = load_train_state(out / "last")
     assert first["epoch"] == 1
     steps_before = max(s["step"] for s in first["optimizer"]["state"].values())
-    result = run_training(
-        spec(labels, out, epochs=4, workers=1)
-    )  # same out dir = same RunConfig(name, storage_path)
+    # same out dir = same RunConfig(name, storage_path)
+    result = run_training(spec(labels, out, epochs=4, workers=1), data(labels))
     assert result.error is None
     assert epochs_logged(out) == [0, 1, 2, 3]  # continued: no epoch ran twice
     resumed = [
@@ -107,3 +115,67 @@ def test_resume_continues_epochs_and_optimizer(train_cluster, labels, tmp_path):
     # AdamW's per-parameter step counters went on from the saved optimizer state
     assert max(s["step"] for s in last["optimizer"]["state"].values()) == steps_before + 2 * STEPS
     assert load_dir(out / "last").config.class_names == ("vehicle", "building", "tree")
+
+
+def _voc_chip(folder, name, objects, size=96):
+    """A PNG chip with bright squares and its VOC file: objects = [(class, x, y, side), ...]."""
+    from PIL import Image
+
+    pixels = np.full((size, size, 3), 90, np.uint8)
+    body = ""
+    for cls, x, y, side in objects:
+        pixels[y : y + side, x : x + side] = (30, 170, 40) if cls == "Tree" else (150, 120, 90)
+        body += (
+            f"<object><name>{cls}</name><bndbox><xmin>{x}</xmin><ymin>{y}</ymin>"
+            f"<xmax>{x + side}</xmax><ymax>{y + side}</ymax></bndbox></object>"
+        )
+    Image.fromarray(pixels).save(folder / f"{name}.png")
+    (folder / f"{name}.xml").write_text(f"<annotation><filename>{name}.png</filename>{body}</annotation>")
+    return str(folder / f"{name}.xml")
+
+
+def test_train_cli_on_voc_chips_validates_and_is_quiet(tmp_path):
+    """`aerialdet train` as a user runs it: its own private cluster, VOC labels, explicit --val.
+
+    issue 11: "Dead" first seen in a.xml, "Tree" in b.xml: the Tree boxes were dropped, the
+    validation image reported num_gt 0, best/ was never written yet the summary named it.
+    issue 8: the output is one line up front, one progress bar, one summary; no Ray lines.
+    """
+    a = _voc_chip(tmp_path, "a", [("Dead", 8, 8, 12), ("Dead", 50, 20, 14)])
+    b = _voc_chip(tmp_path, "b", [("Tree", 10, 40, 12), ("Tree", 60, 60, 16), ("Dead", 40, 8, 10)])
+    c = _voc_chip(tmp_path, "c", [("Tree", 20, 20, 12), ("Dead", 60, 30, 12)])
+    out = tmp_path / "run"
+    args = [
+        a,
+        b,
+        "--val",
+        c,
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "1",
+        "--cpus-per-worker",
+        "1",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in (FAIL_ENV, FAIL_RANK_ENV, "RAY_ADDRESS")}
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs.train", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_num_gt"] for r in rows] == [2, 2]  # the validation boxes are counted
+    assert all(r["val_ap50"] >= 0 for r in rows) and (out / "best" / "meta.json").is_file()
+    stdout = run.stdout.splitlines()
+    assert stdout[0].startswith(
+        "training on 2 image(s) with 5 objects (Dead 3, Tree 2); validating on 1 image(s)"
+    )
+    assert stdout[1].startswith("trained 2 epoch(s), 4 steps")
+    assert stdout[2].startswith(f"checkpoints: {out / 'best'} (val AP50 ") and str(out / "last") in stdout[2]
+    assert stdout[3] == f"metrics: {out / 'metrics.jsonl'}, {out / 'training.png'}" and len(stdout) == 4
+    # stderr holds the progress bar only: no Ray log lines, no worker prints, no colour codes
+    bar_states = [s for s in run.stderr.replace("\r", "\n").splitlines() if s.strip()]
+    assert bar_states and all(s.startswith("train:") for s in bar_states), run.stderr[-3000:]
+    assert "epoch 1" in bar_states[-1] and "val AP50" in bar_states[-1] and "\x1b[3" not in run.stderr
+    assert (out / "_logs").is_dir()  # Ray's own logs went to a file under the run

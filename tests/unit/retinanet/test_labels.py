@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,3 +103,73 @@ def test_geopackage_labels_with_bad_rows(tmp_path):
     assert any("outside scene" in m for m in messages) and any(
         "unknown scene" in m and "gone.tif" in m for m in messages
     )
+
+
+def _voc(path, image, objects):
+    """A VOC file: objects = [(class, (xmin, ymin, xmax, ymax)), ...]."""
+    body = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+        f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        for name, (x1, y1, x2, y2) in objects
+    )
+    path.write_text(f"<annotation><filename>{image}</filename>{body}</annotation>")
+    return path
+
+
+def test_a_class_first_seen_in_a_later_file_is_added(chips):
+    # issue 11: DeepForest's SOAP_061.xml (Dead, Alive) read before OSBS_029.xml (Tree) turned
+    # every Tree box into "unknown class", so validation on a Tree image had num_gt 0
+    a = _voc(chips / "a.xml", "a.png", [("Dead", (1, 1, 5, 5)), ("Alive", (6, 1, 9, 5))])
+    b = _voc(chips / "b.xml", "b.png", [("Tree", (2, 2, 8, 8)), ("Alive", (10, 2, 14, 8))])
+    ls = read_labels([a, b])
+    assert ls.class_names == ("Dead", "Alive", "Tree") and ls.issues == []
+    labels = {Path(im.path).name: im.labels.tolist() for im in ls.images}
+    assert labels == {"a.png": [0, 1], "b.png": [2, 1]}
+    fixed = read_labels([a, b], ("Tree",))  # given classes stay closed
+    assert fixed.class_names == ("Tree",) and len(fixed.issues) == 3
+
+
+def test_relabel_maps_ids_to_a_superset(chips):
+    ls = read_labels([_voc(chips / "a.xml", "a.png", [("car", (1, 1, 5, 5)), ("tree", (6, 1, 9, 5))])])
+    moved = ls.relabel(("truck", "tree", "car"))
+    assert moved.class_names == ("truck", "tree", "car") and moved.images[0].labels.tolist() == [2, 1]
+    with pytest.raises(ValueError, match="car"):
+        ls.relabel(("tree",))
+
+
+def test_geo_labels_keep_polygons_only(tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    (truth,) = write_scenes(tmp_path, num_scenes=1, cfg=SynthConfig(size_px=256), seed=2)
+    x0, y0 = 500000.0 + 30 * 0.3, 5000000.0 - 40 * 0.3  # scene px (30, 40)
+    box = shapely.box(x0, y0 - 3, x0 + 3, y0)  # 10 x 10 px
+    far = shapely.box(x0 + 30, y0 - 3, x0 + 33, y0)
+    gdf = gpd.GeoDataFrame(
+        {"label": ["car"] * 5, "scene": [str(truth.path)] * 4 + [None]},
+        geometry=[
+            box,
+            shapely.MultiPolygon([box]),  # one part: a GIS export of a polygon layer
+            shapely.MultiPolygon([box, far]),  # was read as one large box
+            shapely.LineString([(x0, y0), (x0 + 3, y0 - 3)]),
+            box,  # no scene
+        ],
+        crs="EPSG:32633",
+    )
+    gdf.to_parquet(tmp_path / "mixed.parquet")
+    ls = read_labels([tmp_path / "mixed.parquet"], tile_size_px=256)
+    (tile,) = ls.images
+    assert np.allclose(tile.boxes_xyxy_px, [[30, 40, 40, 50]] * 2)
+    messages = {int(i.row): i.message for i in ls.issues}
+    assert sorted(messages) == [2, 3, 4]
+    assert "MultiPolygon of 2 part(s)" in messages[2] and "LineString" in messages[3]
+    assert "no scene" in messages[4]
+
+
+def test_image_paths_are_absolute_for_workers_in_another_directory(chips, monkeypatch):
+    # labels are read once on the driver; Ray Train workers run in another working directory,
+    # so a path relative to the driver's (`aerialdet train a.xml` in the data folder) must not survive
+    _voc(chips / "a.xml", "a.png", [("car", (1, 1, 5, 5))])
+    monkeypatch.chdir(chips)
+    (image,) = read_labels(["a.xml"]).images
+    assert Path(image.path).is_absolute() and Path(image.path) == chips / "a.png"

@@ -1,14 +1,18 @@
+import json
+
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from retinanet.checkpoint import save_dir
 from retinanet.config import AERIAL_ANCHOR_SIZES_PX, BandConfig, ModelConfig
-from retinanet.labeled_tiles import LabeledTiles, collate, read_labels
+from retinanet.labeled_tiles import LabeledTiles, collate, read_labels, read_train_data
 from retinanet.model import build_model
 from retinanet.ray_train import init_from_checkpoint
 from retinanet.synth import SynthConfig, write_scenes
 from retinanet.train_loop import TrainConfig, evaluate_model, make_optimizer, train_one_epoch
+from retinanet.train_report import METRICS_FILE, EpochProgress, read_metrics, summary_lines
 
 BANDS = BandConfig(mean=(100, 110, 80), std=(50, 50, 50))
 
@@ -37,11 +41,11 @@ def test_train_steps_reduce_loss_on_one_batch(synth):
     batch = collate([LabeledTiles(ls.images, BANDS.bands)[i] for i in range(2)])
     tc = TrainConfig(lr=1e-3, warmup_steps=1)
     opt = make_optimizer(model, tc)
-    first = train_one_epoch(model, opt, [batch], BANDS, tc, start_step=0, total_steps=20)["loss"]
+    first = train_one_epoch(model, opt, [batch], tc, start_step=0, total_steps=20)["loss"]
     for step in range(1, 12):
-        last = train_one_epoch(model, opt, [batch], BANDS, tc, start_step=step, total_steps=20)["loss"]
+        last = train_one_epoch(model, opt, [batch], tc, start_step=step, total_steps=20)["loss"]
     assert last < first * 0.7
-    metrics = evaluate_model(model, [batch], BANDS, ls.class_names)
+    metrics = evaluate_model(model, [batch], ls.class_names)
     assert set(metrics) == {"vehicle", "building", "tree", "overall"}
 
 
@@ -69,5 +73,80 @@ def test_finetune_from_one_class_adds_a_second(synth, tmp_path):
     two = read_labels([synth], ("vehicle", "building"), tile_size_px=128)
     batch = collate([LabeledTiles(two.images, BANDS.bands)[0]])
     tc = TrainConfig(warmup_steps=1)
-    out = train_one_epoch(model, make_optimizer(model, tc), [batch], BANDS, tc, start_step=0, total_steps=2)
+    out = train_one_epoch(model, make_optimizer(model, tc), [batch], tc, start_step=0, total_steps=2)
     assert np.isfinite(out["loss"])
+
+
+def _voc_chip(folder, name, objects, size=64):
+    """A PNG chip with bright squares and its VOC file: objects = [(class, x, y, side), ...]."""
+    from PIL import Image
+
+    pixels = np.full((size, size, 3), 90, np.uint8)
+    body = ""
+    for cls, x, y, side in objects:
+        pixels[y : y + side, x : x + side] = (30, 170, 40)
+        body += (
+            f"<object><name>{cls}</name><bndbox><xmin>{x}</xmin><ymin>{y}</ymin>"
+            f"<xmax>{x + side}</xmax><ymax>{y + side}</ymax></bndbox></object>"
+        )
+    Image.fromarray(pixels).save(folder / f"{name}.png")
+    (folder / f"{name}.xml").write_text(f"<annotation><filename>{name}.png</filename>{body}</annotation>")
+    return folder / f"{name}.xml"
+
+
+def test_validation_on_voc_images_counts_their_boxes(tmp_path):
+    # issue 11: the held-out VOC image reported num_gt 0 (its class was first seen in a
+    # later file and dropped), so AP50 was -1 and best/ was never written
+    a = _voc_chip(tmp_path, "a", [("Dead", 4, 4, 10)])
+    b = _voc_chip(tmp_path, "b", [("Tree", 4, 4, 10), ("Tree", 30, 30, 12)])
+    c = _voc_chip(tmp_path, "c", [("Tree", 8, 8, 10), ("Tree", 40, 10, 12), ("Dead", 20, 40, 8)])
+    data = read_train_data([a, b], [c])
+    assert data.class_names == ("Dead", "Tree") and data.issues == []
+    assert data.objects_per_class(data.val) == {"Dead": 1, "Tree": 2}
+    model = build_model(cfg(data.class_names))
+    loader = DataLoader(LabeledTiles(data.val, (1, 2, 3)), batch_size=2, collate_fn=collate)
+    metrics = evaluate_model(model, loader, data.class_names)
+    assert metrics["overall"]["num_gt"] == 3 and metrics["Tree"]["num_gt"] == 2
+    assert metrics["overall"]["ap50"] >= 0  # measured (AP -1 means "no ground truth")
+
+
+def test_evaluate_without_images_reports_no_ground_truth():
+    metrics = evaluate_model(build_model(cfg(("car",))), [], ("car",))
+    assert metrics["overall"]["ap50"] == -1.0 and metrics["overall"]["num_gt"] == 0
+
+
+def _metrics_row(epoch, ap50):
+    return {"epoch": epoch, "global_step": 3 * (epoch + 1), "loss": 1.5 - 0.1 * epoch, "val_ap50": ap50}
+
+
+def test_summary_names_best_only_when_it_was_written(tmp_path):
+    run = tmp_path / "run"
+    config = cfg(("car",))
+    model = build_model(config)
+    run.mkdir()
+    (run / METRICS_FILE).write_text("".join(json.dumps(_metrics_row(e, -1.0)) + "\n" for e in range(2)))
+    save_dir(run / "last", model, config, extra_meta={"epoch": 1, "metrics": _metrics_row(1, -1.0)})
+    text = "\n".join(summary_lines(run))
+    assert str(run / "best") not in text and "No best/" in text and f"checkpoint: {run / 'last'}" in text
+    assert "trained 2 epoch(s), 6 steps" in text and "val AP50 n/a" in text
+    assert "training.png" not in text  # not written here, so not named
+
+    save_dir(run / "best", model, config, extra_meta={"epoch": 0, "metrics": _metrics_row(0, 0.25)})
+    text = "\n".join(summary_lines(run))
+    assert f"checkpoints: {run / 'best'} (val AP50 0.250, epoch 0); {run / 'last'} (last epoch)" in text
+
+
+def test_metrics_progress_follows_complete_lines(tmp_path):
+    import time
+
+    path = tmp_path / METRICS_FILE
+    assert read_metrics(path) == []
+    with EpochProgress(path, 3, poll_seconds=0.01) as progress:
+        path.write_text(
+            json.dumps(_metrics_row(0, 0.5)) + "\n" + '{"epoch": 1, "glo'
+        )  # 2nd line half-written
+        deadline = time.time() + 5
+        while progress._bar.n != 1 and time.time() < deadline:
+            time.sleep(0.01)
+        assert progress._bar.n == 1 and "val AP50 0.500" in str(progress._bar)
+    assert [row["epoch"] for row in read_metrics(path)] == [0]

@@ -1,0 +1,200 @@
+"""GeoParquet/GeoPackage label boxes over GeoTIFF scenes -> labeled tiles.
+
+Each row needs a polygon ``geometry`` (in the scene's CRS or any CRS pyproj
+can transform), a ``label`` and a ``scene`` (path to the GeoTIFF, absolute
+or relative to the label file).  Steps: read the table, check each row,
+open each scene, map its boxes to scene pixels, cut the scene into tiles
+(``pipeline.tiling``) and keep, per tile, the boxes that are at least
+``min_visible`` inside it, clipped to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retinanet.errors import LabelError
+from retinanet.label_formats import LabelBuilder, LabeledImage, LabelSet
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What the chipping needs of one scene."""
+
+    path: Path
+    transform: Any  # rasterio Affine
+    width: int
+    height: int
+    crs: Any
+
+
+def _read_frame(path: Path) -> Any:
+    """The label table (a GeoDataFrame, rows numbered from 0), its columns checked."""
+    import geopandas as gpd
+
+    try:
+        gdf = gpd.read_parquet(path) if path.suffix.lower() == ".parquet" else gpd.read_file(path)
+    except Exception as exc:  # pyarrow, pyogrio and GDAL raise their own types
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise LabelError(f"{path}: cannot be read as GeoParquet/GeoPackage ({first})") from None
+    for col in ("label", "scene"):
+        if col not in gdf.columns:
+            raise LabelError(
+                f"{path}: no {col!r} column; label boxes need 'label' and 'scene' (the GeoTIFF path)"
+            )
+    return gdf.reset_index(drop=True)
+
+
+def _class_names(gdf: Any, class_names: Sequence[str] | None) -> tuple[list[str] | None, bool]:
+    """(known classes, closed?): given ones, else the ``label_id`` order of our own GeoParquet."""
+    if class_names is not None:
+        return list(class_names), True
+    if "label_id" in gdf.columns:
+        pairs = gdf[["label_id", "label"]].drop_duplicates().sort_values("label_id")
+        return list(dict.fromkeys(str(n) for n in pairs["label"])), False
+    return None, False
+
+
+def _usable_rows(gdf: Any, b: LabelBuilder) -> np.ndarray:
+    """Rows with a scene and one polygon (bool ``[rows]``); an issue for each other row."""
+    import shapely
+
+    usable = np.ones(len(gdf), bool)
+    kinds = shapely.get_type_id(gdf.geometry.to_numpy())
+    parts = shapely.get_num_geometries(gdf.geometry.to_numpy())
+    for i, (scene, kind, num_parts) in enumerate(zip(gdf["scene"], kinds, parts)):
+        if scene is None or (isinstance(scene, float) and np.isnan(scene)) or str(scene) == "":
+            b.issue(i, "no scene: the 'scene' column names the GeoTIFF the box lies on")
+        elif kind not in (3, 6) or num_parts != 1:  # Polygon, or a MultiPolygon of one part
+            name = gdf.geometry.iloc[i].geom_type if gdf.geometry.iloc[i] is not None else "missing geometry"
+            b.issue(i, f"geometry is a {name} of {num_parts} part(s); a label box is one polygon")
+        else:
+            continue
+        usable[i] = False
+    return usable
+
+
+def _open_scene(label_file: Path, scene: str, row_ids: Sequence[int], b: LabelBuilder) -> _Scene | None:
+    """The scene's size and georeferencing; None (rows become issues) when the file is missing.
+
+    Raises:
+        LabelError: the file exists but is not a raster.
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    scene_path = (Path(scene) if Path(scene).is_absolute() else label_file.parent / scene).absolute()
+    if not scene_path.is_file():
+        for i in row_ids:
+            b.issue(int(i), f"unknown scene {scene_path} (file not found)")
+        return None
+    try:
+        with rasterio.open(scene_path) as src:
+            return _Scene(scene_path, src.transform, src.width, src.height, src.crs)
+    except RasterioIOError as exc:
+        first = (str(exc).splitlines() or ["cannot open"])[0]
+        raise LabelError(
+            f"{label_file}: scene {scene_path} is not a raster ({first}); the 'scene' column must name GeoTIFFs"
+        ) from None
+
+
+def _box_problem(box: np.ndarray, scene: _Scene) -> str | None:
+    """Why a scene-pixel box cannot be used, or None."""
+    x1, y1, x2, y2 = box
+    if not (x2 > x1 and y2 > y1):
+        return f"degenerate box {tuple(box)} px in {scene.path.name}"
+    if x1 < -0.5 or y1 < -0.5 or x2 > scene.width + 0.5 or y2 > scene.height + 0.5:
+        return (
+            f"box {tuple(np.round(box, 1))} px lies outside scene {scene.path.name} "
+            f"({scene.width}x{scene.height})"
+        )
+    return None
+
+
+def _scene_boxes_px(rows: Any, scene: _Scene, b: LabelBuilder) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 ``[N, 4]`` scene px, int64 ``[N]`` class ids) of a scene's usable rows."""
+    from pipeline.georef import crs_to_scene_px
+
+    geoms = (
+        rows.geometry.to_crs(scene.crs) if rows.crs is not None and scene.crs is not None else rows.geometry
+    )
+    px = crs_to_scene_px(geoms.bounds.to_numpy(), scene.transform)
+    ok = np.zeros(len(rows), bool)
+    label_ids = np.zeros(len(rows), np.int64)
+    for j, (i, name) in enumerate(zip(rows.index, rows["label"])):
+        label = b.class_id(str(name), int(i))
+        problem = None if label is None else _box_problem(px[j], scene)
+        if problem is not None:
+            b.issue(int(i), problem)
+        elif label is not None:
+            ok[j], label_ids[j] = True, label
+    return px[ok], label_ids[ok]
+
+
+def _chip_scene(
+    scene: _Scene, boxes: np.ndarray, labels: np.ndarray, tiling: Any, min_visible: float
+) -> list[LabeledImage]:
+    """One LabeledImage per tile: boxes at least ``min_visible`` inside, in tile px, clipped."""
+    from pipeline.georef import clip_boxes_px, scene_to_tile_px
+    from pipeline.tiling import tile_scene
+
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    images = []
+    for tile in tile_scene(str(scene.path), scene.width, scene.height, tiling):
+        width, height = tile.valid_width_px, tile.valid_height_px
+        visible, nonempty = clip_boxes_px(
+            scene_to_tile_px(boxes, tile.col_off_px, tile.row_off_px), width, height
+        )
+        visible_area = (visible[:, 2] - visible[:, 0]) * (visible[:, 3] - visible[:, 1])
+        keep = nonempty & (visible_area >= min_visible * area)
+        window = (tile.col_off_px, tile.row_off_px, width, height)
+        images.append(
+            LabeledImage(
+                str(scene.path), window, visible[keep].astype(np.float32), labels[keep], str(scene.path)
+            )
+        )
+    return images
+
+
+def read_geo_labels(
+    path: Path,
+    class_names: Sequence[str] | None = None,
+    *,
+    tile_size_px: int = 512,
+    overlap_px: int = 0,
+    min_visible: float = 0.5,
+) -> LabelSet:
+    """GeoParquet/GeoPackage label boxes over GeoTIFF scenes, chipped into tiles.
+
+    Args:
+        path: ``.parquet`` or ``.gpkg`` with ``geometry``, ``label`` and ``scene``.
+        class_names: the classes in id order (others are issues); None: the
+            ``label_id`` order of our own GeoParquet, else first seen.
+        tile_size_px: tile edge.
+        overlap_px: overlap between neighbouring tiles.
+        min_visible: share of a box that must lie in a tile for the tile to keep it.
+
+    Returns:
+        One LabeledImage per tile (``window`` set, ``group`` = the scene).
+
+    Raises:
+        LabelError: the file cannot be read, lacks a column, or a scene is not a raster.
+    """
+    from pipeline.tiling import TilingConfig
+
+    gdf = _read_frame(path)
+    names, fixed = _class_names(gdf, class_names)
+    b = LabelBuilder(path, names, fixed=fixed)
+    tiling = TilingConfig(tile_size_px=tile_size_px, overlap_px=overlap_px)
+    rows_ok = gdf[_usable_rows(gdf, b)]
+    images: list[LabeledImage] = []
+    for scene_name, rows in rows_ok.groupby(rows_ok["scene"].astype(str), sort=True):
+        scene = _open_scene(path, scene_name, list(rows.index), b)
+        if scene is not None:
+            boxes, labels = _scene_boxes_px(rows, scene, b)
+            images += _chip_scene(scene, boxes, labels, tiling, min_visible)
+    return LabelSet(images, tuple(b.class_names), b.issues)
