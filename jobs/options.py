@@ -1,7 +1,7 @@
 """Options shared by the jobs, each defined once with one meaning, and the Ray session.
 
 Every option that more than one command takes is a decorator here
-(``address_option``, ``verbose_option``, ``overwrite_option``,
+(``address_option``, ``verbose_option``, ``overwrite_option``, ``progress_option``,
 ``bands_option``, ``tile_size_option``, ``min_score_option``), so
 ``--bands`` or ``--overwrite`` mean the same thing in every command.
 
@@ -144,6 +144,11 @@ def verbose_option(f: F) -> F:
     )(f)
 
 
+def progress_option(f: F) -> F:
+    """``--no-progress``: no progress bar (logs and CI)."""
+    return click.option("--no-progress", is_flag=True, help="No progress bar.")(f)
+
+
 def overwrite_option(f: F) -> F:
     """``--overwrite``: redo work whose output already exists."""
     return click.option("--overwrite", is_flag=True, help="Redo (replace) outputs that already exist.")(f)
@@ -202,32 +207,40 @@ def forwarded_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _stderr_to_file(log_path: Path) -> Iterator[None]:
-    """Send file descriptor 2 (Ray's C++ logs, child processes) to ``log_path``.
+def _std_streams_to_file(log_path: Path) -> Iterator[None]:
+    """Send file descriptors 1 and 2 and ``sys.stdout`` to ``log_path``; keep ``sys.stderr`` for the user.
 
-    ``sys.stderr`` keeps writing to the terminal, so aerialdet's own progress
-    bar and messages still reach the user.  A no-op where stderr has no file
-    descriptor (e.g. under click's test runner).
+    Ray's C++ logs and child processes write to the descriptors, and the
+    driver's error-listener thread prints worker deaths to ``sys.stdout``: all
+    of it lands in the log.  ``sys.stderr`` keeps writing to the terminal, so
+    aerialdet's progress bar and one-line messages still reach the user (during
+    a session aerialdet writes only to stderr; summaries come after it).  A
+    no-op where stderr has no file descriptor (e.g. under click's test runner).
     """
     try:
-        fd = sys.stderr.fileno()
+        fds = (sys.stdout.fileno(), sys.stderr.fileno())
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         yield
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(fd)
+    saved = {fd: os.dup(fd) for fd in fds}
     with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), fd)
-    old = sys.stderr
-    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb", buffering=0), write_through=True)
+        for fd in fds:
+            os.dup2(log.fileno(), fd)
+    old_out, old_err = sys.stdout, sys.stderr
+    sys.stdout = open(log_path, "a", buffering=1)  # noqa: SIM115  (closed below)
+    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved[fds[1]]), "wb", buffering=0), write_through=True)
     try:
         yield
     finally:
-        sys.stderr.flush()
-        sys.stderr.close()
-        sys.stderr = old
-        os.dup2(saved, fd)
-        os.close(saved)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            stream.close()
+        sys.stdout, sys.stderr = old_out, old_err
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 @contextlib.contextmanager
@@ -320,7 +333,7 @@ def ray_session(
     try:
         with contextlib.ExitStack() as quiet:
             if not verbose:
-                quiet.enter_context(_stderr_to_file(log_path / "driver.log"))
+                quiet.enter_context(_std_streams_to_file(log_path / "driver.log"))
                 quiet.enter_context(_ray_logger_to_file(log_path / "driver.log"))
             _init_ray(address, temp_dir, verbose, num_cpus)
             try:

@@ -28,6 +28,7 @@ from jobs.options import (
     bands_option,
     finite_float_range,
     overwrite_option,
+    progress_option,
     ray_session,
     run_standalone,
     tile_size_option,
@@ -357,7 +358,7 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
 )
 @click.option("--max-failures", default=1, show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option
 @address_option
 @verbose_option
 def train_command(**options: Any) -> None:

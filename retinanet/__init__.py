@@ -13,12 +13,15 @@ module              what it holds
 ``checkpoint``      checkpoint directory: ``model.pt`` + ``meta.json``;
                     torchvision / DeepForest imports
 ``predictor``       the model loader the detect pipeline runs
-``labeled_tiles``   COCO / VOC / CSV / GeoParquet labels -> one Dataset
+``label_formats``   COCO / VOC / DeepForest CSV readers -> ``LabelSet``
+``geo_labels``      GeoParquet / GeoPackage labels over scenes -> tiles
+``labeled_tiles``   every format -> one training set and Dataset
 ``augment``         flips, 90-degree rotations, photometric jitter
 ``evaluate``        COCO mAP, AP50, precision/recall (pycocotools)
 ``synth``           synthetic georeferenced scenes + ground truth
 ``train_loop``      ``train_one_epoch`` / ``evaluate_model``: plain torch
 ``ray_train``       the only ``import ray.train``: TorchTrainer wiring
+``train_report``    the driver's progress bar and summary of a run
 ``errors``          ``CheckpointError``, ``LabelError``
 ==================  =====================================================
 
