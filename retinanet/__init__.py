@@ -30,8 +30,7 @@ Importing the package loads nothing heavy; its names load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pipeline.lazy import lazy_exports
 
 _EXPORTS = {
     "BandConfig": "retinanet.config",
@@ -42,7 +41,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'retinanet' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports("retinanet", _EXPORTS)
