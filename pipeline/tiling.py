@@ -1,11 +1,13 @@
 """Scene size -> tile windows.  Window maths only, no pixels.
 
 A scene of ``width_px x height_px`` is cut into tiles of ``tile_size_px``
-with ``overlap_px`` shared between neighbours (stride = tile - overlap).
-Tiles are walked in rows, top to bottom, left to right.  The last tile of a
-row or column may reach past the scene's edge: it keeps the full tile size
-and ``reading`` pads it (edge tiles are padded, never dropped).  A scene
-smaller than one tile is one padded tile.
+with at least ``overlap_px`` shared between neighbours (stride = tile -
+overlap).  Tiles are walked in rows, top to bottom, left to right.  The last
+tile of a row or column is shifted back to end on the scene's edge, so it
+overlaps its neighbour by more than ``overlap_px`` rather than reaching past
+the edge: the model never sees padding inside a scene (a trained model draws
+false boxes along a padded edge).  Only a scene smaller than one tile is one
+padded tile.
 
 ``tile_scene`` returns a ``TilePlan``: a lazy, indexable sequence of
 ``TileSpec`` that computes each tile from its index, so no plan holds one
@@ -75,26 +77,26 @@ class TilingConfig:
 def tile_starts(length_px: int, config: TilingConfig) -> list[int]:
     """Tile origins along one axis of ``length_px`` pixels.
 
+    The last origin is ``length_px - tile_size_px`` (the last tile ends on
+    the edge) when the scene is longer than a tile.
+
     Example:
+        >>> tile_starts(1920, TilingConfig(tile_size_px=1024, overlap_px=128))
+        [0, 896]
         >>> tile_starts(2000, TilingConfig(tile_size_px=1024, overlap_px=128))
-        [0, 896, 1792]
+        [0, 896, 976]
     """
     if length_px <= 0:
         raise ValueError(f"scene length must be > 0 px, got {length_px}")
     extra = max(0, length_px - config.tile_size_px)
     num_tiles = 1 + math.ceil(extra / config.stride_px)
-    return [k * config.stride_px for k in range(num_tiles)]
+    return [min(k * config.stride_px, extra) for k in range(num_tiles)]
 
 
 def _core_bounds(starts: list[int], length_px: int, config: TilingConfig) -> list[tuple[float, float]]:
-    """Core ``(lo, hi)`` of each tile along one axis: interior edges mid-overlap."""
-    half = config.overlap_px / 2
-    bounds = []
-    for k, start in enumerate(starts):
-        lo = 0.0 if k == 0 else start + half
-        hi = float(length_px) if k == len(starts) - 1 else starts[k + 1] + half
-        bounds.append((lo, hi))
-    return bounds
+    """Core ``(lo, hi)`` of each tile along one axis: interior edges in the middle of each overlap."""
+    edges = [(nxt + start + config.tile_size_px) / 2 for start, nxt in zip(starts, starts[1:])]
+    return list(zip([0.0, *edges], [*edges, float(length_px)]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +202,7 @@ def tile_scene(scene_uri: str, width_px: int, height_px: int, config: TilingConf
     Example:
         >>> tiles = tile_scene("a.tif", 2000, 1000, TilingConfig(tile_size_px=1024, overlap_px=128))
         >>> [(t.col_off_px, t.row_off_px, t.valid_width_px, t.valid_height_px) for t in tiles]
-        [(0, 0, 1024, 1000), (896, 0, 1024, 1000), (1792, 0, 208, 1000)]
+        [(0, 0, 1024, 1000), (896, 0, 1024, 1000), (976, 0, 1024, 1000)]
     """
     return TilePlan(scene_uri, width_px, height_px, config)
 

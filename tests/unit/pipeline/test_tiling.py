@@ -17,10 +17,13 @@ from pipeline.types import TileSpec
         (100, 256, 32, [0]),
         # exactly one tile
         (256, 256, 32, [0]),
-        # one pixel more: a second, padded tile
-        (257, 256, 32, [0, 224]),
-        # stride divides the rest exactly
-        (2048, 1024, 128, [0, 896, 1792]),
+        # one pixel more: a second tile, shifted back to end on the edge (no padding)
+        (257, 256, 32, [0, 1]),
+        # stride divides the rest exactly: the last tile ends on the edge anyway
+        (2048, 1024, 128, [0, 896, 1024]),
+        (1920, 1024, 128, [0, 896]),
+        # the last tile shifted back: it overlaps its neighbour by more than 128 px
+        (3000, 1024, 128, [0, 896, 1792, 1976]),
         # no overlap
         (300, 100, 0, [0, 100, 200]),
     ],
@@ -29,19 +32,22 @@ def test_tile_starts(length, size, overlap, expected):
     assert tile_starts(length, TilingConfig(tile_size_px=size, overlap_px=overlap)) == expected
 
 
-def test_edge_tiles_are_padded_not_dropped():
+def test_edge_tiles_end_on_the_scene_edge_and_only_small_scenes_are_padded():
     tiles = tile_scene("s.tif", 300, 130, TilingConfig(tile_size_px=128, overlap_px=28))
     assert [(t.col_off_px, t.row_off_px) for t in tiles] == [
         (0, 0),
         (100, 0),
-        (200, 0),
-        (0, 100),
-        (100, 100),
-        (200, 100),
+        (172, 0),
+        (0, 2),
+        (100, 2),
+        (172, 2),
     ]
-    last = tiles[-1]
-    assert (last.width_px, last.height_px) == (128, 128)
-    assert (last.valid_width_px, last.valid_height_px) == (100, 30)
+    assert all((t.valid_width_px, t.valid_height_px) == (128, 128) for t in tiles)
+    # cores split the larger overlaps in their middle: cols 100..128 -> 114, 172..228 -> 200
+    assert [t.core_xyxy_px[0] for t in tiles[:3]] == [0.0, 114.0, 200.0]
+    assert [t.core_xyxy_px[1] for t in tiles[::3]] == [0.0, 65.0]
+    small = tile_scene("s.tif", 100, 60, TilingConfig(tile_size_px=128, overlap_px=28))
+    assert len(small) == 1 and (small[0].valid_width_px, small[0].valid_height_px) == (100, 60)
 
 
 @pytest.mark.parametrize(
@@ -97,14 +103,17 @@ def test_group_tile_rows():
 
 
 def _eager_tiles(scene_uri, width_px, height_px, config):
-    """The list the planner built before it was lazy (kept here as the reference)."""
+    """The list the planner built before it was lazy (kept here as the reference).
+
+    Cores split each overlap in its middle (the last tile ends on the scene edge, so its overlap is wider).
+    """
     cols, rows = tile_starts(width_px, config), tile_starts(height_px, config)
 
     def cores(starts, length):
-        half = config.overlap_px / 2
+        mid = [(s + config.tile_size_px + nxt) / 2 for s, nxt in zip(starts, starts[1:])]
         return [
-            (0.0 if k == 0 else s + half, float(length) if k == len(starts) - 1 else starts[k + 1] + half)
-            for k, s in enumerate(starts)
+            (0.0 if k == 0 else mid[k - 1], float(length) if k == len(starts) - 1 else mid[k])
+            for k in range(len(starts))
         ]
 
     col_cores, row_cores = cores(cols, width_px), cores(rows, height_px)
@@ -152,8 +161,9 @@ def test_200k_header_plans_in_kilobytes():
     finally:
         tracemalloc.stop()
     assert num_tiles == 893 * 893 == 797_449
-    assert (last.index, last.col_off_px, last.row_off_px) == (797_448, 892 * 224, 892 * 224)
-    assert (last.valid_width_px, last.valid_height_px) == (200_000 - 892 * 224,) * 2
+    # the last tile ends on the scene's edge, unpadded
+    assert (last.index, last.col_off_px, last.row_off_px) == (797_448, 200_000 - 256, 200_000 - 256)
+    assert (last.valid_width_px, last.valid_height_px) == (256, 256)
     assert len(first_group) == 893 and first_group[-1].index == 892
     assert peak < 2_000_000, f"planning used {peak:,} bytes"
 
