@@ -21,16 +21,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 # Train a small model on synthetic scenes, detect on held-out scenes, evaluate,
 # and draw a quicklook. About 10 minutes on 2 CPU cores.
 demo: install
-	$(BIN)/aerialdet synth $(DEMO)/train --scenes 6 --size-px 1024 --seed 1
-	$(BIN)/aerialdet train $(DEMO)/train/labels.parquet --out $(DEMO)/model --epochs 10 \
+	@echo "== synth: 6 training scenes, 2 held-out scenes"
+	@$(BIN)/aerialdet synth $(DEMO)/train --scenes 6 --size-px 1024 --seed 1
+	@$(BIN)/aerialdet synth $(DEMO)/heldout --scenes 2 --size-px 2048 --seed 7
+	@echo "== train (ResNet-18 RetinaNet, Ray Train)"
+	@$(BIN)/aerialdet train $(DEMO)/train/labels.parquet --out $(DEMO)/model --epochs 10 \
 		--backbone resnet18 --tile-size-px 256 --overwrite
-	$(BIN)/aerialdet synth $(DEMO)/heldout --scenes 2 --size-px 2048 --seed 7
-	$(BIN)/aerialdet detect $(DEMO)/heldout --model $(DEMO)/model/best --out $(DEMO)/detections \
-		--tile-size-px 512 --overlap-px 128 --overwrite
-	$(BIN)/aerialdet evaluate $(DEMO)/detections $(DEMO)/heldout/labels.parquet
-	$(BIN)/aerialdet query $(DEMO)/detections --label vehicle --min-score 0.5 --limit 5
-	$(BIN)/aerialdet quicklook $(DEMO)/detections --scene scene_000.tif -o $(DEMO)/quicklook.png
-	@echo "demo done: detections in $(DEMO)/detections, picture in $(DEMO)/quicklook.png"
+	@echo "== detect on the held-out scenes"
+	@$(BIN)/aerialdet detect $(DEMO)/heldout --model $(DEMO)/model --out $(DEMO)/detections --overwrite
+	@echo "== evaluate, query, quicklook"
+	@$(BIN)/aerialdet evaluate $(DEMO)/detections $(DEMO)/heldout/labels.parquet
+	@$(BIN)/aerialdet query $(DEMO)/detections --label vehicle --min-score 0.5 --limit 5
+	@$(BIN)/aerialdet quicklook $(DEMO)/detections --scene scene_000.tif -o $(DEMO)/quicklook.png
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -38,6 +40,8 @@ test: install
 bench: install
 	$(BIN)/python bench/merge_duplicates.py
 	$(BIN)/python bench/query_pruning.py
+	$(BIN)/python -m bench.throughput --size-px 4096
+	$(BIN)/python -m bench.memory --sizes 4096,16384
 
 lint: install
 	$(BIN)/ruff check .

@@ -80,7 +80,15 @@ Examples:
     default=None,
     help="Force GPU or CPU actors [default: GPUs when the cluster has them].",
 )
-@click.option("--amp", is_flag=True, help="float16 autocast on GPU.")
+@click.option(
+    "--precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    help="Network arithmetic; auto: fp16 on GPU, bf16 on CPUs with native bfloat16 "
+    "(AVX-512 BF16/AMX), else fp32.",
+)
+@click.option("--amp", is_flag=True, hidden=True, help="Deprecated: --precision fp16.")
 @overwrite_option
 @click.option("--drivers", default="GTiff", show_default=True, help="GDAL drivers allowed to open scenes.")
 @click.option(
@@ -177,7 +185,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
             num_actors=opts["actors"],
             cpus_per_actor=opts["cpus_per_actor"],
             use_gpu=opts["gpus"],
-            amp=opts["amp"],
+            precision=_precision(opts),
         ),
         tiling=TilingConfig(
             tile_size_px=tile,
@@ -194,6 +202,22 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
         overwrite=opts["overwrite"],
         progress=not opts["no_progress"],
     )
+
+
+def _precision(opts: dict[str, Any]) -> Any:
+    """``--precision``; the deprecated ``--amp`` means fp16 (and cannot be mixed with another choice)."""
+    from pipeline.detection import Precision
+
+    precision = Precision(opts["precision"])
+    if opts["amp"]:
+        if precision not in (Precision.AUTO, Precision.FP16):
+            raise click.BadParameter(
+                f"--amp (deprecated) means --precision fp16; it cannot be combined with --precision {precision.value}",
+                param_hint="--amp",
+            )
+        click.echo("warning: --amp is deprecated; use --precision fp16", err=True)
+        return Precision.FP16
+    return precision
 
 
 def _check_writable(out: Path) -> None:

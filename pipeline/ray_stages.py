@@ -5,7 +5,8 @@ Graph (Ray Data, streaming, bounded memory)::
     driver: list_scenes -> open headers (Ray tasks, one per scene)
             -> tile plan per scene -> groups of tile rows
     ray.data.from_items(groups)
-      .flat_map(read_group, num_cpus=0.5)          windowed reads; errors as rows
+      .flat_map(read_group, num_cpus=0.5)          windowed reads; errors as rows;
+                                                    pixels as bytes in the scene's dtype
       .map_batches(TileDetector, ActorPoolStrategy, batch_size=B, num_gpus=0|1)
       .iter_batches()                               streamed back to the driver
     driver: collect tiles per scene -> merge_scene -> write GeoParquet + _run.json
@@ -15,6 +16,17 @@ actor (which would serialise I/O and compute).  Errors are caught per scene
 and travel as rows (Ray Data's default aborts a dataset on the first
 failed block); a failed scene is listed in the report and the rest go on.
 The model arrives as a ``ModelLoader``: each actor calls ``loader.load``.
+
+Tile rows carry their pixels as raw bytes in the scene's own dtype (a
+uint8 tile is a quarter of its float32 size) with the dtype's name beside
+them; ``nodata`` and ``error`` rows carry no pixels (``b""``).  Bytes rather
+than a tensor column because Ray Data cannot concatenate tensor columns of
+different dtypes (a uint8 and a uint16 scene in one batch) and a blank
+float32 tile per skipped tile would be moved for nothing.  The model actor
+rebuilds ``[C, H, W]`` from the tile's size and ``detect_tiles`` converts to
+float32 on the model's device.  Each actor reports its torch thread count,
+device and resolved precision; the run report lists them under
+``config["model_actors"]``.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from typing import Any
 import numpy as np
 from pyproj import CRS
 
-from pipeline.detection import ModelLoader
+from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
 from pipeline.merging import MergeConfig, merge_scene
 from pipeline.output import choose_output_crs, scene_output_path, write_scene_detections
@@ -52,14 +64,17 @@ class DetectConfig:
         cpus_per_actor: CPUs (and torch threads) per CPU actor (None: all of
             a node's CPUs but the half a read task takes).
         use_gpu: None: GPUs when the cluster has them; True/False forces.
-        amp: float16 autocast on GPU.
+        precision: arithmetic of the network; ``auto`` is resolved in each
+            actor (``pipeline.detection.resolve_precision``): bf16 on CPUs
+            with native bfloat16, whose AP50 matched fp32 within 0.0002
+            (tests/integration/test_precision.py, bench/RESULTS.md).
     """
 
     batch_size: int = 4
     num_actors: int | None = None
     cpus_per_actor: float | None = None
     use_gpu: bool | None = None
-    amp: bool = False
+    precision: Precision = Precision.AUTO
 
 
 @dataclass(frozen=True)
@@ -110,45 +125,48 @@ def _open_headers(uris: list[str], read_cfg: ReadConfig, tiling: TilingConfig) -
     return list(ray.get([open_one.remote(u) for u in uris]))
 
 
-def _row(tile: TileSpec, status: str, image: np.ndarray, error: str = "") -> dict[str, Any]:
+def _row(tile: TileSpec, status: str, image: np.ndarray | None = None, error: str = "") -> dict[str, Any]:
+    """One tile row: its pixels as bytes in the scene's dtype, or none (``b""``) for nodata/error rows."""
     return {
         "scene_uri": tile.scene_uri,
         "tile_index": tile.index,
         "tile": pickle.dumps(tile),
         "status": status,
         "error": error,
-        "image": image,
+        "pixels": b"" if image is None else np.ascontiguousarray(image).tobytes(),
+        "dtype": "" if image is None else str(image.dtype),
     }
 
 
-def read_group(item: dict[str, Any], read_cfg: ReadConfig, num_channels: int) -> list[dict[str, Any]]:
+def tile_pixels(tile: TileSpec, pixels: bytes, dtype: str, num_channels: int) -> np.ndarray:
+    """Inverse of ``_row``'s packing: ``[C, H, W]`` in ``dtype`` (a read-only view of ``pixels``)."""
+    return np.frombuffer(pixels, dtype=np.dtype(dtype)).reshape(num_channels, tile.height_px, tile.width_px)
+
+
+def read_group(item: dict[str, Any], read_cfg: ReadConfig) -> list[dict[str, Any]]:
     """flat_map body: read one group of tiles of a scene into rows; never raises.
 
     Args:
         item: ``{"tiles": pickled list[TileSpec]}`` of one scene.
         read_cfg: bands and drivers.
-        num_channels: C, for the blank image of rows without pixels.
 
     Returns:
-        One row per tile: status ``ok`` with its image, ``nodata`` (all
-        nodata, not inferred) or ``error`` with the scene's error message.
+        One row per tile: status ``ok`` with its pixels (bytes, scene dtype),
+        ``nodata`` (all nodata, not inferred) or ``error`` with the scene's
+        error message; those two carry no pixels.
     """
     tiles: list[TileSpec] = pickle.loads(item["tiles"])
     rows: list[dict[str, Any]] = []
-    blank = np.zeros((num_channels, tiles[0].height_px, tiles[0].width_px), np.float32)
     try:
         for read in read_tiles(tiles[0].scene_uri, tiles, read_cfg):
-            if read.image is None:
-                rows.append(_row(read.tile, STATUS_NODATA, blank))
-            else:
-                rows.append(_row(read.tile, STATUS_OK, read.image))
+            rows.append(_row(read.tile, STATUS_OK if read.image is not None else STATUS_NODATA, read.image))
     except Exception as exc:  # the scene fails; report every tile not yet read
         message = (
             str(exc)
             if isinstance(exc, PipelineError)
             else f"{tiles[0].scene_uri}: {type(exc).__name__}: {exc}"
         )
-        rows.extend(_row(tile, STATUS_ERROR, blank, message) for tile in tiles[len(rows) :])
+        rows.extend(_row(tile, STATUS_ERROR, error=message) for tile in tiles[len(rows) :])
     return rows
 
 
@@ -167,15 +185,32 @@ def unpack_detections(tile: TileSpec, packed: bytes) -> TileDetections:
 
 
 class TileDetector:
-    """map_batches actor: holds the model once, detects on batches of tiles."""
+    """map_batches actor: holds the model once, detects on batches of tiles.
 
-    def __init__(self, loader: ModelLoader, amp: bool, num_threads: int, use_gpu: bool) -> None:
+    Args:
+        loader: the model recipe (``load`` runs here, in the actor).
+        precision: network arithmetic (``auto`` resolved for this actor's device).
+        num_threads: torch intra-op threads (the actor's CPUs, rounded up).
+        use_gpu: run on CUDA when the actor has a GPU.
+        num_channels: C of the tiles.
+    """
+
+    def __init__(
+        self, loader: ModelLoader, precision: Precision, num_threads: int, use_gpu: bool, num_channels: int
+    ) -> None:
+        import os
+
         import torch
+
+        from pipeline.detection import prepare_model, resolve_precision
 
         torch.set_num_threads(max(1, num_threads))
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model = loader.load(self.device)
-        self.amp = amp
+        self.model = prepare_model(loader.load(self.device), self.device)
+        self.precision = resolve_precision(precision, self.device)
+        self.num_channels = num_channels
+        # what this actor really runs with: the driver puts it in the run report
+        self.about = f"pid={os.getpid()} device={self.device} torch_threads={torch.get_num_threads()} precision={self.precision.value}"
 
     def __call__(self, batch: Batch) -> Batch:
         """Detect on the ``ok`` rows; pass ``nodata``/``error`` rows through."""
@@ -186,9 +221,14 @@ class TileDetector:
         packed = np.empty(len(statuses), dtype=object)
         packed[:] = [b""] * len(statuses)
         if len(ok):
-            images = np.stack([batch["image"][i] for i in ok])
             tiles = [pickle.loads(batch["tile"][i]) for i in ok]
-            found = detect_tiles(self.model, images, tiles, device=self.device, amp=self.amp)
+            images = np.stack(
+                [
+                    tile_pixels(tile, batch["pixels"][i], str(batch["dtype"][i]), self.num_channels)
+                    for tile, i in zip(tiles, ok)
+                ]
+            )
+            found = detect_tiles(self.model, images, tiles, device=self.device, precision=self.precision)
             for i, td in zip(ok, found):
                 packed[i] = pack_detections(td)
         return {
@@ -197,6 +237,7 @@ class TileDetector:
             "status": statuses,
             "error": batch["error"],
             "detections": packed,
+            "actor": np.full(len(statuses), self.about),
         }
 
 
@@ -231,14 +272,15 @@ def _iter_results(groups: list[dict[str, Any]], job: DetectJob, num_channels: in
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ds = ray.data.from_items(groups, override_num_blocks=max(1, len(groups)))
-    ds = ds.flat_map(read_group, fn_kwargs={"read_cfg": job.read, "num_channels": num_channels}, num_cpus=0.5)
+    ds = ds.flat_map(read_group, fn_kwargs={"read_cfg": job.read}, num_cpus=0.5)
     ds = ds.map_batches(
         TileDetector,
         fn_constructor_kwargs={
             "loader": job.model,
-            "amp": job.detect.amp,
+            "precision": job.detect.precision,
             "num_threads": math.ceil(cpus),
             "use_gpu": gpus > 0,
+            "num_channels": num_channels,
         },
         batch_size=job.detect.batch_size,
         batch_format="numpy",
@@ -381,7 +423,9 @@ def _detect_scenes(
         return
     bar = _progress(sum(len(t.tiles) for t in tallies.values()), job.progress)
     done = 0
+    actors = report.config.setdefault("model_actors", [])
     for batch in _iter_results(groups, job, len(job.read.bands)):
+        actors.extend(sorted(set(map(str, batch["actor"])) - set(actors)))
         for uri, index, status, error, packed in zip(
             batch["scene_uri"], batch["tile_index"], batch["status"], batch["error"], batch["detections"]
         ):

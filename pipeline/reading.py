@@ -5,7 +5,7 @@
   few bands), naming the file and the problem.
 * ``read_tiles`` reads a list of tiles of one scene with *clamped* windows
   (never boundless reads, which bypass GDAL's block cache) and pads edge
-  tiles with zeros in numpy.  A scene is never read whole.  GDAL's block
+  tiles with zeros in numpy.  Pixels keep the scene's dtype (``TileRead``).  A scene is never read whole.  GDAL's block
   cache is sized there, for that scene (``block_cache_mb``).
 * ``read_footprint`` gives the polygon a scene covers, from its header.
 
@@ -198,8 +198,11 @@ class TileRead:
 
     Attributes:
         tile: the tile.
-        image: float32 ``[C, H, W]`` raw scene units, zero-padded past the edge;
-            None when the tile is entirely nodata (skipped, not inferred).
+        image: ``[C, H, W]`` in the scene's own dtype and raw units (uint8
+            stays uint8: a quarter of the bytes of float32 to move to the
+            model, which converts to float32 itself), zero-padded past the
+            scene's edge, nodata pixels set to 0; None when the tile is
+            entirely nodata (skipped, not inferred).
     """
 
     tile: TileSpec
@@ -207,7 +210,7 @@ class TileRead:
 
 
 def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig) -> TileRead:
-    """Read one tile from an open dataset with a clamped window, pad in numpy."""
+    """Read one tile from an open dataset with a clamped window, pad in numpy (scene dtype kept)."""
     window = tile.window()
     try:
         data = src.read(list(config.bands), window=window)
@@ -224,11 +227,12 @@ def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig
         ) from exc
     if nodata_mask is not None and nodata_mask.all():
         return TileRead(tile, None)
-    image = np.zeros((len(config.bands), tile.height_px, tile.width_px), dtype=np.float32)
-    values = data.astype(np.float32)
     if nodata_mask is not None:
-        values[:, nodata_mask] = 0.0
-    image[:, : tile.valid_height_px, : tile.valid_width_px] = values
+        data[:, nodata_mask] = 0
+    if data.shape[1:] == (tile.height_px, tile.width_px):
+        return TileRead(tile, data)
+    image = np.zeros((len(config.bands), tile.height_px, tile.width_px), dtype=data.dtype)
+    image[:, : tile.valid_height_px, : tile.valid_width_px] = data
     return TileRead(tile, image)
 
 

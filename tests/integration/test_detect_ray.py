@@ -216,3 +216,29 @@ def test_run_that_breaks_records_every_scene_as_failed(ray_cluster, tmp_path):
     rep = json.loads((tmp_path / "out" / "_run.json").read_text())
     assert report.num_failed == 1 and rep["finished_at"] is not None
     assert "run aborted" in rep["scenes"][0]["error"] and "no such device" in rep["scenes"][0]["error"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_and_threads_reach_the_model_actor(ray_cluster, tmp_path, precision):
+    from jobs.cli import _register_optional, cli
+
+    _register_optional()
+    write_scene(tmp_path / "in" / "a.tif", OBJECTS, width=300, height=300, transform=NORTH_UP)
+    args = standin_detect_args(str(tmp_path / "in"), str(tmp_path / "out"))
+    result = CliRunner().invoke(cli, ["detect", *args, "--precision", precision])
+    assert result.exit_code == 0, result.output
+    rep = json.loads((tmp_path / "out" / "_run.json").read_text())
+    assert rep["config"]["detect"]["precision"] == precision
+    # 2-CPU cluster: the actor holds 1.5 CPUs and torch runs ceil(1.5) = 2 threads in it
+    (actor,) = rep["config"]["model_actors"]
+    assert f"precision={precision}" in actor and "torch_threads=2" in actor and "device=cpu" in actor
+    assert len(detections(tmp_path / "out")) == len(OBJECTS)  # uint8 bytes in, same boxes out
+
+
+def test_deprecated_amp_cannot_contradict_precision(tmp_path):
+    from jobs.cli import _register_optional, cli
+
+    _register_optional()
+    args = standin_detect_args(str(tmp_path), str(tmp_path / "out"))
+    result = CliRunner().invoke(cli, ["detect", *args, "--amp", "--precision", "bf16"])
+    assert result.exit_code == 2 and "--amp" in result.output

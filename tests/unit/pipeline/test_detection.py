@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.detection import detect_tiles
+from pipeline.detection import Precision, cpu_has_native_bf16, detect_tiles, prepare_model, resolve_precision
 from pipeline.standin import StandinLoader
 from pipeline.tiling import TilingConfig, tile_scene
 from retinanet import ModelConfig, build_model
@@ -14,7 +14,10 @@ def _tiles(width, height, size):
 
 
 def test_standin_through_detect_tiles_clips_to_valid_area():
-    tiles = _tiles(100, 64, 64)  # 2nd tile: 36 px valid
+    tiles = [
+        _tiles(100, 64, 64)[0],
+        _tiles(36, 64, 64)[0],
+    ]  # a whole tile; one of a scene 36 px wide (padded)
     images = np.zeros((2, 3, 64, 64), np.uint8)
     images[0, 0, 10:20, 5:15] = 255
     images[1, 2, 0:8, 30:40] = 255  # in the padding of tile 1 (cols >= 36) except 30..36
@@ -45,6 +48,95 @@ def test_cuda_amp_matches_cpu():
     images = np.random.rand(4, 3, 256, 256).astype(np.float32) * 255
     tiles = _tiles(1024, 256, 256)
     cpu = detect_tiles(model, images, tiles)
-    gpu = detect_tiles(model.cuda(), images, tiles, device="cuda", amp=True)
+    gpu = detect_tiles(model.cuda(), images, tiles, device="cuda", precision="fp16")
     for c, g in zip(cpu, gpu):
         assert abs(len(c) - len(g)) <= max(2, len(c) // 10)
+
+
+def test_auto_precision_resolves_per_device():
+    assert resolve_precision("auto", "cuda") is Precision.FP16
+    assert resolve_precision(Precision.AUTO, "cpu") is (
+        Precision.BF16 if cpu_has_native_bf16() else Precision.FP32
+    )
+    assert (
+        resolve_precision("fp32", "cuda") is Precision.FP32
+        and resolve_precision("bf16", "cpu") is Precision.BF16
+    )
+    assert Precision("bf16") == "bf16"
+    with pytest.raises(ValueError):
+        resolve_precision("fp8", "cpu")
+
+
+def _busy_model():
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", class_names=("a", "b"), score_thresh=0.01, prior_probability=0.05)
+    return build_model(cfg)
+
+
+def test_bf16_runs_the_network_reduced_and_decodes_boxes_in_float32():
+    model = _busy_model()
+    images = (np.random.default_rng(0).random((2, 3, 128, 128)) * 255).astype(np.uint8)
+    tiles = _tiles(256, 128, 128)
+    seen = []
+    probe = model.backbone.body.layer1.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    fp32 = detect_tiles(model, images, tiles, precision="fp32")
+    bf16 = detect_tiles(model, images, tiles, precision="bf16")
+    probe.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert not model.head._forward_hooks  # the float32 cast is removed after the call
+    coords = np.concatenate([d.boxes_xyxy_px.ravel() for d in bf16])
+    assert len(coords) > 40
+    # decoded in float32: coordinates are not all on bfloat16's grid (0.25..0.5 px near 64..128)
+    on_grid = torch.from_numpy(coords).bfloat16().float().numpy() == coords
+    assert not on_grid.all()
+    for a, b in zip(fp32, bf16):
+        assert abs(len(a) - len(b)) <= max(3, len(a) // 5)
+
+
+def test_uint8_and_float32_tiles_give_the_same_detections():
+    model = _busy_model()
+    images = (np.random.default_rng(1).random((1, 3, 64, 64)) * 255).astype(np.uint8)
+    tiles = _tiles(64, 64, 64)
+    (a,) = detect_tiles(model, images, tiles)
+    (b,) = detect_tiles(model, images.astype(np.float32), tiles)
+    assert (
+        len(a) > 0 and np.array_equal(a.boxes_xyxy_px, b.boxes_xyxy_px) and np.array_equal(a.scores, b.scores)
+    )
+
+
+def test_tile_detector_takes_mixed_dtypes_and_reports_its_threads():
+    from pipeline.ray_stages import STATUS_NODATA, STATUS_OK, TileDetector, _row
+
+    tiles = _tiles(128, 64, 64)
+    u8 = np.zeros((3, 64, 64), np.uint8)
+    u8[0, 8:16, 8:16] = 255
+    u16 = np.zeros((3, 64, 64), np.uint16)
+    u16[1, 0:4, 0:6] = 255
+    rows = [_row(tiles[0], STATUS_OK, u8), _row(tiles[1], STATUS_OK, u16), _row(tiles[1], STATUS_NODATA)]
+    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    batch["status"] = batch["status"].astype(str)
+    threads = torch.get_num_threads()
+    try:
+        actor = TileDetector(StandinLoader(), Precision.AUTO, num_threads=2, use_gpu=False, num_channels=3)
+        out = actor(batch)
+    finally:
+        torch.set_num_threads(threads)
+    assert "torch_threads=2" in out["actor"][0]
+    assert "precision=" + resolve_precision("auto", "cpu").value in out["actor"][0]
+    assert out["detections"][2] == b""
+    assert np.frombuffer(out["detections"][0], np.float32).reshape(-1, 6)[:, :4].tolist() == [[8, 8, 16, 16]]
+    assert np.frombuffer(out["detections"][1], np.float32).reshape(-1, 6)[:, :4].tolist() == [[0, 0, 6, 4]]
+
+
+def test_prepared_model_is_channels_last_on_cpu_with_the_same_detections():
+    model = _busy_model()
+    images = (np.random.default_rng(2).random((1, 3, 64, 64)) * 255).astype(np.uint8)
+    tiles = _tiles(64, 64, 64)
+    (before,) = detect_tiles(model, images, tiles)
+    prepared = prepare_model(model, "cpu")
+    weight = prepared.backbone.body.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    (after,) = detect_tiles(prepared, images, tiles)
+    assert len(before) == len(after) > 0
+    assert np.allclose(before.boxes_xyxy_px, after.boxes_xyxy_px, atol=1e-2)
+    assert prepare_model(StandinLoader().load("cpu"), "cpu") is not None  # stand-ins pass through

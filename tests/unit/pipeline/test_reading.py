@@ -10,17 +10,15 @@ from pipeline.reading import ReadConfig, block_cache_mb, open_scene, read_footpr
 from pipeline.tiling import TilingConfig, tile_scene
 
 
-def test_edge_tile_is_padded_in_numpy(make_scene):
-    path = make_scene("a.tif", [(60, 60, 70, 70, 0)], width=70, height=70)
+def test_tile_of_a_scene_smaller_than_a_tile_is_padded_in_numpy(make_scene):
+    path = make_scene("a.tif", [(30, 40, 40, 50, 0)], width=40, height=50)
     info = open_scene(str(path), ReadConfig())
-    assert (info.width_px, info.height_px, info.count) == (70, 70, 3)
-    tiles = tile_scene(str(path), 70, 70, TilingConfig(tile_size_px=64, overlap_px=16))
-    reads = list(read_tiles(str(path), tiles, ReadConfig()))
-    last = reads[-1]
-    assert last.image.shape == (3, 64, 64)
-    # the object at scene (60..70) lies at tile (12..22) of the last tile (offset 48)
-    assert last.image[0, 12:22, 12:22].min() == 255
-    assert last.image[:, 22:, :].max() == 0 and last.image[:, :, 22:].max() == 0  # padding
+    assert (info.width_px, info.height_px, info.count) == (40, 50, 3)
+    tiles = tile_scene(str(path), 40, 50, TilingConfig(tile_size_px=64, overlap_px=16))
+    (read,) = list(read_tiles(str(path), tiles, ReadConfig()))
+    assert read.image.shape == (3, 64, 64) and read.image.dtype == np.uint8  # the scene's dtype
+    assert read.image[0, 40:50, 30:40].min() == 255
+    assert read.image[:, 50:, :].max() == 0 and read.image[:, :, 40:].max() == 0  # padding
 
 
 def test_all_nodata_tile_is_skipped(make_scene):
@@ -35,6 +33,7 @@ def test_uint16_and_band_selection(make_scene):
     tiles = tile_scene(str(path), 64, 64, TilingConfig(tile_size_px=64, overlap_px=0))
     (read,) = list(read_tiles(str(path), tiles, ReadConfig(bands=(4, 1))))
     assert read.image.shape == (2, 64, 64) and read.image[0, 0, 0] == 255 and read.image[1, 0, 0] == 0
+    assert read.image.dtype == np.uint16
 
 
 def test_no_crs_is_refused_with_assume_crs_hint(make_scene):
@@ -191,3 +190,31 @@ def test_fully_masked_tile_is_skipped(make_scene):
     tiles = tile_scene(str(path), 128, 64, TilingConfig(tile_size_px=64, overlap_px=0))
     reads = list(read_tiles(str(path), tiles, ReadConfig()))
     assert reads[0].image is None and reads[1].image is not None and reads[1].image[0, 10, 6] == 255
+
+
+def test_nodata_pixels_are_zero_in_the_scene_dtype(make_scene):
+    path = make_scene("nd2.tif", [(0, 0, 10, 10, 0)], width=64, height=64, nodata=7, fill=7)
+    tiles = tile_scene(str(path), 64, 64, TilingConfig(tile_size_px=64, overlap_px=0))
+    (read,) = list(read_tiles(str(path), tiles, ReadConfig()))
+    assert read.image.dtype == np.uint8
+    assert read.image[0, 0, 0] == 255 and read.image[:, 20:, 20:].max() == 0  # the 7s became 0
+
+
+def test_read_group_rows_carry_scene_dtype_bytes_and_no_pixels_for_nodata(make_scene, tmp_path):
+    import pickle
+
+    from pipeline.ray_stages import STATUS_ERROR, STATUS_NODATA, STATUS_OK, read_group, tile_pixels
+
+    path = make_scene("nd3.tif", [(0, 0, 10, 10, 0)], width=128, height=64, nodata=7, fill=7)
+    plan = tile_scene(str(path), 128, 64, TilingConfig(tile_size_px=64, overlap_px=0))
+    tiles = [plan[0], plan[1]]
+    rows = read_group({"tiles": pickle.dumps(tiles)}, ReadConfig())
+    assert [r["status"] for r in rows] == [STATUS_OK, STATUS_NODATA]
+    assert rows[0]["dtype"] == "uint8" and len(rows[0]["pixels"]) == 3 * 64 * 64  # 1 byte a sample
+    expected = next(read_tiles(str(path), tiles[:1], ReadConfig())).image
+    assert np.array_equal(tile_pixels(tiles[0], rows[0]["pixels"], rows[0]["dtype"], 3), expected)
+    assert rows[1]["pixels"] == b""
+    gone = tmp_path / "gone.tif"
+    bad = tile_scene(str(gone), 64, 64, TilingConfig(tile_size_px=64, overlap_px=0))
+    (row,) = read_group({"tiles": pickle.dumps([bad[0]])}, ReadConfig())
+    assert row["status"] == STATUS_ERROR and row["pixels"] == b"" and "gone.tif" in row["error"]
