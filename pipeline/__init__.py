@@ -36,6 +36,7 @@ _EXPORTS = {
     "ModelLoader": "pipeline.detection",
     "OutputError": "pipeline.errors",
     "PipelineError": "pipeline.errors",
+    "Precision": "pipeline.detection",
     "ReadConfig": "pipeline.reading",
     "SceneInfo": "pipeline.types",
     "SourceError": "pipeline.errors",
