@@ -20,6 +20,7 @@ Examples:
   $ aerialdet query out/ --label vehicle --min-score 0.5 --bbox 500000 4999000 500300 5000000
   $ aerialdet query out/ --bbox 15.0 45.1 15.01 45.11 --bbox-crs EPSG:4326 --format geojson -o cars.geojson
   $ aerialdet query out/ --sql "SELECT label, count(*) FROM detections GROUP BY label"
+  $ AWS_ENDPOINT_URL=http://127.0.0.1:9000 aerialdet query s3://bucket/out/ --bbox 500000 4999000 500300 5000000
 """
 
 TABLE_COLUMNS = ("label", "score", "scene", "xmin_px", "ymin_px", "xmax_px", "ymax_px")
@@ -132,7 +133,7 @@ def query_command(
     output: str | None,
     limit: int,
 ) -> None:
-    """Query the detections under PATH (an output directory, file or glob)."""
+    """Query the detections under PATH (an output directory, file, glob or s3://bucket/prefix)."""
     from pipeline.query import Filters, read_detections
     from pipeline.query import summary as summarise
 
@@ -177,7 +178,7 @@ def _one_scene(gdf: Any, scene: str) -> str:
 @min_score_option(0.3)
 @click.option("--max-size-px", default=1024, show_default=True, type=click.IntRange(min=64))
 def quicklook_command(path: str, scene: str, output: str, min_score: float, max_size_px: int) -> None:
-    r"""Draw the detections of one scene of PATH over a downsampled view of it.
+    r"""Draw the detections of one scene of PATH (a folder or s3://bucket/prefix) over a view of it.
 
     \b
     Example:

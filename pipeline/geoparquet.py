@@ -22,15 +22,16 @@ scene_crs          string                      the scene's own CRS (authority:co
 ``geometry_types`` ["Polygon"], CRS as PROJJSON, bbox and the ``bbox``
 covering.  Rows are Hilbert-ordered on box centres and written in row groups
 of ``row_group_size`` rows, so a bbox filter on the covering column skips most
-row groups of a large file.  Files are written to a temporary name in the
-same directory and renamed into place: a reader never sees a partial file.
+row groups of a large file.  ``encode_geoparquet`` makes a file's bytes;
+``write_geoparquet`` writes them to a temporary name in the same directory and
+renames it into place (``pipeline.storage``): a reader never sees a partial
+file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 from pyproj import CRS
+
+from pipeline.storage import LocalStore
 
 GEO_VERSION = "1.1.0"
 DEFAULT_ROW_GROUP_SIZE = 8192
@@ -204,29 +207,25 @@ def sort_spatially(table: pa.Table) -> pa.Table:
     return table.take(pa.array(order))
 
 
-def write_geoparquet(
-    path: str | os.PathLike[str],
+def encode_geoparquet(
     table: pa.Table,
     crs: CRS,
     *,
     row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     extra_metadata: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``table`` as one GeoParquet 1.1 file, atomically.
+) -> bytes:
+    """``table`` as the bytes of one GeoParquet 1.1 file (what ``write_geoparquet`` writes).
 
     Args:
-        path: destination ``.parquet`` file; its directory is created.
         table: rows with the contract's schema (``build_table``).
         crs: the CRS of ``geometry`` and ``bbox``.
         row_group_size: rows per row group (smaller = finer bbox pruning).
         extra_metadata: more key/value pairs for the file metadata
             (stored as JSON under ``aerialdet``).
 
-    Returns:
-        The path written.
+    Raises:
+        ValueError: the table's columns differ from the contract.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if table.schema.names != list(COLUMNS):
         raise ValueError(f"table columns {table.schema.names} differ from the contract {list(COLUMNS)}")
     table = sort_spatially(table)
@@ -235,19 +234,37 @@ def write_geoparquet(
     if extra_metadata:
         metadata[b"aerialdet"] = json.dumps(extra_metadata).encode()
     table = table.replace_schema_metadata(metadata)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=row_group_size,
-            compression="zstd",
-            write_statistics=True,
-        )
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=row_group_size, compression="zstd", write_statistics=True)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def write_geoparquet(
+    path: str | os.PathLike[str],
+    table: pa.Table,
+    crs: CRS,
+    *,
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    extra_metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``table`` as one local GeoParquet 1.1 file, atomically (replacing one that exists).
+
+    Scene outputs, which may go to S3 and are written once, go through
+    ``pipeline.output.write_scene_detections`` instead.
+
+    Args:
+        path: destination ``.parquet`` file; its directory is created.
+        table: rows with the contract's schema (``build_table``).
+        crs: the CRS of ``geometry`` and ``bbox``.
+        row_group_size: as for ``encode_geoparquet``.
+        extra_metadata: as for ``encode_geoparquet``.
+
+    Returns:
+        The path written.
+    """
+    target = Path(path)
+    data = encode_geoparquet(table, crs, row_group_size=row_group_size, extra_metadata=extra_metadata)
+    LocalStore(target.parent).write_bytes_once(target.name, data, replace=True)
     return target
 
 

@@ -1,5 +1,7 @@
 """Merged scene detections -> one GeoParquet file per scene under ``OUT/``.
 
+``OUT`` is a local folder or ``s3://bucket/prefix`` (``pipeline.storage``).
+
 File names are ``<scene stem>-<8 hex of the URI's sha1>.parquet`` so scenes
 with the same name in different folders or buckets never collide, and a
 re-run finds a scene's file again.  The URI is normalised first
@@ -8,9 +10,10 @@ one file.  The stem keeps letters, digits, ``.``, ``-`` and ``_`` (anything
 else becomes ``_``), never starts with ``.`` or ``_`` (``RESERVED_PREFIXES``:
 readers skip those names, which are temp files and run records), and is
 shortened so the name, and the temp name it is written under, fit in 255
-bytes.  A file exists only once complete
-(``geoparquet.write_geoparquet`` renames a temp file into place), so "the file
-exists" is "the scene is done".
+bytes.  A file exists only once complete and is written once
+(``storage.OutputStore.write_bytes_once``: a local temp file linked into
+place, or an S3 put with ``If-None-Match: *``), so "the file exists" is "the
+scene is done", and a second writer of the same scene never replaces it.
 """
 
 from __future__ import annotations
@@ -23,18 +26,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pyproj import CRS
 
-from pipeline.geoparquet import DetectionColumns, build_table, crs_label, write_geoparquet
+from pipeline.errors import OutputError
+from pipeline.geoparquet import DetectionColumns, build_table, crs_label, encode_geoparquet
 from pipeline.georef import boxes_to_geometry, scene_footprint
 from pipeline.sources import normalize_scene_uri
+from pipeline.storage import RESERVED_PREFIXES, LocalStore, OutputStore, open_store
 
 if TYPE_CHECKING:  # type names only: `pipeline.query` imports this module without loading torch
     from pipeline.merging import MergedBoxes
     from pipeline.types import SceneInfo
 
-RESERVED_PREFIXES: tuple[str, ...] = (".", "_")
-"""File names in an output folder that are not detections: temp files, ``_run.json``, ``_logs``."""
-
-# write_geoparquet writes `.<name>.<32 hex>.tmp` first (38 bytes more); both must stay <= 255 bytes
+# a local store writes `.<name>.<32 hex>.tmp` first (38 bytes more); both must stay <= 255 bytes
 MAX_NAME_BYTES = 200
 _NAME_SUFFIX_BYTES = len("-12345678.parquet")
 _UNSAFE_CHARACTERS = re.compile(r"[^\w.-]")
@@ -49,24 +51,44 @@ def _stem(scene_uri: str) -> str:
     return stem.encode()[:budget].decode(errors="ignore") or "scene"
 
 
+class OutputExistsError(OutputError, FileExistsError):
+    """A scene's output exists already and ``replace`` was not asked for: nothing was written."""
+
+
+def scene_output_name(scene_uri: str) -> str:
+    """The file name of a scene's detections in any output (folder or S3 prefix).
+
+    Args:
+        scene_uri: local path or ``s3://`` URI, as typed; it is normalised first.
+
+    Returns:
+        ``"<stem>-<8 hex of sha1(normalised URI)>.parquet"``: at most
+        ``MAX_NAME_BYTES`` bytes, never starting with a reserved prefix.
+
+    Example:
+        >>> scene_output_name("s3://bucket/tiles/_a.tif")
+        'a-5f0df505.parquet'
+    """
+    uri = normalize_scene_uri(scene_uri)
+    digest = hashlib.sha1(uri.encode()).hexdigest()[:8]
+    return f"{_stem(uri)}-{digest}.parquet"
+
+
 def scene_output_path(out_dir: str | Path, scene_uri: str) -> Path:
-    """Where a scene's detections go.
+    """Where a scene's detections go in a local output folder.
 
     Args:
         out_dir: the output folder.
         scene_uri: local path or ``s3://`` URI, as typed; it is normalised first.
 
     Returns:
-        ``out_dir / "<stem>-<8 hex of sha1(normalised URI)>.parquet"``: at most
-        ``MAX_NAME_BYTES`` bytes, never starting with a reserved prefix.
+        ``out_dir / scene_output_name(scene_uri)``.
 
     Example:
         >>> scene_output_path("out", "s3://bucket/tiles/_a.tif")
         PosixPath('out/a-5f0df505.parquet')
     """
-    uri = normalize_scene_uri(scene_uri)
-    digest = hashlib.sha1(uri.encode()).hexdigest()[:8]
-    return Path(out_dir) / f"{_stem(uri)}-{digest}.parquet"
+    return Path(out_dir) / scene_output_name(scene_uri)
 
 
 def choose_output_crs(scene_crs_wkts: list[str], to_crs: str | None) -> CRS:
@@ -114,7 +136,7 @@ def scene_columns(
 
 
 def write_scene_detections(
-    out_dir: str | Path,
+    out: str | Path | OutputStore,
     scene: SceneInfo,
     merged: MergedBoxes,
     *,
@@ -122,17 +144,33 @@ def write_scene_detections(
     out_crs: CRS,
     model_id: str,
     run_id: str,
-) -> Path:
-    """Georeference and write one scene's detections atomically.
+    replace: bool = True,
+) -> Path | str:
+    """Georeference and write one scene's detections, atomically and once.
+
+    Args:
+        out: output folder, ``s3://bucket/prefix``, or an open store.
+        scene: the scene's header.
+        merged: its merged boxes, scene px.
+        class_names: names indexed by label id.
+        out_crs: the dataset's CRS.
+        model_id: checkpoint id, written in each row.
+        run_id: this run's id, written in each row.
+        replace: replace an existing output (``--overwrite``); when False an
+            existing output is left as it is and ``OutputExistsError`` raised.
 
     Returns:
-        The file written (see ``scene_output_path``).
+        The file written: a ``Path`` in a local folder (``scene_output_path``),
+        else its ``s3://`` URI.
+
+    Raises:
+        OutputExistsError: ``replace`` is False and the scene's output exists.
+        OutputError: the write failed (after retries for S3), naming the file or key.
     """
     cols = scene_columns(
         scene, merged, class_names=class_names, out_crs=out_crs, model_id=model_id, run_id=run_id
     )
-    return write_geoparquet(
-        scene_output_path(out_dir, scene.uri),
+    data = encode_geoparquet(
         build_table(cols),
         out_crs,
         extra_metadata={
@@ -146,3 +184,8 @@ def write_scene_detections(
             ).wkt,
         },
     )
+    store = out if isinstance(out, OutputStore) else open_store(out)
+    name = scene_output_name(scene.uri)
+    if not store.write_bytes_once(name, data, replace=replace):
+        raise OutputExistsError(f"{store.uri(name)}: exists already (written by another run); left as it is")
+    return store.path(name) if isinstance(store, LocalStore) else store.uri(name)

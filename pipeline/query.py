@@ -12,6 +12,16 @@ of DuckDB's relational API: each value is a ``ConstantExpression`` and the
 file list is a Python list given to ``read_parquet`` (each path glob-escaped,
 since DuckDB expands every path as a glob).  Only SQL that the caller writes
 (``run_sql``'s ``sql``, ``read_detections``' ``where``) is parsed as SQL.
+
+An ``s3://bucket/prefix`` output (or one ``s3://.../x.parquet`` file) is read
+through pyarrow's S3 filesystem (``storage.s3_arrow_filesystem``: the
+endpoint of ``AWS_ENDPOINT_URL``, retries with backoff), since DuckDB's
+httpfs extension would have to be downloaded.  The files become a
+``pyarrow.dataset`` registered with DuckDB and the geometry is decoded from
+WKB, so the ``detections`` view, the filters (still DuckDB expressions) and
+the results are the same as for a local folder; DuckDB pushes the column
+and ``bbox`` filters into the Arrow scan.  Local files keep DuckDB's own
+Parquet reader and its row-group pruning.
 """
 
 from __future__ import annotations
@@ -31,7 +41,11 @@ from pyproj import CRS, Transformer
 from pipeline.errors import OutputError
 from pipeline.geoparquet import read_geo_metadata
 from pipeline.output import RESERVED_PREFIXES
-from pipeline.sources import expand_glob, is_glob, normalize_scene_uri
+from pipeline.sources import expand_glob, is_glob, is_s3_uri, normalize_scene_uri
+from pipeline.storage import open_store, s3_arrow_filesystem
+
+ARROW_SOURCE = "aerialdet_files"
+"""Name under which an S3 dataset's Arrow scan is registered with DuckDB (the view reads it)."""
 
 
 class QueryError(OutputError, ValueError):
@@ -61,19 +75,41 @@ def connect() -> Any:
     return con
 
 
-def dataset_files(path: str | Path) -> list[str]:
-    """The GeoParquet files of an output: a directory, a file or a glob.
+def _s3_files(uri: str) -> list[str]:
+    """``s3://bucket/prefix``'s detection files (or the one ``.parquet`` object named)."""
+    from pipeline.errors import OutputError
 
-    A directory's files are its ``*.parquet`` whose names do not start with
-    ``.`` or ``_`` (temp files and run records, ``output.RESERVED_PREFIXES``).
-    An existing file or directory is taken as named even when its name holds
-    glob characters (``what?.parquet``).
+    uri = "s3://" + uri[5:]
+    try:
+        store = open_store(uri)
+        if uri.endswith(".parquet"):
+            parent, _, name = uri.rpartition("/")
+            if open_store(parent).exists(name):
+                return [uri]
+        return [store.uri(name) for name in store.list_parquet()]
+    except OutputError as exc:
+        raise QueryError(str(exc)) from exc
+
+
+def dataset_files(path: str | Path) -> list[str]:
+    """The GeoParquet files of an output: a directory, a file, a glob or ``s3://bucket/prefix``.
+
+    A directory's (or prefix's) files are its ``*.parquet`` whose names do not
+    start with ``.`` or ``_`` (temp files and run records,
+    ``output.RESERVED_PREFIXES``); an S3 prefix is listed one level deep, like
+    a directory.  An existing file or directory is taken as named even when
+    its name holds glob characters (``what?.parquet``).
+
+    Returns:
+        Local paths, or ``s3://`` URIs for an S3 output.
 
     Raises:
-        QueryError: when the path holds no detection files.
+        QueryError: when the path holds no detection files, or an S3 prefix cannot be listed.
     """
     p = str(path)
-    if Path(p).is_dir():
+    if is_s3_uri(p):
+        files = _s3_files(p)
+    elif Path(p).is_dir():
         files = sorted(str(f) for f in Path(p).glob("*.parquet") if not f.name.startswith(RESERVED_PREFIXES))
     elif Path(p).is_file():
         files = [p]
@@ -88,12 +124,36 @@ def dataset_files(path: str | Path) -> list[str]:
     return files
 
 
+def file_metadata(uri: str) -> dict[bytes, bytes]:
+    """The key/value metadata of a Parquet file, local or ``s3://`` (``geo``, ``aerialdet``).
+
+    Raises:
+        OSError: the file cannot be read (after retries for S3).
+    """
+    import pyarrow.parquet as pq
+
+    if is_s3_uri(uri):
+        return dict(pq.read_schema(uri[5:], filesystem=s3_arrow_filesystem()).metadata or {})
+    return dict(pq.read_schema(uri).metadata or {})
+
+
+def _geo_metadata(uri: str) -> dict[str, Any]:
+    import json
+
+    if not is_s3_uri(uri):
+        return read_geo_metadata(uri)
+    meta = file_metadata(uri)
+    if b"geo" not in meta:
+        raise ValueError(f"{uri}: no 'geo' metadata; not a GeoParquet file")
+    return dict(json.loads(meta[b"geo"]))
+
+
 def dataset_crs(files: list[str]) -> CRS:
     """The one CRS of a dataset (every file must share it)."""
     crss = set()
     for f in files:
         try:
-            meta = read_geo_metadata(f)
+            meta = _geo_metadata(f)
         except Exception as exc:
             raise QueryError(f"{f}: not a GeoParquet file ({exc})") from exc
         col = meta["columns"][meta["primary_column"]]
@@ -240,14 +300,29 @@ def open_view(path: str | Path, f: Filters = Filters()) -> tuple[Any, CRS]:
     condition = filter_expression(crs, f)
     con = connect()
     try:
-        # a list argument, never SQL text; escaped because DuckDB globs each path (`a[1].parquet`)
-        relation = con.read_parquet([globmod.escape(x) for x in files])
+        if is_s3_uri(files[0]):
+            relation = _s3_relation(con, files)
+        else:
+            # a list argument, never SQL text; escaped because DuckDB globs each path (`a[1].parquet`)
+            relation = con.read_parquet([globmod.escape(x) for x in files])
         if condition is not None:
             relation = relation.filter(condition)
         relation.create_view("detections")
     except duckdb.Error as exc:
         raise QueryError(_one_line(exc)) from exc
     return con, crs
+
+
+def _s3_relation(con: Any, files: list[str]) -> Any:
+    """The S3 files as a DuckDB relation over a registered Arrow dataset, geometry decoded from WKB."""
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset([f[5:] for f in files], format="parquet", filesystem=s3_arrow_filesystem())
+    except OSError as exc:
+        raise QueryError(f"cannot read {files[0].rpartition('/')[0]}/: {_one_line(exc)}") from exc
+    con.register(ARROW_SOURCE, dataset)  # the connection keeps the dataset alive
+    return con.table(ARROW_SOURCE).project("* REPLACE (ST_GeomFromWKB(geometry) AS geometry)")
 
 
 def _one_line(exc: Exception) -> str:
@@ -261,7 +336,7 @@ def run_sql(path: str | Path, sql: str, f: Filters = Filters()) -> Any:
     con, _ = open_view(path, f)
     try:
         return con.execute(sql).to_arrow_table()
-    except duckdb.Error as exc:
+    except (duckdb.Error, OSError) as exc:
         raise QueryError(_one_line(exc)) from exc
 
 
@@ -289,7 +364,7 @@ def read_table(path: str | Path, f: Filters = Filters(), *, where: str | None = 
         if where:
             relation = relation.filter(where)  # parsed as one expression: no second statement
         table = relation.project("* REPLACE (ST_AsWKB(geometry) AS geometry)").to_arrow_table()
-    except duckdb.Error as exc:
+    except (duckdb.Error, OSError) as exc:
         raise QueryError(_one_line(exc)) from exc
     return table, crs
 
