@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -112,15 +111,15 @@ def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
     _check_source(source)
     loader = _model_loader(model)
     job = _build_job(source, out_dir, loader, opts)
-    _check_writable(Path(out_dir))
+    _check_writable(out_dir)
     if getattr(loader, "note", None):
         click.echo(loader.note, err=True)
-    with ray_session(opts["address"], Path(out_dir) / LOG_DIR, verbose=opts["verbose"]):
+    with ray_session(opts["address"], _log_dir(out_dir), verbose=opts["verbose"]):
         try:
             report = run_detect(job, log=lambda m: click.echo(m, err=True))
         except PipelineError as exc:
             raise UserError(str(exc)) from None
-    _summarise(report, Path(out_dir))
+    _summarise(report, out_dir)
     if report.num_failed:
         sys.exit(1)
 
@@ -220,29 +219,41 @@ def _precision(opts: dict[str, Any]) -> Any:
     return precision
 
 
-def _check_writable(out: Path) -> None:
-    """Create ``out`` and prove a file can be written there, before any Ray start."""
+def _check_writable(out: str) -> None:
+    """Prove a file can be written to ``out`` (a folder, created, or s3://bucket/prefix), before any Ray start."""
+    from pipeline.errors import OutputError
+    from pipeline.storage import open_store
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+        open_store(out).check_writable()
+    except OutputError as exc:
         raise click.BadParameter(
-            f"cannot write to {str(out)!r} ({reason}); choose a directory you can write to",
+            f"{exc}; choose a directory or bucket you can write to",
             param_hint="--out",
         ) from None
 
 
-def _summarise(report: Any, out: Path) -> None:
+def _log_dir(out: str) -> Path:
+    """Where Ray's logs go: ``OUT/_logs``, or a local temporary folder when OUT is in S3."""
+    from pipeline.sources import is_s3_uri
+
+    if is_s3_uri(out):
+        return Path(tempfile.mkdtemp(prefix="aerialdet-logs-"))
+    return Path(out) / LOG_DIR
+
+
+def _summarise(report: Any, out: str) -> None:
+    from pipeline.report import REPORT_FILE
+    from pipeline.storage import open_store
+
     counts = report.counts()
     summary = report.to_json()
-    (out / "_config.json").write_text(json.dumps(summary["config"], indent=2))
+    store = open_store(out)
+    store.write_text("_config.json", json.dumps(summary["config"], indent=2))
     click.echo(
         f"{counts['done']} scene(s) done, {counts['exists']} already done, {counts['failed']} failed, "
         f"{counts['skipped']} skipped; {summary['num_detections']} detections, "
-        f"{summary['tiles_per_s']} tiles/s; report: {out / '_run.json'}"
+        f"{summary['tiles_per_s']} tiles/s; report: {store.uri(REPORT_FILE)}"
     )
 
 

@@ -40,13 +40,15 @@ from typing import Any
 import numpy as np
 from pyproj import CRS
 
+from pipeline.claims import DEFAULT_LEASE_S, release, renew, try_claim
 from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
 from pipeline.merging import MergeConfig, merge_scene
-from pipeline.output import choose_output_crs, scene_output_path, write_scene_detections
+from pipeline.output import OutputExistsError, choose_output_crs, scene_output_name, write_scene_detections
 from pipeline.reading import ReadConfig, open_scene, read_tiles
 from pipeline.report import RunReport, SceneReport, new_run_id
 from pipeline.sources import list_scenes
+from pipeline.storage import OutputStore, open_store
 from pipeline.tiling import TilingConfig, check_scene_size, group_tile_rows, tile_scene
 from pipeline.types import Batch, SceneInfo, TileDetections, TileSpec
 
@@ -209,8 +211,9 @@ class TileDetector:
         self.model = prepare_model(loader.load(self.device), self.device)
         self.precision = resolve_precision(precision, self.device)
         self.num_channels = num_channels
+        self.node_id, self.actor_id = _where_am_i()
         # what this actor really runs with: the driver puts it in the run report
-        self.about = f"pid={os.getpid()} device={self.device} torch_threads={torch.get_num_threads()} precision={self.precision.value}"
+        self.about = f"node={self.node_id[:12]} pid={os.getpid()} device={self.device} torch_threads={torch.get_num_threads()} precision={self.precision.value}"
 
     def __call__(self, batch: Batch) -> Batch:
         """Detect on the ``ok`` rows; pass ``nodata``/``error`` rows through."""
@@ -238,7 +241,19 @@ class TileDetector:
             "error": batch["error"],
             "detections": packed,
             "actor": np.full(len(statuses), self.about),
+            "node_id": np.full(len(statuses), self.node_id),
+            "actor_id": np.full(len(statuses), self.actor_id),
         }
+
+
+def _where_am_i() -> tuple[str, str]:
+    """(node id, actor id) of this process in Ray; ``("local", "")`` outside Ray (unit tests)."""
+    import ray
+
+    if not ray.is_initialized():
+        return "local", ""
+    ctx = ray.get_runtime_context()
+    return ctx.get_node_id(), ctx.get_actor_id() or ""
 
 
 def actor_resources(cfg: DetectConfig, nodes: list[dict[str, Any]]) -> tuple[int, float, float]:
@@ -302,6 +317,8 @@ class _SceneTally:
     nodata: int = 0
     error: str | None = None
     started: float = field(default_factory=time.time)
+    tiles_by_node: dict[str, int] = field(default_factory=dict)
+    actor_ids: set[str] = field(default_factory=set)
 
     @property
     def complete(self) -> bool:
@@ -324,26 +341,47 @@ def _new_report(job: DetectJob) -> RunReport:
     )
 
 
-def _scenes_to_do(job: DetectJob, report: RunReport, log: Log) -> dict[str, SceneInfo]:
-    """List the source, skip scenes already done, open the rest's headers."""
+def _scenes_to_do(job: DetectJob, store: OutputStore, report: RunReport, log: Log) -> dict[str, SceneInfo]:
+    """List the source, skip scenes done or claimed by a live run, claim and open the rest."""
     listing = list_scenes(job.source)
+    report.num_listed = len(listing.scenes) + len(listing.skipped)
     for uri, reason in listing.skipped:
         report.add(SceneReport(uri, "skipped", error=f"{uri}: {reason}"))
-    todo = []
-    for uri in listing.scenes:
-        existing = scene_output_path(job.out_dir, uri)
-        if existing.exists() and not job.overwrite:
-            report.add(SceneReport(uri, "exists", output=str(existing)))
-        else:
-            todo.append(uri)
+    todo = [uri for uri in listing.scenes if not _done_or_held(job, store, report, uri)]
     scenes: dict[str, SceneInfo] = {}
     for uri, header in zip(todo, _open_headers(todo, job.read, job.tiling)):
         if isinstance(header, str):
             report.add(SceneReport(uri, "failed", error=header))
+            release(store, scene_output_name(uri), report.run_id)
             log(f"FAILED {header}")
         else:
             scenes[uri] = header
     return scenes
+
+
+def _done_or_held(job: DetectJob, store: OutputStore, report: RunReport, uri: str) -> bool:
+    """Record ``uri`` as ``exists`` or as held by another live run; else claim it for this run."""
+    name = scene_output_name(uri)
+    if not job.overwrite and store.exists(name):
+        report.add(SceneReport(uri, "exists", output=store.uri(name)))
+        return True
+    held = try_claim(store, name, report.run_id)
+    if held is not None:
+        until = time.strftime("%H:%M:%S", time.localtime(held.expires_at))
+        report.add(
+            SceneReport(
+                uri,
+                "skipped",
+                error=f"{uri}: run {held.run_id} (pid {held.pid} on {held.host}) is processing it "
+                f"(claim valid until {until}); re-run this command later to pick up what it leaves",
+            )
+        )
+        return True
+    if not job.overwrite and store.exists(name):  # finished by another run while we looked
+        release(store, name, report.run_id)
+        report.add(SceneReport(uri, "exists", output=store.uri(name)))
+        return True
+    return False
 
 
 def _check_bands(job: DetectJob) -> None:
@@ -367,19 +405,21 @@ def run_detect(job: DetectJob, *, log: Log = print) -> RunReport:
         says whether any scene failed.
     """
     _check_bands(job)
+    store = open_store(job.out_dir)
     report = _new_report(job)
-    scenes = _scenes_to_do(job, report, log)
+    scenes = _scenes_to_do(job, store, report, log)
     out_crs = choose_output_crs([s.crs_wkt for s in scenes.values()], job.to_crs) if scenes else None
     report.crs = out_crs.to_string() if out_crs else None
-    report.write(job.out_dir)
+    report.write(store)
     if scenes:
         assert out_crs is not None
         try:
-            _detect_scenes(job, scenes, out_crs, report, log)
+            _detect_scenes(job, store, scenes, out_crs, report, log)
         except Exception as exc:  # the run itself broke (e.g. no model actor could start)
-            _abort(report, scenes, f"run aborted: {_first_line(exc)}", log)
-    report.finished_at = time.time()
-    report.write(job.out_dir)
+            _abort(store, report, scenes, f"run aborted: {_first_line(exc)}", log)
+    report.finish()
+    report.storage_retries = store.retries
+    report.write(store)
     return report
 
 
@@ -392,12 +432,15 @@ def _first_line(exc: BaseException) -> str:
     return (causes[-1] if causes else next((line for line in lines if line), ""))[:500]
 
 
-def _abort(report: RunReport, scenes: dict[str, SceneInfo], reason: str, log: Log) -> None:
+def _abort(
+    store: OutputStore, report: RunReport, scenes: dict[str, SceneInfo], reason: str, log: Log
+) -> None:
     """Mark every scene the run did not finish as failed with ``reason``."""
     log(f"FAILED {reason}")
     for uri in scenes:
         if uri not in report.scenes:
             report.add(SceneReport(uri, "failed", error=f"{uri}: {reason}"))
+            release(store, scene_output_name(uri), report.run_id)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -407,7 +450,12 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def _detect_scenes(
-    job: DetectJob, scenes: dict[str, SceneInfo], out_crs: CRS, report: RunReport, log: Log
+    job: DetectJob,
+    store: OutputStore,
+    scenes: dict[str, SceneInfo],
+    out_crs: CRS,
+    report: RunReport,
+    log: Log,
 ) -> None:
     """Stream every tile of ``scenes`` through the model; finish each scene as its last tile returns."""
     tallies = {
@@ -422,21 +470,42 @@ def _detect_scenes(
     if not groups:
         return
     bar = _progress(sum(len(t.tiles) for t in tallies.values()), job.progress)
-    done = 0
+    done, renewed = 0, time.time()
     actors = report.config.setdefault("model_actors", [])
     for batch in _iter_results(groups, job, len(job.read.bands)):
         actors.extend(sorted(set(map(str, batch["actor"])) - set(actors)))
-        for uri, index, status, error, packed in zip(
-            batch["scene_uri"], batch["tile_index"], batch["status"], batch["error"], batch["detections"]
+        renewed = _renew_claims(store, tallies, report.run_id, renewed)
+        for uri, index, status, error, packed, node, actor in zip(
+            batch["scene_uri"],
+            batch["tile_index"],
+            batch["status"],
+            batch["error"],
+            batch["detections"],
+            batch["node_id"],
+            batch["actor_id"],
         ):
             tally = tallies[str(uri)]
             _receive(tally, int(index), str(status), str(error), bytes(packed))
+            if str(status) == STATUS_OK:  # inferred by this node's actor
+                tally.tiles_by_node[str(node)] = tally.tiles_by_node.get(str(node), 0) + 1
+                tally.actor_ids.add(str(actor))
             bar.update(1)
             if tally.complete:
                 done += 1
-                _finish_scene(job, report, tallies.pop(str(uri)), out_crs, bar.write if job.progress else log)
+                _finish_scene(
+                    job, store, report, tallies.pop(str(uri)), out_crs, bar.write if job.progress else log
+                )
                 bar.set_postfix_str(f"scenes {done}/{len(scenes)}")
     bar.close()
+
+
+def _renew_claims(store: OutputStore, tallies: dict[str, Any], run_id: str, renewed: float) -> float:
+    """Renew the claims of the scenes still in flight every third of a lease; returns the last renewal."""
+    if time.time() - renewed < DEFAULT_LEASE_S / 3:
+        return renewed
+    for uri in tallies:
+        renew(store, scene_output_name(uri), run_id)
+    return time.time()
 
 
 def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: bytes) -> None:
@@ -449,29 +518,46 @@ def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: by
         tally.received.append(unpack_detections(tally.tiles[index], packed))
 
 
-def _finish_scene(job: DetectJob, report: RunReport, tally: _SceneTally, out_crs: CRS, log: Log) -> None:
+def _finish_scene(
+    job: DetectJob, store: OutputStore, report: RunReport, tally: _SceneTally, out_crs: CRS, log: Log
+) -> None:
     """Merge, georeference and write one scene; record its line in the report."""
     scene = tally.scene
-    line = SceneReport(scene.uri, "failed", num_tiles=len(tally.tiles), num_tiles_skipped_nodata=tally.nodata)
+    line = SceneReport(
+        scene.uri,
+        "failed",
+        num_tiles=len(tally.tiles),
+        num_tiles_skipped_nodata=tally.nodata,
+        tiles_by_node=dict(sorted(tally.tiles_by_node.items())),
+        actor_ids=sorted(tally.actor_ids),
+    )
     if tally.error is not None:
         line.error = tally.error
     else:
         try:
             merged = merge_scene(tally.received, job.merge)
             path = write_scene_detections(
-                job.out_dir,
+                store,
                 scene,
                 merged,
                 class_names=job.model.info.class_names,
                 out_crs=out_crs,
                 model_id=job.model.info.model_id,
                 run_id=report.run_id,
+                replace=job.overwrite,
             )
             line.status, line.output, line.num_detections = "done", str(path), len(merged)
+        except OutputExistsError:  # another run wrote it since the listing: theirs stays
+            line.status, line.output = "exists", store.uri(scene_output_name(scene.uri))
         except Exception as exc:
             line.error = f"{scene.uri}: merging/writing failed: {type(exc).__name__}: {exc}"
     if line.error:
         log(f"FAILED {line.error}")
     line.seconds = round(time.time() - tally.started, 3)
     report.add(line)
-    report.write(job.out_dir)
+    report.storage_retries = store.retries
+    try:
+        release(store, scene_output_name(scene.uri), report.run_id)
+        report.write(store)
+    except Exception as exc:  # the scene is written; the next report write (or the final one) records it
+        log(f"WARNING {scene.uri}: cannot update the run report: {type(exc).__name__}: {exc}")

@@ -147,10 +147,6 @@ def test_scene_whose_write_keeps_failing_fails_alone_with_the_reason(ray_cluster
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs ray_stages integration: RunReport.storage_retries = store.retries (one store per run)",
-)
 def test_detect_report_counts_storage_retries(ray_cluster, bucket, flaky, tmp_path):
     source = _scenes(tmp_path / "in", 2)
     # every scene's first PUT fails and its second gets through: exactly one retry per scene

@@ -178,11 +178,6 @@ def test_detect_across_nodes_equals_single_node(cluster, scenes, reference, tmp_
     assert_same_detections(tmp_path / "out", reference)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs ray_stages integration: TileDetector rows carry the actor's node id and actor id; "
-    "_finish_scene fills SceneReport.tiles_by_node / actor_ids",
-)
 def test_tiles_inferred_on_more_than_one_node(cluster, scenes, tmp_path):
     _ensure_two_workers(cluster)
     run_detect(_job(scenes, tmp_path / "out", SlowLoader(delay_s=0.05)), log=lambda m: None)

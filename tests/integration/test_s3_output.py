@@ -171,11 +171,6 @@ def _two_scenes(folder):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs ray_stages integration: _scenes_to_do asks store.exists(scene_output_name(uri)) "
-    "instead of scene_output_path(...).exists()",
-)
 def test_detect_rerun_to_s3_skips_scenes_already_written(ray_cluster, bucket, tmp_path):
     from pipeline.ray_stages import DetectJob, run_detect
     from pipeline.standin import StandinLoader
@@ -195,9 +190,6 @@ def test_detect_rerun_to_s3_skips_scenes_already_written(ray_cluster, bucket, tm
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True, reason="needs jobs/detect integration: --out s3://... (no local mkdir, store.check_writable)"
-)
 def test_cli_detect_bucket_to_bucket_then_query(ray_cluster, bucket, tmp_path, monkeypatch):
     from tests.integration.conftest import standin_detect_args
 

@@ -1,0 +1,117 @@
+"""Scene claims: concurrent or restarted drivers on one output share the work instead of repeating it.
+
+Before a run works on a scene it writes ``_claim.<output name>.json`` in the
+output store, once (``OutputStore.write_bytes_once``: a hard link locally,
+``If-None-Match: *`` on S3), holding its run id, host, pid and a lease
+expiry.  A second driver that finds a live claim of another run leaves the
+scene to it.  A claim is taken over when its lease has expired, or at once
+when its driver ran on this host and is gone (a killed driver re-run on the
+same machine resumes without waiting).  The driver renews its claims while
+the run goes on and releases each one (an expired claim) when the scene is
+written.
+
+Claims make double work rare, not impossible (two drivers taking over the
+same expired claim at once both do the scene); the output stays exactly
+once because each scene's file is written once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+
+from pipeline.storage import OutputStore
+
+CLAIM_PREFIX = "_claim."
+DEFAULT_LEASE_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who works on a scene, until when.
+
+    Attributes:
+        run_id: the claiming run.
+        host: its driver's host name.
+        pid: its driver's process id.
+        expires_at: UNIX time after which anyone may take the scene over.
+    """
+
+    run_id: str
+    host: str
+    pid: int
+    expires_at: float
+
+    def is_live(self, now: float) -> bool:
+        """Unexpired, and (when it was made on this host) its driver still runs."""
+        if now >= self.expires_at:
+            return False
+        if self.host == socket.gethostname():
+            return _pid_alive(self.pid)
+        return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def claim_name(output_name: str) -> str:
+    """The claim file of a scene whose detections are ``output_name``."""
+    return f"{CLAIM_PREFIX}{output_name}.json"
+
+
+def _encode(claim: Claim) -> bytes:
+    return json.dumps(asdict(claim)).encode()
+
+
+def read_claim(store: OutputStore, output_name: str) -> Claim | None:
+    """The claim on a scene, or None when there is none or it cannot be parsed (treated as expired)."""
+    name = claim_name(output_name)
+    if not store.exists(name):
+        return None
+    try:
+        data = json.loads(store.read_bytes(name))
+        return Claim(str(data["run_id"]), str(data["host"]), int(data["pid"]), float(data["expires_at"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def try_claim(
+    store: OutputStore, output_name: str, run_id: str, *, lease_s: float = DEFAULT_LEASE_S
+) -> Claim | None:
+    """Claim a scene for ``run_id``.
+
+    Returns:
+        None when the claim is this run's now; else the live claim of the
+        run that holds the scene.
+    """
+    now = time.time()
+    mine = Claim(run_id, socket.gethostname(), os.getpid(), now + lease_s)
+    if store.write_bytes_once(claim_name(output_name), _encode(mine)):
+        return None
+    held = read_claim(store, output_name)
+    if held is not None and held.run_id != run_id and held.is_live(now):
+        return held
+    store.write_bytes_once(claim_name(output_name), _encode(mine), replace=True)  # expired, dead or ours
+    return None
+
+
+def renew(store: OutputStore, output_name: str, run_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+    """Extend this run's claim on a scene by ``lease_s`` from now."""
+    claim = Claim(run_id, socket.gethostname(), os.getpid(), time.time() + lease_s)
+    store.write_bytes_once(claim_name(output_name), _encode(claim), replace=True)
+
+
+def release(store: OutputStore, output_name: str, run_id: str) -> None:
+    """Give a scene up (written, or failed): its claim expires now."""
+    claim = Claim(run_id, socket.gethostname(), os.getpid(), 0.0)
+    store.write_bytes_once(claim_name(output_name), _encode(claim), replace=True)
