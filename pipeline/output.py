@@ -29,6 +29,7 @@ from pyproj import CRS
 from pipeline.errors import OutputError
 from pipeline.geoparquet import DetectionColumns, build_table, crs_label, encode_geoparquet
 from pipeline.georef import boxes_to_geometry, scene_footprint
+from pipeline.manifest import record
 from pipeline.sources import normalize_scene_uri
 from pipeline.storage import RESERVED_PREFIXES, LocalStore, OutputStore, open_store
 
@@ -146,7 +147,7 @@ def write_scene_detections(
     run_id: str,
     replace: bool = True,
 ) -> Path | str:
-    """Georeference and write one scene's detections, atomically and once.
+    """Georeference and write one scene's detections, atomically and once, and its manifest entry.
 
     Args:
         out: output folder, ``s3://bucket/prefix``, or an open store.
@@ -188,4 +189,5 @@ def write_scene_detections(
     name = scene_output_name(scene.uri)
     if not store.write_bytes_once(name, data, replace=replace):
         raise OutputExistsError(f"{store.uri(name)}: exists already (written by another run); left as it is")
+    record(store, name, data, scene=scene.uri, run_id=run_id, model_id=model_id, num_detections=len(merged))
     return store.path(name) if isinstance(store, LocalStore) else store.uri(name)

@@ -40,6 +40,7 @@ from pyproj import CRS, Transformer
 
 from pipeline.errors import OutputError
 from pipeline.geoparquet import read_geo_metadata
+from pipeline.manifest import read_manifest
 from pipeline.output import RESERVED_PREFIXES
 from pipeline.sources import expand_glob, is_glob, is_s3_uri, normalize_scene_uri
 from pipeline.storage import open_store, s3_arrow_filesystem
@@ -407,6 +408,18 @@ def read_detections(
     return gpd.GeoDataFrame(df, geometry=geoms, crs=crs)
 
 
+def _dataset_record(path: str | Path) -> dict[str, Any]:
+    """The runs that made an output folder or prefix, from its manifest (``pipeline.manifest``)."""
+    text = str(path)
+    if not (is_s3_uri(text) or Path(text).is_dir()):
+        return {}
+    manifest = read_manifest(text)
+    return {
+        "runs": manifest["runs"],
+        "files_without_manifest_entry": manifest["files_without_entry"],
+    }
+
+
 def summary(path: str | Path, f: Filters = Filters()) -> dict[str, Any]:
     """Counts per scene and class, a score histogram, and the area covered."""
     con, crs = open_view(path, f)
@@ -421,6 +434,7 @@ def summary(path: str | Path, f: Filters = Filters()) -> dict[str, Any]:
     ).fetchone()
     union_area = con.execute("SELECT sum(ST_Area(geometry)) FROM detections").fetchone()[0]
     return {
+        **_dataset_record(path),
         "crs": crs.to_string(),
         "num_detections": int(ext[4]),
         "extent": list(ext[:4]) if ext[4] else None,

@@ -131,8 +131,12 @@ class OutputStore(ABC):
         """
 
     @abstractmethod
+    def list_names(self, prefix: str = "") -> list[str]:
+        """Names of the files directly in the store that start with ``prefix``, sorted."""
+
     def list_parquet(self) -> list[str]:
         """Names of the detection files directly in the store, sorted (``is_detection_name``)."""
+        return [name for name in self.list_names() if is_detection_name(name)]
 
     @abstractmethod
     def check_writable(self) -> None:
@@ -211,10 +215,10 @@ class LocalStore(OutputStore):
         except OSError as exc:
             raise OutputError(f"{self.path(name)}: cannot read ({exc.strerror or exc})") from exc
 
-    def list_parquet(self) -> list[str]:  # noqa: D102
+    def list_names(self, prefix: str = "") -> list[str]:  # noqa: D102
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if is_detection_name(p.name) and p.is_file())
+        return sorted(p.name for p in self.root.iterdir() if p.name.startswith(prefix) and p.is_file())
 
     def check_writable(self) -> None:  # noqa: D102
         try:
@@ -345,14 +349,14 @@ class S3Store(OutputStore):
         except ClientError as exc:
             raise OutputError(self._failed("get_object", name, exc)) from exc
 
-    def list_parquet(self) -> list[str]:  # noqa: D102
+    def list_names(self, prefix: str = "") -> list[str]:  # noqa: D102
         from botocore.exceptions import BotoCoreError, ClientError
 
         start = f"{self.prefix}/" if self.prefix else ""
         names: list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=start, Delimiter="/"
+                Bucket=self.bucket, Prefix=start + prefix, Delimiter="/"
             )
             for page in pages:
                 self.retries += int(page.get("ResponseMetadata", {}).get("RetryAttempts", 0))
@@ -362,7 +366,7 @@ class S3Store(OutputStore):
                 f"{self.location}: cannot list ({_error_summary(exc)}); "
                 "check the S3 endpoint, the bucket name and credentials"
             ) from exc
-        return sorted(n for n in names if is_detection_name(n))
+        return sorted(names)
 
     def check_writable(self) -> None:  # noqa: D102
         from botocore.exceptions import ClientError
