@@ -30,6 +30,7 @@ import rasterio
 import shapely
 from pyproj import CRS
 from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
 
 from pipeline.errors import InvalidSceneError, TileReadError
 from pipeline.georef import scene_footprint
@@ -160,6 +161,11 @@ def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> 
             f"{uri}: scene has {src.count} band(s) but bands {config.bands} were asked for; "
             f"pass --bands with indexes 1..{src.count} (e.g. --bands {','.join(['1'] * len(config.bands))})"
         )
+    if src.transform.is_identity:  # GDAL's default when a file has no geotransform
+        raise InvalidSceneError(
+            f"{uri}: scene has no geotransform (its pixels have no ground position), so detections "
+            "cannot be georeferenced; georeference it first (e.g. gdal_translate -a_ullr or gdalwarp with GCPs)"
+        )
     if src.transform.is_degenerate:
         raise InvalidSceneError(f"{uri}: affine transform {tuple(src.transform)[:6]} is not invertible")
     return SceneInfo(
@@ -209,16 +215,29 @@ class TileRead:
     image: np.ndarray | None
 
 
+def _nodata_mask(src: rasterio.io.DatasetReader, data: np.ndarray, window: Window) -> np.ndarray | None:
+    """Pixels with no value, ``[H, W]`` bool, or None when a scene cannot have any.
+
+    A pixel has no value when all its bands equal ``nodata``, when it is NaN
+    in every band (float scenes, with or without a declared nodata), or when a
+    per-dataset/alpha mask masks it.
+    """
+    masks = []
+    if np.issubdtype(data.dtype, np.floating):
+        masks.append(np.isnan(data).all(axis=0))
+    if src.nodata is not None and not np.isnan(src.nodata):
+        masks.append(np.all(data == src.nodata, axis=0))
+    elif src.nodata is None and _has_mask(src):
+        masks.append(src.dataset_mask(window=window) == 0)
+    return np.logical_or.reduce(masks) if masks else None
+
+
 def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig) -> TileRead:
     """Read one tile from an open dataset with a clamped window, pad in numpy (scene dtype kept)."""
     window = tile.window()
     try:
         data = src.read(list(config.bands), window=window)
-        nodata_mask = None
-        if src.nodata is not None:
-            nodata_mask = np.all(data == src.nodata, axis=0)
-        elif _has_mask(src):
-            nodata_mask = src.dataset_mask(window=window) == 0
+        nodata_mask = _nodata_mask(src, data, window)
     except (RasterioError, OSError) as exc:
         raise TileReadError(
             f"{tile.scene_uri}: cannot read tile {tile.index} (window col {tile.col_off_px}, "
@@ -229,6 +248,8 @@ def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig
         return TileRead(tile, None)
     if nodata_mask is not None:
         data[:, nodata_mask] = 0
+    if np.issubdtype(data.dtype, np.floating):
+        np.nan_to_num(data, copy=False, nan=0.0)  # a NaN in some bands only: no value, as nodata
     if data.shape[1:] == (tile.height_px, tile.width_px):
         return TileRead(tile, data)
     image = np.zeros((len(config.bands), tile.height_px, tile.width_px), dtype=data.dtype)

@@ -218,3 +218,27 @@ def test_read_group_rows_carry_scene_dtype_bytes_and_no_pixels_for_nodata(make_s
     bad = tile_scene(str(gone), 64, 64, TilingConfig(tile_size_px=64, overlap_px=0))
     (row,) = read_group({"tiles": pickle.dumps([bad[0]])}, ReadConfig())
     assert row["status"] == STATUS_ERROR and row["pixels"] == b"" and "gone.tif" in row["error"]
+
+
+def test_one_band_scene_read_as_three_channels_and_partial_nan_becomes_zero(tmp_path):
+    # issue 10: a 1-band scene with --bands 1,1,1; NaN in some bands of a float scene carries no value
+    import numpy as np
+    import rasterio
+
+    from pipeline.reading import ReadConfig, open_scene, read_tiles
+    from pipeline.tiling import TilingConfig, tile_scene
+    from tests.conftest import write_scene
+
+    gray = write_scene(tmp_path / "gray.tif", [(4, 4, 12, 12, 0)], width=32, height=32, count=1)
+    cfg = ReadConfig(bands=(1, 1, 1))
+    info = open_scene(str(gray), cfg)
+    tiles = tile_scene(str(gray), info.width_px, info.height_px, TilingConfig(tile_size_px=32, overlap_px=0))
+    image = next(read_tiles(str(gray), tiles, cfg)).image
+    assert image.shape == (3, 32, 32) and (image[0] == image[1]).all() and image[2, 5, 5] == 255
+    wet = write_scene(tmp_path / "f.tif", [], width=32, height=32, dtype="float32", fill=2.0)
+    with rasterio.open(wet, "r+") as dst:
+        data = dst.read()
+        data[1, :4, :4] = np.nan  # one band only: the pixel keeps its other bands
+        dst.write(data)
+    image = next(read_tiles(str(wet), tiles, ReadConfig())).image
+    assert not np.isnan(image).any() and image[1, 0, 0] == 0.0 and image[0, 0, 0] == 2.0
