@@ -15,6 +15,7 @@ from jobs.options import (
     UserError,
     address_option,
     bands_option,
+    min_score_option,
     overwrite_option,
     ray_session,
     run_standalone,
@@ -55,6 +56,11 @@ Examples:
 @click.option("--assume-crs", default=None, help="CRS for scenes that have none, e.g. EPSG:32633.")
 @click.option(
     "--to-crs", default=None, help="Output CRS [default: the scenes' CRS if shared, else OGC:CRS84]."
+)
+@min_score_option(
+    None,
+    "Keep detections scoring at least this [default: the checkpoint's calibrated best-F1 score per "
+    "class, else every detection (the model's 0.05)]; 0 keeps all.",
 )
 @click.option("--class-agnostic", is_flag=True, help="Cross-tile NMS across classes.")
 @click.option(
@@ -198,6 +204,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
         ),
         merge=MergeConfig(strategy=opts["merge_strategy"], class_agnostic=opts["class_agnostic"]),
         to_crs=opts["to_crs"],
+        min_score=opts["min_score"],
         overwrite=opts["overwrite"],
         progress=not opts["no_progress"],
     )

@@ -88,11 +88,15 @@ class ModelInfo:
         class_names: name of each label id.
         bands: 1-based scene bands the model takes, in channel order (the
             default of ``--bands``).
+        score_thresholds: the operating score of each class (index = label
+            id), calibrated on validation (best F1); detect keeps detections
+            at or above it unless ``--min-score`` is given.  None: keep all.
     """
 
     model_id: str
     class_names: tuple[str, ...]
     bands: tuple[int, ...]
+    score_thresholds: tuple[float, ...] | None = None
 
 
 class ModelLoader(Protocol):

@@ -43,7 +43,7 @@ from pyproj import CRS
 from pipeline.claims import DEFAULT_LEASE_S, release, renew, try_claim
 from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
-from pipeline.merging import MergeConfig, merge_scene
+from pipeline.merging import MergeConfig, MergedBoxes, merge_scene
 from pipeline.output import OutputExistsError, choose_output_crs, scene_output_name, write_scene_detections
 from pipeline.reading import ReadConfig, open_scene, read_tiles
 from pipeline.report import RunReport, SceneReport, new_run_id
@@ -93,6 +93,9 @@ class DetectJob:
         read: bands, drivers, assumed CRS.
         merge: cross-tile merge settings.
         to_crs: output CRS (None: the scenes' own when they share one).
+        min_score: keep detections scoring at least this; None: the model's
+            calibrated per-class scores (``ModelInfo.score_thresholds``), or
+            every detection when it has none.
         overwrite: redo scenes whose output exists.
         progress: show a progress bar.
     """
@@ -105,6 +108,7 @@ class DetectJob:
     read: ReadConfig = field(default_factory=ReadConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     to_crs: str | None = None
+    min_score: float | None = None
     overwrite: bool = False
     progress: bool = True
 
@@ -337,6 +341,8 @@ def _new_report(job: DetectJob) -> RunReport:
             "merge": asdict(job.merge),
             "detect": asdict(job.detect),
             "to_crs": job.to_crs,
+            "min_score": job.min_score,
+            "score_thresholds": dict(zip(job.model.info.class_names, job.model.info.score_thresholds or ())),
         },
     )
 
@@ -499,6 +505,18 @@ def _detect_scenes(
     bar.close()
 
 
+def _keep_scores(merged: MergedBoxes, job: DetectJob) -> MergedBoxes:
+    """Drop detections below ``job.min_score``, else below the model's calibrated score of their class."""
+    if job.min_score is not None:
+        thresholds = np.full(len(job.model.info.class_names), job.min_score, np.float32)
+    elif job.model.info.score_thresholds is not None:
+        thresholds = np.asarray(job.model.info.score_thresholds, np.float32)
+    else:
+        return merged
+    keep = merged.scores >= thresholds[merged.labels]
+    return MergedBoxes(merged.boxes_xyxy_px[keep], merged.scores[keep], merged.labels[keep])
+
+
 def _renew_claims(store: OutputStore, tallies: dict[str, Any], run_id: str, renewed: float) -> float:
     """Renew the claims of the scenes still in flight every third of a lease; returns the last renewal."""
     if time.time() - renewed < DEFAULT_LEASE_S / 3:
@@ -535,7 +553,7 @@ def _finish_scene(
         line.error = tally.error
     else:
         try:
-            merged = merge_scene(tally.received, job.merge)
+            merged = _keep_scores(merge_scene(tally.received, job.merge), job)
             path = write_scene_detections(
                 store,
                 scene,

@@ -16,6 +16,30 @@ from torchvision.models.detection.retinanet import RetinaNet
 
 from pipeline.detection import ModelInfo
 from retinanet.checkpoint import load_dir, resolve_checkpoint
+from retinanet.errors import CheckpointError
+
+
+def calibrated_thresholds(meta: dict, class_names: tuple[str, ...], source: str) -> tuple[float, ...] | None:
+    """Per-class best-F1 scores from ``meta.json`` (``score_thresholds``), in label-id order.
+
+    Classes the calibration did not see keep every detection (0.0).  None
+    when the checkpoint has no calibration.
+
+    Raises:
+        CheckpointError: when ``score_thresholds`` is not a mapping of class
+            names to numbers in [0, 1].
+    """
+    raw = meta.get("score_thresholds")
+    if raw is None:
+        return None
+    ok = isinstance(raw, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in raw.values()
+    )
+    if not ok:
+        raise CheckpointError(
+            f"{source}/meta.json: score_thresholds must map class names to scores in [0, 1], got {raw!r}"
+        )
+    return tuple(float(raw.get(name, 0.0)) for name in class_names)
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,7 @@ class CheckpointLoader:
             model_id=loaded.checkpoint_id,
             class_names=loaded.config.class_names,
             bands=loaded.config.band_config.bands,
+            score_thresholds=calibrated_thresholds(loaded.meta, loaded.config.class_names, str(ckpt_dir)),
         )
         return cls(str(ckpt_dir), info, note)
 

@@ -95,7 +95,9 @@ def test_detect_cli_rejects_bad_checkpoint_in_one_line(tmp_path, good):
 
     ck = _with_meta(tmp_path, good, lambda m: m)
     (ck / "model.pt").write_bytes(b"not weights")
-    result = CliRunner().invoke(cli, ["detect", str(tmp_path), "--model", str(ck), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        cli, ["detect", str(tmp_path), "--model", str(ck), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2, result.output
     assert "model.pt" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()  # refused before anything was written
@@ -132,3 +134,18 @@ def test_weights_that_do_not_match_the_config_name_the_keys(tmp_path, good):
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_dir(ck)
     assert torch.__version__  # torch stayed importable; nothing crashed below the loader
+
+
+def test_calibrated_thresholds_in_label_order_and_bad_ones_refused():
+    from retinanet.predictor import calibrated_thresholds
+
+    names = ("car", "tree", "house")
+    assert calibrated_thresholds({}, names, "ck") is None
+    assert calibrated_thresholds({"score_thresholds": {"tree": 0.4, "car": 0.7}}, names, "ck") == (
+        0.7,
+        0.4,
+        0.0,
+    )
+    for bad in ([0.5], {"car": "high"}, {"car": 1.5}, {"car": True}):
+        with pytest.raises(CheckpointError, match="score_thresholds"):
+            calibrated_thresholds({"score_thresholds": bad}, names, "ck")

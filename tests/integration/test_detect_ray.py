@@ -242,3 +242,29 @@ def test_deprecated_amp_cannot_contradict_precision(tmp_path):
     args = standin_detect_args(str(tmp_path), str(tmp_path / "out"))
     result = CliRunner().invoke(cli, ["detect", *args, "--amp", "--precision", "bf16"])
     assert result.exit_code == 2 and "--amp" in result.output
+
+
+def test_calibrated_scores_drop_low_detections_unless_min_score_is_given(ray_cluster, tmp_path):
+    # issue 11: detect keeps each class at its best-F1 score from validation unless --min-score is given
+    from dataclasses import replace
+
+    from pipeline.standin import STANDIN_INFO
+
+    write_scene(tmp_path / "in" / "a.tif", OBJECTS, width=300, height=300, transform=NORTH_UP)
+    calibrated = StandinLoader(
+        info=replace(STANDIN_INFO, score_thresholds=(0.95, 0.0, 0.0))
+    )  # red needs 0.95
+    job = DetectJob(
+        source=str(tmp_path / "in"),
+        out_dir=str(tmp_path / "cal"),
+        model=calibrated,
+        tiling=TILING,
+        progress=False,
+    )
+    run_detect(job, log=lambda m: None)
+    labels = sorted(detections(tmp_path / "cal")["label"])
+    assert "red" not in labels and len(labels) == sum(
+        1 for o in OBJECTS if o[4] != 0
+    )  # the stand-in scores 0.9
+    run_detect(replace(job, out_dir=str(tmp_path / "all"), min_score=0.0), log=lambda m: None)
+    assert len(detections(tmp_path / "all")) == len(OBJECTS)
