@@ -187,7 +187,7 @@ def test_tiles_inferred_on_more_than_one_node(cluster, scenes, tmp_path):
     assert all(s["actor_ids"] and s["node_ids"] for s in rep["scenes"])
 
 
-def _when_some_done(out: Path, timeout_s: float = 90) -> None:
+def _when_some_done(out: Path, timeout_s: float = 180) -> None:
     deadline = time.time() + timeout_s
     while not LocalStore(out).list_parquet():
         assert time.time() < deadline, "no scene finished"
