@@ -38,8 +38,9 @@ cli.add_command(detect_command)
 
 
 def _register_optional() -> None:
-    from jobs import evaluate, query, submit, synth, train
+    from jobs import evaluate, import_model, query, submit, synth, train
 
+    cli.add_command(import_model.import_command)
     cli.add_command(submit.submit_command)
     cli.add_command(synth.synth_command)
     cli.add_command(train.train_command)

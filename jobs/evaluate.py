@@ -22,6 +22,17 @@ Which scene a ground-truth object belongs to:
   and the command says so.
 
 Scenes with detections but no ground truth are listed and left out.
+
+Pixel-space ground truth (COCO ``.json``, Pascal VOC ``.xml`` or a folder of
+them, DeepForest ``.csv``), as labelling tools write it for image chips, is
+compared with the detections' scene-pixel boxes (``xmin_px`` .. ``ymax_px``),
+whatever the georeferencing; images are matched by path, else by file name.
+Images of the ground truth without detections count as misses.
+
+Operating point: ``--score`` for every class; else, with ``--model``, the
+best-F1 score per class that training stored in the checkpoint
+(``score_thresholds`` in ``meta.json``); else 0.5.  ``--pr-curve FILE``
+draws precision against recall per class with the operating point marked.
 """
 
 from __future__ import annotations
@@ -38,7 +49,12 @@ EPILOG = """\b
 Examples:
   $ aerialdet evaluate out/ data/synth/labels.parquet --iou 0.5 --json
   $ aerialdet evaluate out/ trees.gpkg --score 0.3
+  $ aerialdet evaluate out/ trees.gpkg --model runs/trees --pr-curve pr.png
+  $ aerialdet evaluate out/ chips/annotations.xml --iou 0.4
 """
+
+PIXEL_LABEL_SUFFIXES = (".json", ".xml", ".csv")
+PX_COLUMNS = ("xmin_px", "ymin_px", "xmax_px", "ymax_px")
 
 
 def _scene_key(uri: str) -> str:
@@ -189,6 +205,107 @@ def _image_boxes(dt: Any, gt: Any, scenes: list[str], class_names: list[str]) ->
     return gts, dts
 
 
+def _is_pixel_labels(path: str) -> bool:
+    """Whether ``path`` is COCO/VOC/CSV ground truth in image pixels (a folder of VOC XML included)."""
+    p = Path(path)
+    return p.suffix.lower() in PIXEL_LABEL_SUFFIXES or (p.is_dir() and any(p.glob("*.xml")))
+
+
+def _pixel_image_boxes(dt: Any, path: str) -> tuple[list[Any], list[Any], list[str], dict[str, Any]]:
+    """(ground truth, detections) ``ImageBoxes`` per labeled image, in image pixels; class names; info."""
+    import numpy as np
+
+    from retinanet.errors import LabelError
+    from retinanet.evaluate import ImageBoxes
+    from retinanet.labeled_tiles import read_labels
+
+    try:
+        labels = read_labels([path])
+    except LabelError as exc:
+        raise UserError(str(exc)) from None
+    missing = [c for c in PX_COLUMNS if c not in dt.columns]
+    if missing:
+        raise UserError(f"the detections have no pixel boxes ({', '.join(missing)}); re-run aerialdet detect")
+    class_names = sorted(set(labels.class_names) | set(dt["label"].astype(str)))
+    by_path = {_scene_key(im.path): im for im in labels.images}
+    by_name = {Path(im.path).name: key for key, im in by_path.items()}
+    keys = [
+        _scene_key(s) if _scene_key(s) in by_path else by_name.get(Path(s).name, _scene_key(s))
+        for s in dt["scene"]
+    ]
+    dt = dt.assign(key=keys)
+    gts, dts = [], []
+    for key, im in sorted(by_path.items()):
+        names = [labels.class_names[k] for k in im.labels]
+        d = dt[dt["key"] == key]
+        gts.append(ImageBoxes(im.boxes_xyxy_px, np.array([class_names.index(n) for n in names], int)))
+        d_ids = np.array([class_names.index(str(n)) for n in d["label"]], int)
+        dts.append(ImageBoxes(d[list(PX_COLUMNS)].to_numpy(float), d_ids, d["score"].to_numpy(float)))
+    info = {"matched_by": "image", "label_rows_left_out": len(labels.issues)}
+    unmatched = sorted(set(keys) - set(by_path))
+    return gts, dts, class_names, {**info, "unmatched": unmatched, "num_scenes": len(by_path)}
+
+
+def _model_thresholds(model: str) -> dict[str, float]:
+    """The calibrated per-class score thresholds stored in a checkpoint (or run) by training."""
+    from retinanet.checkpoint import CheckpointError, read_meta, resolve_checkpoint
+
+    try:
+        ckpt, _ = resolve_checkpoint(model)
+        meta = read_meta(ckpt)
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
+    thresholds = meta.get("score_thresholds")
+    valid = isinstance(thresholds, dict) and all(
+        isinstance(v, (int, float)) and 0 <= v <= 1 for v in thresholds.values()
+    )
+    if not thresholds or not valid:
+        raise click.BadParameter(
+            f"{ckpt} holds no calibrated score_thresholds (written by training with validation boxes); "
+            "pass --score instead",
+            param_hint="--model",
+        )
+    return {str(k): float(v) for k, v in thresholds.items()}
+
+
+def _plot_pr(
+    gts: list[Any], dts: list[Any], class_names: list[str], iou: float, out: str, score: Any
+) -> None:
+    """Precision/recall curve per class (PNG), the operating point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from retinanet.evaluate import pr_curves
+
+    target = Path(out)
+    if not target.parent.is_dir():
+        raise UserError(f"--pr-curve {out}: folder {target.parent} does not exist")
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, curve in pr_curves(gts, dts, class_names, iou=iou).items():
+        if not curve.num_gt:
+            continue
+        (line,) = ax.plot(curve.recall, curve.precision, label=f"{name} ({curve.num_gt} gt)")
+        t = score.get(name, 0.5) if isinstance(score, dict) else score
+        at = np.flatnonzero(curve.scores >= t)
+        if len(at):
+            ax.plot(curve.recall[at[-1]], curve.precision[at[-1]], "o", color=line.get_color())
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title=f"IoU {iou}; dot: operating point",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+
+
 def _warn(info: dict[str, Any], unmatched: list[str]) -> None:
     """Warnings on stderr: what was not scored, and where recall is only an upper bound."""
     outside = info.get("ground_truth_outside_scenes")
@@ -209,10 +326,10 @@ def _warn(info: dict[str, Any], unmatched: list[str]) -> None:
 
 
 def _print_table(result: dict[str, Any], class_names: list[str]) -> None:
-    click.echo(
-        f"{result['num_scenes']} scene(s); precision/recall at IoU {result['iou']}, "
-        f"score >= {result['score_threshold']}"
-    )
+    score = result["score_threshold"]
+    if isinstance(score, dict):
+        score = "calibrated per class (" + ", ".join(f"{k} {v:.3f}" for k, v in sorted(score.items())) + ")"
+    click.echo(f"{result['num_scenes']} scene(s); precision/recall at IoU {result['iou']}, score >= {score}")
     click.echo(f"{'class':<14}{'mAP':>7}{'AP50':>7}{'prec':>7}{'recall':>8}{'gt':>7}{'det':>7}")
     for name in [*class_names, "overall"]:
         m = result[name]
@@ -236,26 +353,73 @@ def _print_table(result: dict[str, Any], class_names: list[str]) -> None:
     "--score-threshold",
     "--score",
     "score_threshold",
-    default=0.5,
-    show_default=True,
+    default=None,
     type=finite_float_range(0.0, 1.0),
-    help="Operating point: the score at or above which a detection counts for precision/recall.",
+    help="Operating point: the score at or above which a detection counts for precision/recall "
+    "[default: the --model's calibrated score per class, else 0.5].",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Checkpoint or training run whose calibrated per-class score thresholds set the operating point.",
+)
+@click.option(
+    "--pr-curve", default=None, type=click.Path(dir_okay=False), help="Write a precision/recall PNG."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate_command(
-    detections: str, ground_truth: str, iou: float, score_threshold: float, as_json: bool
+    detections: str,
+    ground_truth: str,
+    iou: float,
+    score_threshold: float | None,
+    model: str | None,
+    pr_curve: str | None,
+    as_json: bool,
 ) -> None:
     """COCO mAP, AP50, precision and recall of DETECTIONS against GROUND_TRUTH, per class and overall.
 
     DETECTIONS is what `aerialdet detect` wrote (a folder, file or glob).
     GROUND_TRUTH is a vector file of labelled polygons in any CRS; it is
     matched to scenes by its `scene` column, or by location when it has none.
+    It may also be COCO .json, Pascal VOC .xml (or a folder of them) or
+    DeepForest .csv, compared in image pixels.
     """
     from retinanet.evaluate import evaluate_detections
 
     if iou <= 0:
         raise click.BadParameter(f"must be > 0, got {iou}", param_hint="--iou")
+    score: float | dict[str, float] = score_threshold if score_threshold is not None else 0.5
+    if score_threshold is None and model is not None:
+        score = _model_thresholds(model)
     dt = _read_detections(detections)
+    if _is_pixel_labels(ground_truth):
+        gts, dts, class_names, info = _pixel_image_boxes(dt, ground_truth)
+        unmatched, num_scenes = info.pop("unmatched"), info.pop("num_scenes")
+    else:
+        gts, dts, class_names, unmatched, info = _vector_image_boxes(dt, detections, ground_truth)
+        num_scenes = len(gts)
+    metrics = evaluate_detections(gts, dts, class_names, iou=iou, score_threshold=score)
+    result = {
+        "iou": iou,
+        "score_threshold": score,
+        "num_scenes": num_scenes,
+        "scenes_without_ground_truth": unmatched,
+        **info,
+        **metrics,
+    }
+    if pr_curve:
+        _plot_pr(gts, dts, class_names, iou, pr_curve, score)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_table(result, class_names)
+    _warn(info, unmatched)
+
+
+def _vector_image_boxes(
+    dt: Any, detections: str, ground_truth: str
+) -> tuple[list[Any], list[Any], list[str], list[str], dict[str, Any]]:
+    """Vector ground truth in any CRS: per scene (ground truth, detections) ``ImageBoxes``, classes, unmatched, info."""
     gt = _read_ground_truth(ground_truth, dt.crs)
     if "scene" in gt.columns:
         dt, gt, info = _keys_by_scene_column(dt, gt)
@@ -270,17 +434,4 @@ def evaluate_command(
     class_names = sorted(set(gt["label"]) | set(dt["label"]))
     unmatched = sorted(set(dt["key"]) - set(scenes))
     gts, dts = _image_boxes(dt, gt, scenes, class_names)
-    metrics = evaluate_detections(gts, dts, class_names, iou=iou, score_threshold=score_threshold)
-    result = {
-        "iou": iou,
-        "score_threshold": score_threshold,
-        "num_scenes": len(scenes),
-        "scenes_without_ground_truth": unmatched,
-        **info,
-        **metrics,
-    }
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        _print_table(result, class_names)
-    _warn(info, unmatched)
+    return gts, dts, class_names, unmatched, info

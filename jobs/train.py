@@ -3,15 +3,23 @@
 Steps: check ``--out``; read the label files once (``read_train_data``: it
 also splits off validation and refuses data that cannot train) before
 anything is written or Ray is started; build the model config (band
-statistics of the training images, or the ``--init`` checkpoint's); train on
-Ray with one progress bar fed by ``OUT/metrics.jsonl``; print one summary
-that names only the checkpoints that were written.
+statistics of the training images, or the ``--init`` checkpoint's, or an
+imported DeepForest/torchvision file's); say what will run (images, tiles,
+objects per class, steps) and warn when it is too little; train on Ray with
+one progress bar fed by ``OUT/metrics.jsonl``; print one summary that names
+only the checkpoints that were written.
+
+Schedule: every label format is cut into training tiles of
+``--tile-size-px`` (``retinanet.labeled_tiles.TrainingTiles``: an image gives
+as many tiles per epoch as cover it).  The run is ``--steps`` optimizer steps
+(epochs follow), or ``--epochs`` epochs; with neither, 12 epochs but at least
+``MIN_STEPS`` steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
@@ -41,11 +49,16 @@ Examples:
   $ aerialdet synth data/synth --scenes 6 --size-px 1024
   $ aerialdet train data/synth/labels.parquet --out runs/demo --epochs 12 --backbone resnet18
   $ aerialdet train new_labels.csv --out runs/ft --init runs/demo --epochs 5
+  $ aerialdet train trees/*.xml --out runs/trees --init NEON.pt --steps 500
+  $ aerialdet train trees/*.xml --out runs/trees --backbone resnet50 --backbone-weights resnet50-0676ba61.pth
   $ aerialdet train data/synth/labels.parquet --out runs/demo --epochs 20 --resume
   $ ray job submit --working-dir . -- python -m jobs.train labels.parquet --out /shared/runs/a --workers 4 --gpus
 
-Writes OUT/last (every epoch) and OUT/best (best validation AP50; needs
-validation boxes), checkpoints for `aerialdet detect --model`,
+Every label format is cut into random training tiles of --tile-size-px
+(a 1249 px image gives 25 tiles of 256 px per epoch). Writes OUT/last
+(every epoch) and OUT/best (best validation AP50, needs validation boxes;
+its meta.json holds the best-F1 score threshold per class at IoU 0.4),
+checkpoints for `aerialdet detect --model`,
 OUT/metrics.jsonl, OUT/training.png, and Ray's logs under OUT/_logs.
 """
 
@@ -55,6 +68,13 @@ if TYPE_CHECKING:
     from retinanet.ray_train import TrainSpec
 
 DEFAULT_BANDS = (1, 2, 3)
+DEFAULT_EPOCHS = 12
+# From scratch, fewer optimizer steps than this leave RetinaNet's classifier at
+# its prior (scores ~0.01-0.1): the default schedule runs at least this many.
+MIN_STEPS = 300
+# Fewer training objects than this rarely train a usable detector from scratch.
+MIN_OBJECTS = 100
+IMPORTED_INIT_DIR = "init"
 
 
 def _parse_anchors(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -95,11 +115,13 @@ class TrainOptions:
 
     labels: tuple[str, ...]
     out_dir: str
-    epochs: int
+    epochs: int | None
+    steps: int | None
     workers: int
     gpus: bool
     backbone: str
     init_ckpt: str | None
+    backbone_weights: str | None
     resume: bool
     overwrite: bool
     val_labels: tuple[str, ...]
@@ -158,15 +180,42 @@ def _read_data(opts: TrainOptions, class_names: tuple[str, ...] | None) -> Train
         raise UserError(str(exc)) from None
 
 
-def _init_checkpoint(init: str) -> tuple[ModelConfig, str]:
-    """The ``--init`` checkpoint's ModelConfig and directory (a run directory gives best/, else last/)."""
-    from retinanet.checkpoint import CheckpointError, read_config, resolve_checkpoint
+def _is_import(init: str) -> bool:
+    """Whether ``--init`` names a DeepForest/torchvision weights file rather than a checkpoint or run."""
+    path = Path(init)
+    if path.is_file():
+        return True
+    from retinanet.checkpoint import META_FILE, SAFETENSORS_FILE
+
+    return path.is_dir() and (path / SAFETENSORS_FILE).is_file() and not (path / META_FILE).is_file()
+
+
+def _init_checkpoint(init: str, data: TrainData) -> tuple[ModelConfig, str, Any]:
+    """The ``--init`` ModelConfig, its checkpoint directory, and the imported model if it needs writing.
+
+    A checkpoint or run directory is used as it is (a run gives best/, else
+    last/); a DeepForest release or torchvision state dict is imported
+    (``retinanet.checkpoint.import_model``) and written to ``OUT/init``.
+    """
+    from retinanet.checkpoint import CheckpointError, import_model, read_config, resolve_checkpoint
 
     try:
+        if _is_import(init):
+            names = data.class_names if len(data.class_names) > 1 else None
+            try:
+                model, config = import_model(init)
+            except CheckpointError:
+                if names is None:
+                    raise
+                model, config = import_model(init, class_names=names)
+            click.echo(
+                f"--init: imported {init} (ResNet-50 FPN RetinaNet, classes {list(config.class_names)})"
+            )
+            return config, IMPORTED_INIT_DIR, model
         ckpt, note = resolve_checkpoint(init)
         if note:
             click.echo(f"--init: {note}")
-        return read_config(ckpt), str(Path(ckpt).resolve())
+        return read_config(ckpt), str(Path(ckpt).resolve()), None
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="--init") from None
 
@@ -199,68 +248,135 @@ def _new_model_config(opts: TrainOptions, data: TrainData) -> ModelConfig:
     )
 
 
+@dataclass(frozen=True)
+class _Init:
+    """Where the weights start: nothing, a checkpoint directory, or an imported model to write first."""
+
+    checkpoint: str | None = None
+    imported: Any = None
+
+
 def _model_config(
     opts: TrainOptions, data: TrainData, previous: ModelConfig | None
-) -> tuple[ModelConfig, TrainData, str | None]:
-    """(ModelConfig, data with ids into its classes, checkpoint to fine-tune from): resumed, fine-tuned or new."""
+) -> tuple[ModelConfig, TrainData, _Init]:
+    """(ModelConfig, data with ids into its classes, starting weights): resumed, fine-tuned or new."""
     if previous is not None:
         _check_bands(data, previous.band_config.bands, "LABELS")
-        return previous, data, None  # the labels were read with its class names
+        return previous, data, _Init()  # the labels were read with its class names
     if not opts.init_ckpt:
-        return _new_model_config(opts, data), data, None
-    base, init_dir = _init_checkpoint(opts.init_ckpt)
+        return _new_model_config(opts, data), data, _Init()
+    base, init_dir, imported = _init_checkpoint(opts.init_ckpt, data)
+    if imported is not None:
+        init_dir = str((opts.out / IMPORTED_INIT_DIR).resolve())
     _check_bands(data, base.band_config.bands, "--init")
     names = base.class_names + tuple(n for n in data.class_names if n not in base.class_names)
-    click.echo(f"fine-tuning {init_dir}: classes {list(base.class_names)} -> {list(names)}")
-    return base.replace(class_names=names, tile_size_px=opts.tile_size_px), data.relabel(names), init_dir
+    click.echo(f"fine-tuning {opts.init_ckpt}: classes {list(base.class_names)} -> {list(names)}")
+    config = base.replace(class_names=names, tile_size_px=opts.tile_size_px)
+    return config, data.relabel(names), _Init(init_dir, None if imported is None else (imported, base))
 
 
-def _spec(opts: TrainOptions, model_cfg: ModelConfig, init_dir: str | None) -> TrainSpec:
+def _check_backbone_weights(path: str, config: ModelConfig) -> None:
+    """Load ``--backbone-weights`` into a model once on the driver: a bad file is one line, not a worker traceback."""
+    from retinanet.checkpoint import CheckpointError, load_backbone_weights
+    from retinanet.model import build_model
+
+    try:
+        load_backbone_weights(build_model(config), path)
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc), param_hint="--backbone-weights") from None
+
+
+def _num_tiles(data: TrainData, tile_size_px: int) -> int:
+    """Training tiles per epoch (``TrainingTiles``: as many per image as tiles cover it)."""
+    from retinanet.labeled_tiles import image_size, samples_per_image
+
+    return sum(samples_per_image(image_size(im), tile_size_px) for im in data.train)
+
+
+def _train_config(opts: TrainOptions, num_tiles: int) -> Any:
+    """TrainConfig with the schedule: ``--steps``, else ``--epochs``, else 12 epochs and >= MIN_STEPS steps."""
+    from retinanet.train_loop import TrainConfig, schedule
+
+    config = TrainConfig(
+        epochs=opts.epochs or DEFAULT_EPOCHS,
+        batch_size=opts.batch_size,
+        lr=opts.lr,
+        seed=opts.seed,
+        max_steps_per_epoch=opts.max_steps_per_epoch,
+    )
+    _, total = schedule(num_tiles, config, opts.workers)
+    if opts.steps:
+        total = opts.steps
+    elif opts.epochs is None:
+        total = max(total, MIN_STEPS)
+    epochs, total = schedule(num_tiles, dataclasses.replace(config, total_steps=total), opts.workers)
+    return dataclasses.replace(config, epochs=epochs, total_steps=total)
+
+
+def _spec(opts: TrainOptions, model_cfg: ModelConfig, init: _Init, num_tiles: int) -> TrainSpec:
     """The TrainSpec the workers get."""
     from retinanet.ray_train import TrainSpec
-    from retinanet.train_loop import TrainConfig
 
     return TrainSpec(
         labels=tuple(str(Path(p).resolve()) for p in opts.labels),
         out_dir=str(opts.out.resolve()),
         model=model_cfg,
-        train=TrainConfig(
-            epochs=opts.epochs,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            seed=opts.seed,
-            max_steps_per_epoch=opts.max_steps_per_epoch,
-        ),
+        train=_train_config(opts, num_tiles),
         val_labels=tuple(str(Path(p).resolve()) for p in opts.val_labels),
-        init_checkpoint=init_dir,
+        init_checkpoint=init.checkpoint,
         num_workers=opts.workers,
         use_gpu=opts.gpus,
         max_failures=opts.max_failures,
         cpus_per_worker=opts.cpus_per_worker or max(1, (os.cpu_count() or 1) // opts.workers),
+        backbone_weights=str(Path(opts.backbone_weights).resolve()) if opts.backbone_weights else None,
     )
 
 
-def _describe(spec: TrainSpec, data: TrainData, *, resuming: bool) -> list[str]:
-    """What the run will do, said up front (images, objects per class, steps), and the warnings."""
-    from retinanet.train_report import ISSUES_FILE, METRICS_FILE, read_metrics
+def _describe(spec: TrainSpec, data: TrainData, num_tiles: int, *, resuming: bool) -> list[str]:
+    """What the run will do, said up front (images, tiles, objects per class, steps), and the warnings."""
+    from retinanet.train_loop import steps_per_epoch
 
     out = Path(spec.out_dir)
     train_objects = data.objects_per_class(data.train)
     val_objects = sum(data.objects_per_class(data.val).values())
-    steps = math.ceil(math.ceil(len(data.train) / spec.num_workers) / spec.train.batch_size)
-    steps = min(steps, spec.train.max_steps_per_epoch or steps)
+    per_epoch = steps_per_epoch(num_tiles, spec.train, spec.num_workers)
+    total = spec.train.total_steps or per_epoch * spec.train.epochs
     per_class = ", ".join(f"{name} {n}" for name, n in train_objects.items())
     lines = [
         f"training on {len(data.train)} image(s) with {sum(train_objects.values())} objects ({per_class}); "
-        f"validating on {len(data.val)} image(s) with {val_objects} objects; {spec.train.epochs} epochs "
-        f"x {steps} step(s) of {spec.train.batch_size} per worker, {spec.num_workers} worker(s)"
+        f"validating on {len(data.val)} image(s) with {val_objects} objects; {num_tiles} tile(s) of "
+        f"{spec.model.tile_size_px} px per epoch; {total} step(s) of {spec.train.batch_size} tile(s) per "
+        f"worker = {spec.train.epochs} epoch(s) x {per_epoch} step(s), {spec.num_workers} worker(s)"
     ]
     if resuming:
+        from retinanet.train_report import METRICS_FILE, read_metrics
+
         lines.insert(0, f"resuming the run in {out}: {len(read_metrics(out / METRICS_FILE))} epoch(s) done")
+    return lines + _warnings(spec, data, train_objects, total, val_objects)
+
+
+def _warnings(
+    spec: TrainSpec, data: TrainData, train_objects: dict[str, int], total_steps: int, val_objects: int
+) -> list[str]:
+    """Warnings: classes without boxes, too little data or too few steps, rows left out, no validation boxes."""
+    from retinanet.train_report import ISSUES_FILE
+
+    out = Path(spec.out_dir)
+    lines = []
     untrained = [name for name, n in train_objects.items() if n == 0]
     if untrained:
         lines.append(
             f"warning: no training boxes of class(es) {', '.join(untrained)}: the model cannot learn them"
+        )
+    from_scratch = spec.init_checkpoint is None
+    if from_scratch and sum(train_objects.values()) < MIN_OBJECTS:
+        lines.append(
+            f"warning: {sum(train_objects.values())} training objects is little to learn from scratch "
+            f"(aim for {MIN_OBJECTS}+), or fine-tune a trained model with --init"
+        )
+    if from_scratch and total_steps < MIN_STEPS:
+        lines.append(
+            f"warning: {total_steps} optimizer steps is too few to train from scratch; use --steps {MIN_STEPS} or more"
         )
     if data.issues:
         lines.append(
@@ -310,7 +426,18 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
 @click.command("train", epilog=EPILOG)
 @click.argument("labels", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--epochs", default=12, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(min=1),
+    help=f"Epochs (passes over the training tiles) [default: {DEFAULT_EPOCHS}, at least {MIN_STEPS} steps].",
+)
+@click.option(
+    "--steps",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Optimizer steps of the whole run (epochs follow from it; overrides --epochs).",
+)
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Ray Train workers."
 )
@@ -322,7 +449,17 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     type=click.Choice(BACKBONES),
 )
 @click.option(
-    "--init", "init_ckpt", default=None, help="Checkpoint or run to fine-tune from (classes matched by name)."
+    "--init",
+    "init_ckpt",
+    default=None,
+    help="Checkpoint or run to fine-tune from (classes matched by name), or a DeepForest release "
+    "(.pt, Lightning .ckpt, model.safetensors) or torchvision RetinaNet state dict to import.",
+)
+@click.option(
+    "--backbone-weights",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="torchvision ResNet state dict (e.g. ImageNet resnet50-*.pth) to start the backbone from.",
 )
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @overwrite_option
@@ -339,7 +476,9 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     callback=_parse_classes,
     help="Comma-separated class names [default: from the labels].",
 )
-@tile_size_option(256, "Tile edge that GeoParquet/GeoPackage scenes are cut into.")
+@tile_size_option(
+    256, "Training tile edge: images of every label format are cut into random tiles of this size."
+)
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--lr", default=1e-3, show_default=True, type=finite_float_range(1e-8, 1.0), help="Peak learning rate."
@@ -366,13 +505,25 @@ def train_command(**options: Any) -> None:
     from retinanet.train_report import summary_lines
 
     opts = TrainOptions(**options)
+    if opts.init_ckpt and opts.backbone_weights:
+        raise click.UsageError(
+            "--init gives the whole network's weights, --backbone-weights the backbone's: pass one"
+        )
     previous = _check_out(opts)
     data = _read_data(opts, previous.class_names if previous is not None else opts.classes)
-    model_cfg, data, init_dir = _model_config(opts, data, previous)
-    spec = _spec(opts, model_cfg, init_dir)
-    for line in _describe(spec, data, resuming=previous is not None):
+    model_cfg, data, init = _model_config(opts, data, previous)
+    if opts.backbone_weights and previous is None:
+        _check_backbone_weights(opts.backbone_weights, model_cfg)
+    num_tiles = _num_tiles(data, model_cfg.tile_size_px)
+    spec = _spec(opts, model_cfg, init, num_tiles)
+    for line in _describe(spec, data, num_tiles, resuming=previous is not None):
         click.echo(line, err=line.startswith("warning"))
     _start_run(opts.out, overwrite=opts.overwrite, issues=data.issues)
+    if init.imported is not None:
+        from retinanet.checkpoint import save_dir
+
+        model, config = init.imported
+        save_dir(opts.out / IMPORTED_INIT_DIR, model, config, extra_meta={"imported_from": opts.init_ckpt})
     with ray_session(opts.address, opts.out / LOG_DIR, verbose=opts.verbose):
         _fit(spec, data, progress=not opts.no_progress)
     click.echo("\n".join(summary_lines(opts.out)))

@@ -15,7 +15,9 @@ not match its weights fails naming the mismatched keys.
 Imports of models users already have: ``import_torchvision_state_dict`` (a
 plain torchvision RetinaNet state dict) and ``import_deepforest`` (a
 DeepForest release: ``.pt``, Lightning ``.ckpt`` or ``model.safetensors`` +
-``config.json``).
+``config.json``), both behind ``import_model`` (``aerialdet import``,
+``aerialdet train --init FILE``); ``load_backbone_weights`` starts a backbone
+from a torchvision ResNet state dict (``aerialdet train --backbone-weights``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ __all__ = [
     "LoadedCheckpoint",
     "checkpoint_id",
     "import_deepforest",
+    "import_model",
     "import_torchvision_state_dict",
+    "load_backbone_weights",
     "load_dir",
     "load_into",
     "load_state_dict_file",
@@ -252,7 +256,16 @@ def _torch_load(file: Path) -> Any:
             f"{file}: not a readable torch file (corrupt, truncated or another format); "
             "re-copy it or re-export the checkpoint"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+    ) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{file}: cannot read weights ({first}); re-copy it or re-export it") from None
 
@@ -452,3 +465,78 @@ def import_deepforest(
         if isinstance(label_dict, dict):
             class_names = tuple(sorted(label_dict, key=lambda k: label_dict[k]))
     return import_torchvision_state_dict(state, class_names=class_names or ("Tree",), source=str(src))
+
+
+def load_backbone_weights(model: RetinaNet, path: str | os.PathLike[str]) -> list[str]:
+    """Start a RetinaNet's ResNet backbone from a torchvision ResNet state dict (e.g. ImageNet).
+
+    The file is what ``torchvision.models.resnet50(weights=...).state_dict()``
+    saves (``conv1.*``, ``bn1.*``, ``layer1.*`` .. ``layer4.*``, ``fc.*``), as
+    ``.pth``/``.pt`` or ``.safetensors``; the classifier ``fc.*`` is not used.
+    With other than 3 bands the stem's RGB filters are averaged and repeated
+    over the bands.  Nothing is downloaded.
+
+    Args:
+        model: from ``build_model`` (a ResNet backbone of the same depth).
+        path: the state dict file.
+
+    Returns:
+        The keys loaded.
+
+    Raises:
+        CheckpointError: not a ResNet state dict, or one of another depth.
+    """
+    state = load_state_dict_file(path)
+    state = {k.removeprefix("backbone.body."): v for k, v in state.items() if not k.startswith("fc.")}
+    body = model.backbone.body
+    own = body.state_dict()
+    if "conv1.weight" not in state or "conv1.weight" not in own:
+        raise CheckpointError(
+            f"{path}: not a torchvision ResNet state dict (no conv1.weight), or the model's backbone is not "
+            "a ResNet; pass e.g. resnet50-*.pth with --backbone resnet50"
+        )
+    stem, own_stem = state["conv1.weight"], own["conv1.weight"]
+    if stem.shape[1] != own_stem.shape[1]:  # (64, 3, 7, 7) -> (64, C, 7, 7)
+        bands = own_stem.shape[1]
+        state["conv1.weight"] = stem.mean(dim=1, keepdim=True).repeat(1, bands, 1, 1) * (3 / bands)
+    state = {k: v for k, v in state.items() if k in own or not k.endswith("num_batches_tracked")}
+    own_needed = {k for k in own if not k.endswith("num_batches_tracked")}
+    missing = sorted(own_needed - set(state))
+    shapes = [k for k in own_needed & set(state) if tuple(state[k].shape) != tuple(own[k].shape)]
+    unexpected = sorted(set(state) - set(own))
+    if missing or shapes or unexpected:
+        raise CheckpointError(
+            f"{path}: does not fit the {type(body).__name__} backbone (missing {missing[:3]}, "
+            f"shape mismatch {shapes[:3]}, unexpected {unexpected[:3]}); is it the same ResNet depth as --backbone?"
+        )
+    body.load_state_dict(state, strict=False)
+    return sorted(state)
+
+
+def import_model(
+    path: str | os.PathLike[str], *, class_names: tuple[str, ...] | None = None
+) -> tuple[RetinaNet, ModelConfig]:
+    """Import a DeepForest release or a torchvision RetinaNet state dict, whichever ``path`` is.
+
+    ``.pt``/``.pth``/``.ckpt``/``.safetensors`` files and folders holding
+    ``model.safetensors``: keys prefixed ``model.`` (DeepForest, Lightning)
+    or not (torchvision) are both read by ``import_deepforest``.
+
+    Raises:
+        CheckpointError: the file cannot be read, or is not a ResNet-50 FPN RetinaNet.
+    """
+    src = Path(path)
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file or directory")
+    if src.is_dir() and not (src / SAFETENSORS_FILE).is_file():
+        raise CheckpointError(
+            f"{src}: a folder without {SAFETENSORS_FILE}; pass a DeepForest release (.pt, .ckpt, "
+            "model.safetensors + config.json) or a torchvision RetinaNet state dict (.pth)"
+        )
+    try:
+        return import_deepforest(src, class_names=class_names)
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:  # torch's unpickler on a non-torch file
+        raise CheckpointError(
+            f"{src}: not a readable torch or safetensors file ({type(exc).__name__}: {exc}); "
+            "pass a DeepForest release or a torchvision RetinaNet state dict"
+        ) from None

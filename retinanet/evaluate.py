@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,8 +145,11 @@ class _Counts:
     num_det: np.ndarray
 
 
-def _match_counts(ev: Any, num_classes: int, score_threshold: float) -> _Counts:
-    """TP / FP / GT / detections per class from COCOeval's per-image matches (one IoU)."""
+def _match_counts(ev: Any, num_classes: int, score_thresholds: np.ndarray) -> _Counts:
+    """TP / FP / GT / detections per class from COCOeval's per-image matches (one IoU).
+
+    ``score_thresholds``: float ``[K]``, the operating point of each class.
+    """
     c = _Counts(*(np.zeros(num_classes, int) for _ in range(4)))
     for e in ev.evalImgs:
         if e is None:
@@ -156,7 +159,7 @@ def _match_counts(ev: Any, num_classes: int, score_threshold: float) -> _Counts:
         scores = np.asarray(e["dtScores"])
         matched = np.asarray(e["dtMatches"])[0] > 0 if len(scores) else np.zeros(0, bool)
         ignored = np.asarray(e["dtIgnore"])[0].astype(bool) if len(scores) else np.zeros(0, bool)
-        above = (scores >= score_threshold) & ~ignored
+        above = (scores >= score_thresholds[k]) & ~ignored
         c.tp[k] += int((matched & above).sum())
         c.fp[k] += int((~matched & above).sum())
         c.num_det[k] += int(above.sum())
@@ -186,7 +189,7 @@ def evaluate_detections(
     class_names: Sequence[str],
     *,
     iou: float = 0.5,
-    score_threshold: float = 0.5,
+    score_threshold: float | Mapping[str, float] = 0.5,
     max_dets: int = 10000,
 ) -> dict[str, dict[str, float | int]]:
     """COCO mAP/AP50 and precision/recall at (``iou``, ``score_threshold``).
@@ -196,7 +199,9 @@ def evaluate_detections(
         detections: one entry per image, same order, with scores.
         class_names: names of the class ids.
         iou: IoU for precision/recall.
-        score_threshold: minimum score for precision/recall.
+        score_threshold: minimum score for precision/recall: one for all
+            classes, or one per class name (e.g. a checkpoint's calibrated
+            ``score_thresholds``; classes not named use 0.5).
         max_dets: detections per image considered (COCO's default 100 is too
             few for aerial scenes).
 
@@ -218,7 +223,11 @@ def evaluate_detections(
     precision = ev.eval["precision"]  # (T, R, K, A=1, M=1)
     # precision/recall at one IoU and score: COCOeval's per-image matches
     ev_pr = _coco_eval(ground_truth, detections, num_classes, np.array([iou]), max_dets)
-    c = _match_counts(ev_pr, num_classes, score_threshold)
+    if isinstance(score_threshold, Mapping):
+        thresholds = np.array([float(score_threshold.get(name, 0.5)) for name in class_names])
+    else:
+        thresholds = np.full(num_classes, float(score_threshold))
+    c = _match_counts(ev_pr, num_classes, thresholds)
     out: dict[str, dict[str, float | int]] = {}
     for k, name in enumerate(class_names):
         out[name] = _summary(precision, k, int(c.tp[k]), int(c.fp[k]), int(c.num_gt[k]), int(c.num_det[k]))
@@ -230,3 +239,103 @@ def evaluate_detections(
     overall["ap50"] = float(np.mean([m["ap50"] for m in with_gt])) if with_gt else -1.0
     out["overall"] = overall
     return out
+
+
+@dataclass(frozen=True)
+class PRCurve:
+    """Precision and recall of one class as the score threshold falls.
+
+    Attributes:
+        scores: float ``[D]`` detection scores, descending (threshold i keeps scores[:i + 1]).
+        precision: float ``[D]``.
+        recall: float ``[D]``.
+        num_gt: ground-truth boxes of the class.
+    """
+
+    scores: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    num_gt: int
+
+    def best_f1(self) -> dict[str, float]:
+        """The operating point of best F1: ``score_threshold``, ``f1``, ``precision``, ``recall``.
+
+        Without detections or ground truth: threshold 0.5 and F1 0 (nothing to calibrate on).
+        """
+        if not len(self.scores) or not self.num_gt:
+            return {"score_threshold": 0.5, "f1": 0.0, "precision": 0.0, "recall": 0.0}
+        f1 = 2 * self.precision * self.recall / np.maximum(self.precision + self.recall, 1e-12)
+        # among equal scores only the last index keeps them all: take that one
+        last_of_score = np.r_[self.scores[1:] != self.scores[:-1], True]
+        i = int(np.argmax(np.where(last_of_score, f1, -1.0)))
+        return {
+            "score_threshold": float(self.scores[i]),
+            "f1": float(f1[i]),
+            "precision": float(self.precision[i]),
+            "recall": float(self.recall[i]),
+        }
+
+
+def pr_curves(
+    ground_truth: Sequence[ImageBoxes],
+    detections: Sequence[ImageBoxes],
+    class_names: Sequence[str],
+    *,
+    iou: float = 0.5,
+    max_dets: int = 10000,
+) -> dict[str, PRCurve]:
+    """Per class, precision and recall at every score threshold (COCOeval's matches at ``iou``).
+
+    Example:
+        >>> gt = [ImageBoxes(np.array([[0, 0, 10, 10], [20, 0, 30, 10]]), np.array([0, 0]))]
+        >>> dt = [ImageBoxes(np.array([[0, 0, 10, 10], [50, 50, 60, 60]]), np.array([0, 0]), np.array([0.9, 0.8]))]
+        >>> c = pr_curves(gt, dt, ["tree"])["tree"]
+        >>> c.precision.tolist(), c.recall.tolist(), c.best_f1()["score_threshold"]
+        ([1.0, 0.5], [0.5, 0.5], 0.9)
+    """
+    num_classes = len(class_names)
+    ev = _coco_eval(ground_truth, detections, num_classes, np.array([iou]), max_dets)
+    scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    matched: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    num_gt = np.zeros(num_classes, int)
+    for e in ev.evalImgs:
+        if e is None:
+            continue
+        k = e["category_id"] - 1
+        num_gt[k] += int((~np.asarray(e["gtIgnore"], bool)).sum())
+        if len(e["dtScores"]):
+            keep = ~np.asarray(e["dtIgnore"])[0].astype(bool)
+            scores[k].append(np.asarray(e["dtScores"], float)[keep])
+            matched[k].append((np.asarray(e["dtMatches"])[0] > 0)[keep])
+    out = {}
+    for k, name in enumerate(class_names):
+        s = np.concatenate(scores[k]) if scores[k] else np.zeros(0)
+        m = np.concatenate(matched[k]) if matched[k] else np.zeros(0, bool)
+        order = np.argsort(-s, kind="stable")
+        s, m = s[order], m[order]
+        tp, fp = np.cumsum(m), np.cumsum(~m)
+        precision = tp / np.maximum(tp + fp, 1)
+        recall = tp / max(int(num_gt[k]), 1)
+        out[name] = PRCurve(s, precision.astype(float), recall.astype(float), int(num_gt[k]))
+    return out
+
+
+def best_f1_thresholds(
+    ground_truth: Sequence[ImageBoxes],
+    detections: Sequence[ImageBoxes],
+    class_names: Sequence[str],
+    *,
+    iou: float = 0.4,
+) -> dict[str, dict[str, float]]:
+    """Score calibration: per class, the score threshold of best F1 at ``iou``.
+
+    IoU 0.4 by default: hand-drawn boxes of tree crowns (and other objects
+    without sharp edges) disagree with each other by about that much, and it
+    is the IoU DeepForest evaluates its tree crowns at; a detector scored at
+    0.5 there is penalised for annotator noise.
+
+    Returns:
+        ``{class: {"score_threshold", "f1", "precision", "recall"}}``.
+    """
+    curves = pr_curves(ground_truth, detections, class_names, iou=iou)
+    return {name: curve.best_f1() for name, curve in curves.items()}

@@ -154,7 +154,12 @@ def _chip_scene(
         window = (tile.col_off_px, tile.row_off_px, width, height)
         images.append(
             LabeledImage(
-                str(scene.path), window, visible[keep].astype(np.float32), labels[keep], str(scene.path)
+                str(scene.path),
+                window,
+                visible[keep].astype(np.float32),
+                labels[keep],
+                str(scene.path),
+                (height, width),
             )
         )
     return images

@@ -69,6 +69,7 @@ class LabeledImage:
         boxes_xyxy_px: float32 ``[N, 4]`` in the image's (window's) pixels.
         labels: int64 ``[N]`` class ids.
         group: split key (the scene or image), so tiles of one scene stay on one side.
+        size_hw: (height, width) px of the image (the window's, when set); None: unknown.
     """
 
     path: str
@@ -76,6 +77,7 @@ class LabeledImage:
     boxes_xyxy_px: np.ndarray
     labels: np.ndarray
     group: str
+    size_hw: tuple[int, int] | None = None
 
 
 @dataclass
@@ -195,7 +197,14 @@ class LabelBuilder:
             arr = np.asarray(rows, np.float64).reshape(-1, 5)
             where = str(Path(path).absolute())  # workers run in another directory
             images.append(
-                LabeledImage(where, None, arr[:, :4].astype(np.float32), arr[:, 4].astype(np.int64), where)
+                LabeledImage(
+                    where,
+                    None,
+                    arr[:, :4].astype(np.float32),
+                    arr[:, 4].astype(np.int64),
+                    where,
+                    self.sizes[path],
+                )
             )
         return LabelSet(images, tuple(self.class_names), self.issues)
 

@@ -8,12 +8,22 @@ object store.  Ray touch points are numbered:
 
 # [1] ray.train.get_checkpoint(): resume (re-run / FailureConfig restart)
 # [2] prepare_model: DDP (gloo on CPU, nccl on GPU)
-# [3] prepare_data_loader: DistributedSampler + device placement
+# [3] prepare_data_loader: device placement (our ``EpochSampler`` shards the
+#     training tiles by rank, in an order drawn from (seed, epoch))
 # [4] ray.train.report(metrics, checkpoint) every epoch (checkpoint from rank 0)
+
+Every worker trains on random tiles of ``ModelConfig.tile_size_px`` cut from
+the images (``retinanet.labeled_tiles.TrainingTiles``), for
+``TrainConfig.total_steps`` optimizer steps (else ``epochs`` epochs).  A
+resumed run reproduces an uninterrupted one: the data order and every
+augmentation are drawn from (seed, epoch, sample), and the checkpoint holds
+the optimizer, the global RNG states, the epoch and the step.
 
 Outputs in ``out_dir``: ``last/`` (every epoch) and ``best/`` (the epoch
 with the best validation AP50; written only when the validation images hold
-boxes, since AP50 is undefined without them), checkpoint directories that
+boxes, since AP50 is undefined without them; its ``meta.json`` holds
+``score_thresholds``, the best-F1 score per class at
+``TrainConfig.calibration_iou``), checkpoint directories that
 ``aerialdet detect --model`` takes; ``metrics.jsonl`` and ``training.png``
 (``retinanet.train_report``); and Ray Train's own run state under
 ``out_dir/ray/`` (what ``--resume`` and worker restarts continue from).
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -69,6 +80,8 @@ class TrainSpec:
         use_gpu: one GPU per worker.
         max_failures: worker failures tolerated (restart from last checkpoint).
         cpus_per_worker: CPUs (and torch threads) per worker.
+        backbone_weights: a torchvision ResNet state dict (e.g. ImageNet) to
+            start the backbone from (from scratch and without ``init_checkpoint``).
     """
 
     labels: tuple[str, ...]
@@ -81,6 +94,7 @@ class TrainSpec:
     use_gpu: bool = False
     max_failures: int = 1
     cpus_per_worker: int = 1
+    backbone_weights: str | None = None
 
 
 def init_from_checkpoint(model: torch.nn.Module, config: ModelConfig, ckpt_dir: str) -> list[str]:
@@ -144,13 +158,14 @@ def _plot(metrics_path: Path, out_png: Path) -> None:
 
 @dataclass
 class _Start:
-    """Where a worker starts: epoch, step, best AP50 so far, optimizer state."""
+    """Where a worker starts: epoch, step, best AP50 so far, optimizer and RNG state."""
 
     epoch: int = 0
     global_step: int = 0
     best_ap50: float = -1.0
     optimizer_state: dict[str, Any] | None = None
     resumed_from: int | None = None
+    rng: dict[str, Any] | None = None
 
 
 def _resume_or_init(model: torch.nn.Module, spec: TrainSpec) -> _Start:
@@ -162,6 +177,10 @@ def _resume_or_init(model: torch.nn.Module, spec: TrainSpec) -> _Start:
         if spec.init_checkpoint:
             carried = init_from_checkpoint(model, spec.model, spec.init_checkpoint)
             logger.info("fine-tuning from %s; classes carried over: %s", spec.init_checkpoint, carried)
+        elif spec.backbone_weights:
+            from retinanet.checkpoint import load_backbone_weights
+
+            load_backbone_weights(model, spec.backbone_weights)
         return _Start()
     with resume.as_directory() as d:
         model.load_state_dict(load_dir(d).model.state_dict())
@@ -174,6 +193,7 @@ def _resume_or_init(model: torch.nn.Module, spec: TrainSpec) -> _Start:
         best_ap50=float(state.get("best_ap50", -1.0)),
         optimizer_state=state.get("optimizer"),
         resumed_from=epoch - 1,
+        rng=state.get("rng"),
     )
 
 
@@ -188,26 +208,35 @@ def _trim_metrics(metrics_path: Path, start_epoch: int) -> None:
         metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
 
 
-def _make_loaders(spec: TrainSpec, data: TrainData) -> tuple[DataLoader[Any], DataLoader[Any]]:
-    """Training loader (sharded across workers, augmented) and validation loader."""
+def _make_loaders(
+    spec: TrainSpec, data: TrainData, rank: int, world: int
+) -> tuple[DataLoader[Any], DataLoader[Any]]:
+    """Training loader (random tiles of every image, this worker's share, augmented) and validation loader."""
     from ray.train.torch import prepare_data_loader
     from torch.utils.data import DataLoader
 
     from retinanet.augment import OverheadAugment
-    from retinanet.labeled_tiles import LabeledTiles, collate
+    from retinanet.labeled_tiles import (
+        EpochSampler,
+        LabeledTiles,
+        TileSampling,
+        TrainingTiles,
+        collate,
+        grid_tiles,
+    )
 
     bands = spec.model.band_config.bands
-    augment = OverheadAugment() if spec.train.augment else None
-    loader = DataLoader(
-        LabeledTiles(data.train, bands, augment),
-        batch_size=spec.train.batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        num_workers=0,
+    tile = spec.model.tile_size_px
+    sampling = TileSampling(tile_size_px=tile, scale_range=spec.train.scale_range)
+    tiles = TrainingTiles(
+        data.train, bands, sampling, OverheadAugment() if spec.train.augment else None, seed=spec.train.seed
     )
-    loader = prepare_data_loader(loader, move_to_device=False)  # [3]
+    sampler = EpochSampler(len(tiles), rank=rank, num_replicas=world, seed=spec.train.seed)
+    loader = DataLoader(tiles, batch_size=spec.train.batch_size, sampler=sampler, collate_fn=collate)
+    # our sampler shards and orders by (seed, epoch): Ray adds none
+    loader = prepare_data_loader(loader, add_dist_sampler=False, move_to_device=False)  # [3]
     val_loader = DataLoader(
-        LabeledTiles(data.val, bands), batch_size=spec.train.batch_size, collate_fn=collate
+        LabeledTiles(grid_tiles(data.val, tile), bands), batch_size=spec.train.batch_size, collate_fn=collate
     )
     return loader, val_loader
 
@@ -236,8 +265,8 @@ def _fault_injector(out_dir: Path, rank: int) -> Callable[[int, dict[str, float]
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics without the per-class table (what ``report`` and ``meta.json`` carry)."""
-    return {k: v for k, v in metrics.items() if k != "val_per_class"}
+    """Metrics without the per-class tables (what ``report`` and ``meta.json`` carry)."""
+    return {k: v for k, v in metrics.items() if k not in ("val_per_class", "score_thresholds", "calibration")}
 
 
 def _evaluate(model: torch.nn.Module, val_loader: Any, spec: TrainSpec, device: Any) -> dict[str, Any]:
@@ -250,9 +279,13 @@ def _evaluate(model: torch.nn.Module, val_loader: Any, spec: TrainSpec, device: 
         spec.model.class_names,
         score_threshold=spec.train.score_threshold,
         device=device,
+        calibration_iou=spec.train.calibration_iou,
     )
+    calibration = ev.pop("calibration")
     overall = ev["overall"]
     return {
+        "score_thresholds": {name: c["score_threshold"] for name, c in calibration.items()},
+        "calibration": {"iou": spec.train.calibration_iou, "per_class": calibration},
         "val_map": overall["map"],
         "val_ap50": overall["ap50"],
         "val_precision": overall["precision"],
@@ -262,28 +295,36 @@ def _evaluate(model: torch.nn.Module, val_loader: Any, spec: TrainSpec, device: 
     }
 
 
-def _save_epoch(
-    model: torch.nn.Module, spec: TrainSpec, metrics: dict[str, Any], train_state: dict[str, Any], tmp: Path
-) -> tuple[Any, float]:
-    """Rank 0: evaluated metrics -> last/, best/ when AP50 improved, metrics.jsonl, plot.
+def write_epoch(
+    out_dir: Path,
+    model: torch.nn.Module,
+    config: ModelConfig,
+    metrics: dict[str, Any],
+    train_state: dict[str, Any],
+    tmp: Path,
+) -> tuple[Path, float]:
+    """Rank 0's files of an evaluated epoch (plain torch, no Ray).
+
+    Writes ``last/``; ``best/`` when validation AP50 improved (never when it
+    is -1: no validation boxes), with the best-F1 ``score_thresholds`` per
+    class in its ``meta.json``; a line of ``metrics.jsonl``; the plot.
 
     Returns:
-        (Ray ``Checkpoint`` of this epoch, best AP50 so far).
+        (checkpoint directory of this epoch under ``tmp``, best AP50 so far).
     """
-    from ray.train import Checkpoint
-
-    out_dir = Path(spec.out_dir)
-    improved = metrics["val_ap50"] > train_state["best_ap50"]  # never when AP50 is -1 (no val boxes)
+    improved = metrics["val_ap50"] > train_state["best_ap50"]
     train_state = {**train_state, "best_ap50": max(train_state["best_ap50"], metrics["val_ap50"])}
     extra = {"epoch": metrics["epoch"], "metrics": _scalars(metrics)}
-    ckpt_dir = save_dir(tmp / "ckpt", model, spec.model, train_state=train_state, extra_meta=extra)
-    save_dir(out_dir / "last", model, spec.model, train_state=train_state, extra_meta=extra)
+    if "score_thresholds" in metrics:
+        extra.update(score_thresholds=metrics["score_thresholds"], calibration=metrics.get("calibration"))
+    ckpt_dir = save_dir(tmp / "ckpt", model, config, train_state=train_state, extra_meta=extra)
+    save_dir(out_dir / "last", model, config, train_state=train_state, extra_meta=extra)
     if improved:
-        save_dir(out_dir / "best", model, spec.model, extra_meta=extra)
+        save_dir(out_dir / "best", model, config, extra_meta=extra)
     with (out_dir / METRICS_FILE).open("a") as f:
         f.write(json.dumps({**metrics, "best_saved": improved, "time": time.time()}) + "\n")
     _plot(out_dir / METRICS_FILE, out_dir / PLOT_FILE)
-    return Checkpoint.from_directory(str(ckpt_dir)), train_state["best_ap50"]
+    return ckpt_dir, train_state["best_ap50"]
 
 
 def _train_epochs(
@@ -297,15 +338,17 @@ def _train_epochs(
 ) -> None:
     """Epochs ``start.epoch`` .. ``spec.train.epochs - 1``: train, evaluate, checkpoint, report."""
     import ray.train
+    from ray.train import Checkpoint
 
-    from retinanet.train_loop import train_one_epoch
+    from retinanet.train_loop import rng_state, train_one_epoch
 
     loader, val_loader = loaders
     cap = spec.train.max_steps_per_epoch
-    total_steps = max(1, (len(loader) if cap is None else min(len(loader), cap)) * spec.train.epochs)
+    per_epoch = max(1, len(loader) if cap is None else min(len(loader), cap))
+    total_steps = spec.train.total_steps or per_epoch * spec.train.epochs
     on_step = _fault_injector(Path(spec.out_dir), rank)
     global_step, best = start.global_step, start.best_ap50
-    for epoch in range(start.epoch, spec.train.epochs):
+    for epoch in range(start.epoch, math.ceil(total_steps / per_epoch)):
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         result = train_one_epoch(
@@ -330,8 +373,15 @@ def _train_epochs(
             checkpoint = None
             if rank == 0:
                 metrics.update(_evaluate(model, val_loader, spec, device))
-                state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "global_step": global_step}
-                checkpoint, best = _save_epoch(model, spec, metrics, {**state, "best_ap50": best}, Path(tmp))
+                state = {
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "global_step": global_step,
+                    "best_ap50": best,
+                    "rng": rng_state(),
+                }
+                ckpt_dir, best = write_epoch(Path(spec.out_dir), model, spec.model, metrics, state, Path(tmp))
+                checkpoint = Checkpoint.from_directory(str(ckpt_dir))
             ray.train.report(_scalars(metrics), checkpoint=checkpoint)  # [4]
 
 
@@ -346,11 +396,12 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     from ray.train.torch import get_device, prepare_model
 
     from retinanet.model import build_model
-    from retinanet.train_loop import make_optimizer, seed_everything
+    from retinanet.train_loop import make_optimizer, seed_everything, set_rng_state
 
     spec = spec_from_json(payload["spec"])
     data = ray.get(payload["data"])
-    rank = ray.train.get_context().get_world_rank()
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, spec.cpus_per_worker))
     seed_everything(spec.train.seed + rank)
     model = build_model(spec.model)
@@ -362,7 +413,9 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     optimizer = make_optimizer(model, spec.train)
     if start.optimizer_state is not None:
         optimizer.load_state_dict(start.optimizer_state)
-    loaders = _make_loaders(spec, data)  # [3]
+    if start.rng is not None and rank == 0:
+        set_rng_state(start.rng)
+    loaders = _make_loaders(spec, data, rank, world)  # [3]
     _train_epochs(model, optimizer, loaders, spec, start, rank, device)
 
 
@@ -386,6 +439,7 @@ def spec_from_json(data: dict[str, Any]) -> TrainSpec:
         use_gpu=data["use_gpu"],
         max_failures=data["max_failures"],
         cpus_per_worker=data["cpus_per_worker"],
+        backbone_weights=data.get("backbone_weights"),
     )
 
 

@@ -9,6 +9,7 @@ tensors in raw scene units: the model scales the bands itself
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retinanet.evaluate import ImageBoxes, evaluate_detections
+from retinanet.evaluate import ImageBoxes, best_f1_thresholds, evaluate_detections
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,11 @@ class TrainConfig:
         augment: flips, 90-degree rotations and jitter.
         seed: RNG seed.
         max_steps_per_epoch: cap on steps per epoch (None: the whole data set).
+        total_steps: optimizer steps of the whole run (None: ``epochs`` full
+            epochs); the last epoch stops when they are done.
+        scale_range: scale jitter of the training tiles (``TileSampling``).
+        calibration_iou: IoU at which validation picks each class's best-F1
+            score threshold (stored in the checkpoint).
     """
 
     epochs: int = 10
@@ -50,6 +56,30 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     max_steps_per_epoch: int | None = None
+    total_steps: int | None = None
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    calibration_iou: float = 0.4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale_range", tuple(self.scale_range))  # a list after JSON
+
+
+def steps_per_epoch(num_samples: int, config: TrainConfig, num_workers: int = 1) -> int:
+    """Optimizer steps of one epoch per worker (``max_steps_per_epoch`` applied).
+
+    Example:
+        >>> steps_per_epoch(50, TrainConfig(batch_size=4))
+        13
+    """
+    steps = max(1, math.ceil(math.ceil(num_samples / num_workers) / config.batch_size))
+    return min(steps, config.max_steps_per_epoch or steps)
+
+
+def schedule(num_samples: int, config: TrainConfig, num_workers: int = 1) -> tuple[int, int]:
+    """(epochs, total optimizer steps) of a run: ``total_steps`` when set, else ``epochs`` epochs."""
+    per_epoch = steps_per_epoch(num_samples, config, num_workers)
+    total = config.total_steps or per_epoch * config.epochs
+    return math.ceil(total / per_epoch), total
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -89,7 +119,7 @@ def train_one_epoch(
     Args:
         model: a torchvision RetinaNet (possibly DDP-wrapped).
         optimizer: from ``make_optimizer`` (its lr is set each step).
-        loader: batches of (raw images, targets) from ``LabeledTiles``.
+        loader: batches of (raw images, targets), e.g. ``TrainingTiles`` through ``EpochSampler``.
         config: optimisation settings.
         start_step: global step at the start of the epoch (for the lr schedule).
         total_steps: steps in the whole run.
@@ -106,6 +136,8 @@ def train_one_epoch(
     started = time.time()
     for images, targets in loader:
         if config.max_steps_per_epoch is not None and steps >= config.max_steps_per_epoch:
+            break
+        if step >= total_steps:  # the run's last, shortened epoch
             break
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, config)
@@ -139,6 +171,7 @@ def evaluate_model(
     *,
     score_threshold: float = 0.3,
     device: str | torch.device = "cpu",
+    calibration_iou: float | None = None,
 ) -> dict[str, Any]:
     """Detect on a labeled loader and compute COCO metrics per tile.
 
@@ -148,6 +181,9 @@ def evaluate_model(
         class_names: names of the label ids.
         score_threshold: score for precision/recall.
         device: where to run the model.
+        calibration_iou: when set, also the best-F1 score threshold per class
+            at this IoU, under the key ``"calibration"``
+            (``retinanet.evaluate.best_f1_thresholds``).
 
     Returns:
         ``retinanet.evaluate.evaluate_detections`` output (``overall`` and per
@@ -171,10 +207,48 @@ def evaluate_model(
         return {
             "overall": {"map": -1.0, "ap50": -1.0, "precision": 0.0, "recall": 0.0, "num_gt": 0, "num_det": 0}
         }
-    return evaluate_detections(gts, dts, class_names, score_threshold=score_threshold)
+    out: dict[str, Any] = evaluate_detections(gts, dts, class_names, score_threshold=score_threshold)
+    if calibration_iou is not None:
+        out["calibration"] = best_f1_thresholds(gts, dts, class_names, iou=calibration_iou)
+    return out
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch and numpy."""
+    """Seed torch, numpy and Python's ``random``."""
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
+    random.seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (torch, numpy, Python ``random``), saved with a checkpoint.
+
+    Training tiles and their augmentation draw from generators seeded by
+    (seed, epoch, sample) (``retinanet.labeled_tiles.TrainingTiles``), so the
+    data a resumed run sees is fixed by its epoch; these states cover what
+    else may draw from the global generators.
+    """
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "key": numpy_state[0],
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
+        "python": repr(random.getstate()),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of ``rng_state`` (a resumed run continues the generators)."""
+    import ast
+
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    random.setstate(ast.literal_eval(state["python"]))

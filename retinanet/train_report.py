@@ -103,7 +103,13 @@ def _best_line(out: Path) -> str | None:
     meta = json.loads(meta_path.read_text())
     ap50 = meta.get("metrics", {}).get("val_ap50")
     score = f"val AP50 {ap50:.3f}, " if isinstance(ap50, (int, float)) else ""
-    return f"{out / 'best'} ({score}epoch {meta.get('epoch')})"
+    thresholds = meta.get("score_thresholds")
+    calibrated = ""
+    if isinstance(thresholds, dict) and thresholds:
+        iou = (meta.get("calibration") or {}).get("iou")
+        calibrated = ", best-F1 score " + ", ".join(f"{k} {v:.3f}" for k, v in thresholds.items())
+        calibrated += f" at IoU {iou}" if iou is not None else ""
+    return f"{out / 'best'} ({score}epoch {meta.get('epoch')}{calibrated})"
 
 
 def summary_lines(out_dir: str | Path) -> list[str]:

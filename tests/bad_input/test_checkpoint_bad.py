@@ -149,3 +149,10 @@ def test_calibrated_thresholds_in_label_order_and_bad_ones_refused():
     for bad in ([0.5], {"car": "high"}, {"car": 1.5}, {"car": True}):
         with pytest.raises(CheckpointError, match="score_thresholds"):
             calibrated_thresholds({"score_thresholds": bad}, names, "ck")
+
+
+def test_text_file_as_weights_is_one_clear_error(tmp_path, good):
+    ck = _with_meta(tmp_path, good, lambda m: m)
+    (ck / "model.pt").write_text("these are not weights\n")
+    with pytest.raises(CheckpointError, match="model.pt"):
+        load_dir(ck)

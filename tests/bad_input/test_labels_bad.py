@@ -203,3 +203,16 @@ def test_synth_into_a_directory_that_cannot_be_written(tmp_path):
     target = "/proc/aerialdet-synth"  # not writable even for root
     result = CliRunner().invoke(synth_command, [target, "--size-px", "64"])
     assert target in _one_error_line(result)
+
+
+@pytest.mark.parametrize("flag", ["--init", "--backbone-weights"])
+def test_train_with_a_weights_file_that_is_not_one_is_one_line(chips, flag):
+    files = [_voc(chips / "a.xml", "a.png"), _voc(chips / "b.xml", "b.png")]
+    (chips / "notes.pt").write_text("not torch weights")
+    out = chips / "run"
+    result = CliRunner().invoke(
+        train_command, [*map(str, files), "--out", str(out), flag, str(chips / "notes.pt")]
+    )
+    line = _one_error_line(result)
+    assert flag in line and "notes.pt" in line
+    assert not out.exists()  # refused before anything was written

@@ -117,6 +117,42 @@ def test_resume_continues_epochs_and_optimizer(train_cluster, labels, tmp_path):
     assert load_dir(out / "last").config.class_names == ("vehicle", "building", "tree")
 
 
+def test_killed_and_resumed_run_gives_the_same_weights_as_an_uninterrupted_one(
+    train_cluster, labels, tmp_path
+):
+    """issue 13: a resumed run replayed the data order and augmentation from the start (loss 1.9077 vs 1.8641).
+
+    Both runs have the same spec; in one, worker 1 dies at the first step of epoch 1 and the run
+    fails (max_failures 0); run again, it resumes from the checkpoint of epoch 0.  The data order
+    and augmentation are drawn from (seed, epoch, sample) and the checkpoint holds the optimizer
+    and RNG states, so the weights match the uninterrupted run's.
+    """
+    import torch
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir()
+    (whole / ".fault_injected").write_text("no fault in this run")  # the injector fires once per out dir
+    no_restart = {"max_failures": 0}
+    run_training(
+        TrainSpec(**{**spec(labels, whole, epochs=2, workers=2).__dict__, **no_restart}), data(labels)
+    )
+    with pytest.raises(Exception, match="(?i)fail"):
+        run_training(
+            TrainSpec(**{**spec(labels, killed, epochs=2, workers=2).__dict__, **no_restart}), data(labels)
+        )
+    assert epochs_logged(killed) == [0]  # killed during epoch 1
+    run_training(
+        TrainSpec(**{**spec(labels, killed, epochs=2, workers=2).__dict__, **no_restart}), data(labels)
+    )
+    assert epochs_logged(killed) == [0, 1]
+    a = torch.load(whole / "last" / "model.pt", weights_only=True)
+    b = torch.load(killed / "last" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert load_train_state(killed / "last")["rng"]["torch"].dtype == torch.uint8  # RNG states saved
+
+
 def _voc_chip(folder, name, objects, size=96):
     """A PNG chip with bright squares and its VOC file: objects = [(class, x, y, side), ...]."""
     from PIL import Image
@@ -174,8 +210,14 @@ def test_train_cli_on_voc_chips_validates_and_is_quiet(tmp_path):
     assert stdout[1].startswith("trained 2 epoch(s), 4 steps")
     assert stdout[2].startswith(f"checkpoints: {out / 'best'} (val AP50 ") and str(out / "last") in stdout[2]
     assert stdout[3] == f"metrics: {out / 'metrics.jsonl'}, {out / 'training.png'}" and len(stdout) == 4
-    # stderr holds the progress bar only: no Ray log lines, no worker prints, no colour codes
-    bar_states = [s for s in run.stderr.replace("\r", "\n").splitlines() if s.strip()]
+    # stderr holds the warnings said up front (5 objects, 4 steps: too little from scratch) and the
+    # progress bar only: no Ray log lines, no worker prints, no colour codes
+    lines = [s for s in run.stderr.replace("\r", "\n").splitlines() if s.strip()]
+    warnings = [s for s in lines if s.startswith("warning: ")]
+    assert any("5 training objects" in w for w in warnings) and any(
+        "4 optimizer steps" in w for w in warnings
+    )
+    bar_states = [s for s in lines if s not in warnings]
     assert bar_states and all(s.startswith("train:") for s in bar_states), run.stderr[-3000:]
     assert "epoch 1" in bar_states[-1] and "val AP50" in bar_states[-1] and "\x1b[3" not in run.stderr
     assert (out / "_logs").is_dir()  # Ray's own logs went to a file under the run

@@ -6,7 +6,9 @@ from jobs.cli import _register_optional, cli
 _register_optional()
 
 
-@pytest.mark.parametrize("command", ["detect", "train", "synth", "evaluate", "query", "quicklook"])
+@pytest.mark.parametrize(
+    "command", ["detect", "train", "synth", "evaluate", "query", "quicklook", "import", "submit"]
+)
 def test_help_exits_zero_with_examples(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0

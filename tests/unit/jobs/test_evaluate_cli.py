@@ -199,3 +199,92 @@ def test_footprint_recorded_in_the_detections_file_needs_no_raster(tmp_path):
     assert result.exit_code == 0, result.output
     assert m["footprints_from_detections"] == [] and m["ground_truth_outside_scenes"] == 0
     assert (m["overall"]["tp"], m["overall"]["fn"]) == (expected_tp, 3)
+
+
+def _chip_detections(tmp_path):
+    """Two chips labelled in pixels (VOC), and detections of them with pixel boxes.
+
+    The chips are GeoTIFFs with a nominal geotransform (detect refuses scenes without one);
+    the VOC files know only their pixels.  Chip a: trees at (10, 10, 30, 30), (50, 50, 70, 70);
+    detected at score 0.9 and 0.3, plus a false positive (80, 5, 90, 15) at 0.6.  Chip b: one
+    tree (5, 40, 25, 60), missed.
+    """
+    import rasterio
+    from rasterio.transform import from_origin
+
+    truth = {"a": [(10, 10, 30, 30), (50, 50, 70, 70)], "b": [(5, 40, 25, 60)]}
+    profile = {"driver": "GTiff", "width": 96, "height": 96, "count": 3, "dtype": "uint8", "crs": UTM33}
+    for i, (name, boxes) in enumerate(truth.items()):
+        transform = from_origin(500000 + 1000 * i, 5000000, 0.1, 0.1)
+        with rasterio.open(tmp_path / f"{name}.tif", "w", transform=transform, **profile) as dst:
+            dst.write(np.full((3, 96, 96), 90, np.uint8))
+        body = "".join(
+            f"<object><name>Tree</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+            f"<ymax>{y2}</ymax></bndbox></object>"
+            for x1, y1, x2, y2 in boxes
+        )
+        (tmp_path / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.tif</filename>{body}</annotation>"
+        )
+    out = tmp_path / "det"
+    scene = open_scene(str(tmp_path / "a.tif"), ReadConfig())
+    merged = MergedBoxes(
+        np.array([[10, 10, 30, 30], [51, 51, 71, 71], [80, 5, 90, 15]], float),
+        np.array([0.9, 0.3, 0.6], np.float32),
+        np.array([0, 0, 0]),
+    )
+    write_scene_detections(out, scene, merged, class_names=("Tree",), out_crs=UTM33, model_id="m", run_id="r")
+    return out
+
+
+def test_pixel_ground_truth_compared_in_scene_pixels(tmp_path):
+    out = _chip_detections(tmp_path)
+    gt = tmp_path / "voc"
+    gt.mkdir()
+    for name in ("a", "b"):  # a folder of VOC files, images beside them
+        (gt / f"{name}.xml").write_text((tmp_path / f"{name}.xml").read_text())
+        (gt / f"{name}.tif").write_bytes((tmp_path / f"{name}.tif").read_bytes())
+    result, data = _evaluate(out, gt, "--json", "--score", "0.5")
+    assert result.exit_code == 0, result.output
+    tree = data["Tree"]  # at 0.5: TP (10, 10, 30, 30), FP (80, 5, ...); 2 of 3 trees missed
+    assert (tree["num_gt"], tree["tp"], tree["fp"], tree["fn"]) == (3, 1, 1, 2)
+    assert data["num_scenes"] == 2 and data["matched_by"] == "image"
+    _, low = _evaluate(out, gt, "--json", "--score", "0.2")
+    assert (low["Tree"]["tp"], low["Tree"]["fp"]) == (2, 1)
+
+
+def test_calibrated_thresholds_from_the_model_and_a_pr_curve(tmp_path):
+    from retinanet import ModelConfig, build_model
+    from retinanet.checkpoint import save_dir
+
+    out = _chip_detections(tmp_path)
+    config = ModelConfig(backbone="resnet18", class_names=("Tree",))
+    save_dir(tmp_path / "ckpt", build_model(config), config, extra_meta={"score_thresholds": {"Tree": 0.25}})
+    result, data = _evaluate(
+        out, tmp_path / "a.xml", "--json", "--model", tmp_path / "ckpt", "--pr-curve", tmp_path / "pr.png"
+    )
+    assert result.exit_code == 0, result.output
+    assert data["score_threshold"] == {"Tree": 0.25} and data["Tree"]["tp"] == 2  # the 0.3 detection counts
+    assert (tmp_path / "pr.png").stat().st_size > 5000
+    _, given = _evaluate(out, tmp_path / "a.xml", "--json", "--model", tmp_path / "ckpt", "--score", "0.5")
+    assert given["score_threshold"] == 0.5 and given["Tree"]["tp"] == 1  # --score wins over the model's
+    save_dir(tmp_path / "plain", build_model(config), config)
+    refused, _ = _evaluate(out, tmp_path / "a.xml", "--model", tmp_path / "plain")
+    assert (
+        refused.exit_code == 2 and "score_thresholds" in refused.output and "Traceback" not in refused.output
+    )
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("bad.xml", "<annotation><filename>a.png", "not valid XML"),
+        ("bad.json", "[1, 2]", "expected a COCO object"),
+        ("bad.csv", "a,b\n1,2\n", "missing CSV columns"),
+    ],
+)
+def test_bad_pixel_ground_truth_is_one_line(tmp_path, name, text, message):
+    out = _chip_detections(tmp_path)
+    (tmp_path / name).write_text(text)
+    result, _ = _evaluate(out, tmp_path / name)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

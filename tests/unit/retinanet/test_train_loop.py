@@ -150,3 +150,21 @@ def test_metrics_progress_follows_complete_lines(tmp_path):
             time.sleep(0.01)
         assert progress._bar.n == 1 and "val AP50 0.500" in str(progress._bar)
     assert [row["epoch"] for row in read_metrics(path)] == [0]
+
+
+def test_summary_names_the_calibrated_score_thresholds(tmp_path):
+    run = tmp_path / "run"
+    config = cfg(("car", "tree"))
+    meta = {"epoch": 2, "metrics": _metrics_row(2, 0.5), "score_thresholds": {"car": 0.31, "tree": 0.2}}
+    save_dir(run / "best", build_model(config), config, extra_meta={**meta, "calibration": {"iou": 0.4}})
+    text = "\n".join(summary_lines(run))
+    assert "(val AP50 0.500, epoch 2, best-F1 score car 0.310, tree 0.200 at IoU 0.4)" in text
+
+
+def test_a_shortened_last_epoch_stops_at_total_steps(synth):
+    ls = read_labels([synth], ("vehicle", "building", "tree"), tile_size_px=128)
+    model = build_model(cfg(ls.class_names))
+    batch = collate([LabeledTiles(ls.images, BANDS.bands)[0]])
+    tc = TrainConfig(warmup_steps=1)
+    out = train_one_epoch(model, make_optimizer(model, tc), [batch] * 5, tc, start_step=8, total_steps=10)
+    assert out["steps"] == 2 and out["global_step"] == 10
