@@ -354,7 +354,7 @@ def _job_subcommand(job: str) -> click.Command:
     return command
 
 
-@click.group("submit")
+@click.group("submit", epilog=EPILOG)
 def submit_command() -> None:
     """Submit a job (detect, train) to a running Ray cluster through its job API."""
 
