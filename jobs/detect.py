@@ -16,7 +16,9 @@ from jobs.options import (
     address_option,
     bands_option,
     min_score_option,
+    out_option,
     overwrite_option,
+    progress_option,
     ray_session,
     run_standalone,
     tile_size_option,
@@ -40,7 +42,7 @@ Examples:
 @click.command("detect", epilog=EPILOG)
 @click.argument("source")
 @click.option("--model", "model", required=True, help="Checkpoint directory or training run directory.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@out_option("Output directory or s3://bucket/prefix.")
 @tile_size_option(1024, "Tile edge fed to the model, pixels.")
 @click.option(
     "--overlap-px",
@@ -102,7 +104,7 @@ Examples:
     type=click.IntRange(min=1),
     help="Refuse scenes with more pixels than this (width x height) [default: 10 gigapixels].",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option
 @address_option
 @verbose_option
 def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from jobs.options import UserError, overwrite_option
+from jobs.options import UserError, out_option, overwrite_option
 
 EPILOG = """\b
 Examples:
@@ -46,7 +46,7 @@ def _class_names(classes: str | None, classes_file: str | None) -> tuple[str, ..
 
 @click.command("import", epilog=EPILOG)
 @click.argument("source", type=click.Path(exists=True))
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Checkpoint directory to write.")
+@out_option("Checkpoint directory to write.")
 @click.option(
     "--classes",
     default=None,

@@ -2,6 +2,7 @@
 
 Every option that more than one command takes is a decorator here
 (``address_option``, ``verbose_option``, ``overwrite_option``, ``progress_option``,
+``out_option``, ``seed_option``,
 ``bands_option``, ``tile_size_option``, ``min_score_option``), so
 ``--bands`` or ``--overwrite`` mean the same thing in every command.
 
@@ -142,6 +143,16 @@ def verbose_option(f: F) -> F:
     return click.option(
         "-v", "--verbose", is_flag=True, help=f"Show Ray's logs too (always written under OUT/{LOG_DIR}/)."
     )(f)
+
+
+def out_option(help_text: str) -> Callable[[F], F]:
+    """``--out``: where a command writes (a directory; ``detect`` also takes ``s3://bucket/prefix``)."""
+    return click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help=help_text)
+
+
+def seed_option(f: F) -> F:
+    """``--seed``: the random seed (same seed, same result)."""
+    return click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")(f)
 
 
 def progress_option(f: F) -> F:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from jobs.options import UserError
+from jobs.options import UserError, seed_option
 
 EPILOG = """\b
 Examples:
@@ -37,7 +37,7 @@ def _writable_dir(out_dir: str) -> Path:
     "--gsd-m", default=0.3, show_default=True, type=click.FloatRange(min=0.01), help="Metres per pixel."
 )
 @click.option("--crs", default="EPSG:32633", show_default=True, help="A projected CRS in metres.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@seed_option
 def synth_command(out_dir: str, num_scenes: int, size_px: int, gsd_m: float, crs: str, seed: int) -> None:
     """Write OUT_DIR/scene_XXX.tif and their ground truth OUT_DIR/labels.parquet."""
     from pyproj import CRS

@@ -35,10 +35,12 @@ from jobs.options import (
     address_option,
     bands_option,
     finite_float_range,
+    out_option,
     overwrite_option,
     progress_option,
     ray_session,
     run_standalone,
+    seed_option,
     tile_size_option,
     verbose_option,
 )
@@ -425,7 +427,7 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
 
 @click.command("train", epilog=EPILOG)
 @click.argument("labels", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@out_option("Run directory.")
 @click.option(
     "--epochs",
     default=None,
@@ -496,7 +498,7 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     "--cpus-per-worker", default=None, type=click.IntRange(min=1), help="[default: all CPUs / workers]"
 )
 @click.option("--max-failures", default=1, show_default=True, type=click.IntRange(min=0))
-@click.option("--seed", default=0, show_default=True, type=int)
+@seed_option
 @progress_option
 @address_option
 @verbose_option
