@@ -175,7 +175,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         names = self.class_names
-        if not isinstance(names, (tuple, list)) or not names or not all(isinstance(n, str) and n for n in names):
+        if (
+            not isinstance(names, (tuple, list))
+            or not names
+            or not all(isinstance(n, str) and n for n in names)
+        ):
             raise ValueError(f"ModelConfig.class_names must be a list of non-empty names, got {names!r}")
         if len(set(names)) != len(names):
             raise ValueError(f"ModelConfig.class_names must be unique, got {names}")

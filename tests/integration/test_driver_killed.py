@@ -37,7 +37,12 @@ def test_killed_driver_takes_its_cluster_down(tmp_path):
         write_scene(tmp_path / "in" / f"s{i}.tif", [(10, 10, 30, 30, 0)], width=1500, height=1500)
     before = set(Path("/tmp").glob("aerialdet-ray-*"))
     driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.detect", *standin_detect_args(str(tmp_path / "in"), str(tmp_path / "out"))],
+        [
+            sys.executable,
+            "-m",
+            "jobs.detect",
+            *standin_detect_args(str(tmp_path / "in"), str(tmp_path / "out")),
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -96,5 +96,7 @@ def test_bf16_ap50_within_half_a_point_of_fp32(trained):
     fp32 = _ap50(model, held_out, Precision.FP32)
     bf16 = _ap50(model, held_out, Precision.BF16)
     print(json.dumps({"steps": STEPS, "ap50_fp32": round(fp32, 4), "ap50_bf16": round(bf16, 4)}))
-    assert fp32 > 0.15, f"the model did not learn enough for the comparison to mean anything (AP50 {fp32:.3f})"
+    assert fp32 > 0.15, (
+        f"the model did not learn enough for the comparison to mean anything (AP50 {fp32:.3f})"
+    )
     assert abs(bf16 - fp32) <= 0.005, f"AP50 fp32 {fp32:.4f} vs bf16 {bf16:.4f}"
