@@ -25,7 +25,7 @@ demo: install
 	@$(BIN)/aerialdet synth $(DEMO)/train --scenes 6 --size-px 1024 --seed 1
 	@$(BIN)/aerialdet synth $(DEMO)/heldout --scenes 2 --size-px 2048 --seed 7
 	@echo "== train (ResNet-18 RetinaNet, Ray Train)"
-	@$(BIN)/aerialdet train $(DEMO)/train/labels.parquet --out $(DEMO)/model --epochs 10 \
+	@$(BIN)/aerialdet train $(DEMO)/train/labels.parquet --out $(DEMO)/model --steps 300 \
 		--backbone resnet18 --tile-size-px 256 --overwrite
 	@echo "== detect on the held-out scenes"
 	@$(BIN)/aerialdet detect $(DEMO)/heldout --model $(DEMO)/model --out $(DEMO)/detections --overwrite

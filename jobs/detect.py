@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -258,7 +257,6 @@ def _summarise(report: Any, out: str) -> None:
     counts = report.counts()
     summary = report.to_json()
     store = open_store(out)
-    store.write_text("_config.json", json.dumps(summary["config"], indent=2))
     click.echo(
         f"{counts['done']} scene(s) done, {counts['exists']} already done, {counts['failed']} failed, "
         f"{counts['skipped']} skipped; {summary['num_detections']} detections, "

@@ -241,7 +241,12 @@ def _std_streams_to_file(log_path: Path) -> Iterator[None]:
             os.dup2(log.fileno(), fd)
     old_out, old_err = sys.stdout, sys.stderr
     sys.stdout = open(log_path, "a", buffering=1)  # noqa: SIM115  (closed below)
-    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved[fds[1]]), "wb", buffering=0), write_through=True)
+    sys.stderr = io.TextIOWrapper(
+        os.fdopen(os.dup(saved[fds[1]]), "wb", buffering=0),
+        encoding=old_err.encoding,
+        errors="backslashreplace",  # as Python's own stderr: an odd file name never ends a run
+        write_through=True,
+    )
     try:
         yield
     finally:
@@ -295,13 +300,15 @@ def _init_ray(address: str | None, temp_dir: str | None, verbose: bool, num_cpus
 
 
 def _keep_logs(temp_dir: str, log_dir: Path) -> None:
-    """Move the private cluster's logs under ``log_dir/ray`` and delete its temp dir."""
+    """Move the private cluster's logs to ``log_dir/ray/<temp dir name>`` and delete its temp dir."""
     session = Path(temp_dir) / "session_latest"
     logs = session.resolve() / "logs" if session.exists() else None
-    if logs is not None and logs.is_dir():
-        target = log_dir / "ray"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(logs), str(target))
+    try:
+        if logs is not None and logs.is_dir():
+            # one folder per run: runs sharing an output keep each other's logs
+            shutil.move(str(logs), str(log_dir / "ray" / Path(temp_dir).name))
+    except OSError as exc:  # a full disk must not hide the run's own result
+        print(f"warning: Ray's logs could not be kept under {log_dir}: {exc}", file=sys.stderr)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -346,16 +353,18 @@ def ray_session(
             if not verbose:
                 quiet.enter_context(_std_streams_to_file(log_path / "driver.log"))
                 quiet.enter_context(_ray_logger_to_file(log_path / "driver.log"))
-            _init_ray(address, temp_dir, verbose, num_cpus)
             try:
+                _init_ray(address, temp_dir, verbose, num_cpus)
                 yield
             finally:
-                ray.shutdown()
+                ray.shutdown()  # also after a half-started init
     finally:
-        if temp_dir is not None:
-            _keep_logs(temp_dir, log_path)
-        if reaper is not None:
-            os.close(reaper)
+        try:
+            if temp_dir is not None:
+                _keep_logs(temp_dir, log_path)
+        finally:
+            if reaper is not None:
+                os.close(reaper)  # the reaper then ends whatever of the cluster is left
 
 
 def _start_reaper(temp_dir: str) -> int | None:

@@ -35,8 +35,10 @@ def processes_naming(text: str) -> list[int]:
 
 def reap(temp_dir: str, *, grace_s: float = 5.0) -> int:
     """SIGTERM, then SIGKILL, every process naming ``temp_dir``; delete it. Returns how many were signalled."""
-    pids = processes_naming(temp_dir)
+    signalled = 0
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = processes_naming(temp_dir)  # afresh for SIGKILL: a PID freed meanwhile may be reused
+        signalled = signalled or len(pids)
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -46,7 +48,7 @@ def reap(temp_dir: str, *, grace_s: float = 5.0) -> int:
         while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
             time.sleep(0.2)
     shutil.rmtree(temp_dir, ignore_errors=True)
-    return len(pids)
+    return signalled
 
 
 def main() -> None:
@@ -58,7 +60,7 @@ def main() -> None:
         pass
     # a clean exit already shut the cluster down and moved its logs; give it a moment
     time.sleep(1.0)
-    if Path(temp_dir).exists() and Path("/proc").is_dir():
+    if Path("/proc").is_dir():  # the temp dir may be gone while processes naming it live on
         reap(temp_dir)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -105,13 +106,67 @@ def try_claim(
     return None
 
 
-def renew(store: OutputStore, output_name: str, run_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
-    """Extend this run's claim on a scene by ``lease_s`` from now."""
-    claim = Claim(run_id, socket.gethostname(), os.getpid(), time.time() + lease_s)
+def _rewrite_if_ours(store: OutputStore, output_name: str, run_id: str, expires_at: float) -> None:
+    held = read_claim(store, output_name)
+    if held is not None and held.run_id != run_id:
+        return  # another run took the scene over after our lease lapsed: leave its claim alone
+    claim = Claim(run_id, socket.gethostname(), os.getpid(), expires_at)
     store.write_bytes_once(claim_name(output_name), _encode(claim), replace=True)
+
+
+def renew(store: OutputStore, output_name: str, run_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+    """Extend this run's claim on a scene by ``lease_s`` from now (unless another run holds it now)."""
+    _rewrite_if_ours(store, output_name, run_id, time.time() + lease_s)
 
 
 def release(store: OutputStore, output_name: str, run_id: str) -> None:
-    """Give a scene up (written, or failed): its claim expires now."""
-    claim = Claim(run_id, socket.gethostname(), os.getpid(), 0.0)
-    store.write_bytes_once(claim_name(output_name), _encode(claim), replace=True)
+    """Give a scene up (written, or failed): this run's claim expires now."""
+    _rewrite_if_ours(store, output_name, run_id, 0.0)
+
+
+class ClaimKeeper:
+    """Renews a run's claims every third of a lease from a daemon thread, until ``stop()``.
+
+    Renewal runs beside the run from the moment the claims are taken (not
+    when the first results come back), and a failed renewal is retried at the
+    next tick instead of ending the run.
+
+    Args:
+        store: the output store.
+        run_id: the run holding the claims.
+        lease_s: lease length.
+    """
+
+    def __init__(self, store: OutputStore, run_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+        self.store, self.run_id, self.lease_s = store, run_id, lease_s
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="aerialdet-claims", daemon=True)
+        self._thread.start()
+
+    def hold(self, output_name: str) -> None:
+        """Keep renewing this scene's claim."""
+        with self._lock:
+            self._names.add(output_name)
+
+    def drop(self, output_name: str) -> None:
+        """Stop renewing this scene's claim and release it."""
+        with self._lock:
+            self._names.discard(output_name)
+        release(self.store, output_name, self.run_id)
+
+    def stop(self) -> None:
+        """End the renewals (the claims still held run out with their lease)."""
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.lease_s / 3):
+            with self._lock:
+                names = sorted(self._names)
+            for name in names:
+                try:
+                    renew(self.store, name, self.run_id, lease_s=self.lease_s)
+                except Exception:  # storage hiccup: the next tick tries again, well inside the lease
+                    continue

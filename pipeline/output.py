@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -189,5 +190,10 @@ def write_scene_detections(
     name = scene_output_name(scene.uri)
     if not store.write_bytes_once(name, data, replace=replace):
         raise OutputExistsError(f"{store.uri(name)}: exists already (written by another run); left as it is")
-    record(store, name, data, scene=scene.uri, run_id=run_id, model_id=model_id, num_detections=len(merged))
+    try:
+        record(
+            store, name, data, scene=scene.uri, run_id=run_id, model_id=model_id, num_detections=len(merged)
+        )
+    except OutputError as exc:  # the scene is written; the manifest shows it under files_without_entry
+        warnings.warn(f"{store.uri(name)}: written, but its manifest entry was not: {exc}", stacklevel=2)
     return store.path(name) if isinstance(store, LocalStore) else store.uri(name)

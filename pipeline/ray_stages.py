@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from pyproj import CRS
 
-from pipeline.claims import DEFAULT_LEASE_S, release, renew, try_claim
+from pipeline.claims import ClaimKeeper, try_claim
 from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
 from pipeline.merging import MergeConfig, MergedBoxes, merge_scene
@@ -48,7 +48,7 @@ from pipeline.output import OutputExistsError, choose_output_crs, scene_output_n
 from pipeline.reading import ReadConfig, open_scene, read_tiles
 from pipeline.report import RunReport, SceneReport, new_run_id
 from pipeline.sources import list_scenes
-from pipeline.storage import OutputStore, open_store
+from pipeline.storage import open_store
 from pipeline.tiling import TilingConfig, check_scene_size, group_tile_rows, tile_scene
 from pipeline.types import Batch, SceneInfo, TileDetections, TileSpec
 
@@ -128,7 +128,16 @@ def _open_headers(uris: list[str], read_cfg: ReadConfig, tiling: TilingConfig) -
         except Exception as exc:  # anything GDAL/boto throws: the scene fails alone
             return f"{uri}: cannot open: {type(exc).__name__}: {exc}"
 
-    return list(ray.get([open_one.remote(u) for u in uris]))
+    refs = [open_one.remote(u) for u in uris]
+    return [_get_or_message(ray, ref, uri) for ref, uri in zip(refs, uris)]
+
+
+def _get_or_message(ray: Any, ref: Any, uri: str) -> SceneInfo | str:
+    """One scene's header, or why its task died (GDAL crashed, out of memory): that scene fails alone."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        return f"{uri}: opening its header crashed the worker: {_first_line(exc)}"
 
 
 def _row(tile: TileSpec, status: str, image: np.ndarray | None = None, error: str = "") -> dict[str, Any]:
@@ -347,27 +356,27 @@ def _new_report(job: DetectJob) -> RunReport:
     )
 
 
-def _scenes_to_do(job: DetectJob, store: OutputStore, report: RunReport, log: Log) -> dict[str, SceneInfo]:
+def _scenes_to_do(job: DetectJob, claims: ClaimKeeper, report: RunReport, log: Log) -> dict[str, SceneInfo]:
     """List the source, skip scenes done or claimed by a live run, claim and open the rest."""
     listing = list_scenes(job.source)
     report.num_listed = len(listing.scenes) + len(listing.skipped)
     for uri, reason in listing.skipped:
         report.add(SceneReport(uri, "skipped", error=f"{uri}: {reason}"))
-    todo = [uri for uri in listing.scenes if not _done_or_held(job, store, report, uri)]
+    todo = [uri for uri in listing.scenes if not _done_or_held(job, claims, report, uri)]
     scenes: dict[str, SceneInfo] = {}
     for uri, header in zip(todo, _open_headers(todo, job.read, job.tiling)):
         if isinstance(header, str):
             report.add(SceneReport(uri, "failed", error=header))
-            release(store, scene_output_name(uri), report.run_id)
+            claims.drop(scene_output_name(uri))
             log(f"FAILED {header}")
         else:
             scenes[uri] = header
     return scenes
 
 
-def _done_or_held(job: DetectJob, store: OutputStore, report: RunReport, uri: str) -> bool:
+def _done_or_held(job: DetectJob, claims: ClaimKeeper, report: RunReport, uri: str) -> bool:
     """Record ``uri`` as ``exists`` or as held by another live run; else claim it for this run."""
-    name = scene_output_name(uri)
+    store, name = claims.store, scene_output_name(uri)
     if not job.overwrite and store.exists(name):
         report.add(SceneReport(uri, "exists", output=store.uri(name)))
         return True
@@ -384,9 +393,10 @@ def _done_or_held(job: DetectJob, store: OutputStore, report: RunReport, uri: st
         )
         return True
     if not job.overwrite and store.exists(name):  # finished by another run while we looked
-        release(store, name, report.run_id)
+        claims.drop(name)
         report.add(SceneReport(uri, "exists", output=store.uri(name)))
         return True
+    claims.hold(name)
     return False
 
 
@@ -413,20 +423,30 @@ def run_detect(job: DetectJob, *, log: Log = print) -> RunReport:
     _check_bands(job)
     store = open_store(job.out_dir)
     report = _new_report(job)
-    scenes = _scenes_to_do(job, store, report, log)
+    claims = ClaimKeeper(store, report.run_id)  # renews this run's claims until the run ends
+    try:
+        _run_scenes(job, claims, report, log)
+    finally:
+        claims.stop()
+    report.finish()
+    report.storage_retries = store.retries
+    report.write(store)
+    return report
+
+
+def _run_scenes(job: DetectJob, claims: ClaimKeeper, report: RunReport, log: Log) -> None:
+    """Claim and open the scenes, then detect on them; a broken run marks what it left as failed."""
+    store = claims.store
+    scenes = _scenes_to_do(job, claims, report, log)
     out_crs = choose_output_crs([s.crs_wkt for s in scenes.values()], job.to_crs) if scenes else None
     report.crs = out_crs.to_string() if out_crs else None
     report.write(store)
     if scenes:
         assert out_crs is not None
         try:
-            _detect_scenes(job, store, scenes, out_crs, report, log)
+            _detect_scenes(job, claims, scenes, out_crs, report, log)
         except Exception as exc:  # the run itself broke (e.g. no model actor could start)
-            _abort(store, report, scenes, f"run aborted: {_first_line(exc)}", log)
-    report.finish()
-    report.storage_retries = store.retries
-    report.write(store)
-    return report
+            _abort(claims, report, scenes, f"run aborted: {_first_line(exc)}", log)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -439,14 +459,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _abort(
-    store: OutputStore, report: RunReport, scenes: dict[str, SceneInfo], reason: str, log: Log
+    claims: ClaimKeeper, report: RunReport, scenes: dict[str, SceneInfo], reason: str, log: Log
 ) -> None:
     """Mark every scene the run did not finish as failed with ``reason``."""
     log(f"FAILED {reason}")
     for uri in scenes:
         if uri not in report.scenes:
             report.add(SceneReport(uri, "failed", error=f"{uri}: {reason}"))
-            release(store, scene_output_name(uri), report.run_id)
+            claims.drop(scene_output_name(uri))
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -457,7 +477,7 @@ def _progress(total: int, enabled: bool) -> Any:
 
 def _detect_scenes(
     job: DetectJob,
-    store: OutputStore,
+    claims: ClaimKeeper,
     scenes: dict[str, SceneInfo],
     out_crs: CRS,
     report: RunReport,
@@ -476,11 +496,10 @@ def _detect_scenes(
     if not groups:
         return
     bar = _progress(sum(len(t.tiles) for t in tallies.values()), job.progress)
-    done, renewed = 0, time.time()
+    done = 0
     actors = report.config.setdefault("model_actors", [])
     for batch in _iter_results(groups, job, len(job.read.bands)):
         actors.extend(sorted(set(map(str, batch["actor"])) - set(actors)))
-        renewed = _renew_claims(store, tallies, report.run_id, renewed)
         for uri, index, status, error, packed, node, actor in zip(
             batch["scene_uri"],
             batch["tile_index"],
@@ -499,7 +518,7 @@ def _detect_scenes(
             if tally.complete:
                 done += 1
                 _finish_scene(
-                    job, store, report, tallies.pop(str(uri)), out_crs, bar.write if job.progress else log
+                    job, claims, report, tallies.pop(str(uri)), out_crs, bar.write if job.progress else log
                 )
                 bar.set_postfix_str(f"scenes {done}/{len(scenes)}")
     bar.close()
@@ -517,15 +536,6 @@ def _keep_scores(merged: MergedBoxes, job: DetectJob) -> MergedBoxes:
     return MergedBoxes(merged.boxes_xyxy_px[keep], merged.scores[keep], merged.labels[keep])
 
 
-def _renew_claims(store: OutputStore, tallies: dict[str, Any], run_id: str, renewed: float) -> float:
-    """Renew the claims of the scenes still in flight every third of a lease; returns the last renewal."""
-    if time.time() - renewed < DEFAULT_LEASE_S / 3:
-        return renewed
-    for uri in tallies:
-        renew(store, scene_output_name(uri), run_id)
-    return time.time()
-
-
 def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: bytes) -> None:
     tally.seen += 1
     if status == STATUS_ERROR:
@@ -537,10 +547,10 @@ def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: by
 
 
 def _finish_scene(
-    job: DetectJob, store: OutputStore, report: RunReport, tally: _SceneTally, out_crs: CRS, log: Log
+    job: DetectJob, claims: ClaimKeeper, report: RunReport, tally: _SceneTally, out_crs: CRS, log: Log
 ) -> None:
     """Merge, georeference and write one scene; record its line in the report."""
-    scene = tally.scene
+    scene, store = tally.scene, claims.store
     line = SceneReport(
         scene.uri,
         "failed",
@@ -575,7 +585,7 @@ def _finish_scene(
     report.add(line)
     report.storage_retries = store.retries
     try:
-        release(store, scene_output_name(scene.uri), report.run_id)
+        claims.drop(scene_output_name(scene.uri))
         report.write(store)
     except Exception as exc:  # the scene is written; the next report write (or the final one) records it
         log(f"WARNING {scene.uri}: cannot update the run report: {type(exc).__name__}: {exc}")

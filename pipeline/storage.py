@@ -332,7 +332,9 @@ class S3Store(OutputStore):
         try:
             self._call("put_object", name, Bucket=self.bucket, Key=self.key(name), Body=data, **condition)
         except ClientError as exc:
-            if not replace and self._status(exc) == 412:  # the key exists: write-once holds
+            # 412: the key exists; 409 (ConditionalRequestConflict): another conditional put of the
+            # same key is in flight and will win. Either way write-once holds and ours is not written.
+            if not replace and self._status(exc) in (409, 412):
                 return False
             raise OutputError(self._failed("put_object", name, exc)) from exc
         return True
