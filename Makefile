@@ -30,7 +30,7 @@ demo: install
 	@echo "== detect on the held-out scenes"
 	@$(BIN)/aerialdet detect $(DEMO)/heldout --model $(DEMO)/model --out $(DEMO)/detections --overwrite
 	@echo "== evaluate, query, quicklook"
-	@$(BIN)/aerialdet evaluate $(DEMO)/detections $(DEMO)/heldout/labels.parquet
+	@$(BIN)/aerialdet evaluate $(DEMO)/detections $(DEMO)/heldout/labels.parquet --model $(DEMO)/model
 	@$(BIN)/aerialdet query $(DEMO)/detections --label vehicle --min-score 0.5 --limit 5
 	@$(BIN)/aerialdet quicklook $(DEMO)/detections --scene scene_000.tif -o $(DEMO)/quicklook.png
 
