@@ -389,15 +389,3 @@ def _start_reaper(temp_dir: str) -> int | None:
     finally:
         os.close(read_end)
     return write_end
-
-
-# Transitional names while jobs/train.py moves to ray_session (removed after).
-ray_address_option = address_option
-
-
-def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
-    """Deprecated: connect to Ray for the whole process; use ``ray_session``."""
-    import ray
-
-    if not ray.is_initialized():
-        _init_ray(address, None, True, num_cpus)
