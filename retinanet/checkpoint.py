@@ -232,7 +232,11 @@ def read_config(path: str | os.PathLike[str]) -> ModelConfig:
     Raises:
         CheckpointError: naming meta.json and the offending field.
     """
-    meta = read_meta(path)
+    return _config_of(read_meta(path), path)
+
+
+def _config_of(meta: dict[str, Any], path: str | os.PathLike[str]) -> ModelConfig:
+    """The ``ModelConfig`` in an already read ``meta.json`` of checkpoint ``path``."""
     if "config" not in meta:
         raise CheckpointError(f"{Path(path) / META_FILE}: has no 'config' object; re-export the checkpoint")
     try:
@@ -364,13 +368,14 @@ def load_dir(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
         ('vehicle', 'building', 'tree')
     """
     ckpt = Path(path)
-    config = read_config(ckpt)
+    meta = read_meta(ckpt)
+    config = _config_of(meta, ckpt)
     weights = weights_path(ckpt)
     state = load_state_dict_file(weights)
     model = build_model(config)
     load_into(model, state, str(weights))
     model.to(device).eval()
-    return LoadedCheckpoint(model, config, checkpoint_id(ckpt), read_meta(ckpt))
+    return LoadedCheckpoint(model, config, checkpoint_id(ckpt), meta)
 
 
 def load_train_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
