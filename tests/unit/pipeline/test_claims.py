@@ -49,3 +49,33 @@ def test_renew_extends_and_a_garbled_claim_counts_as_expired(tmp_path):
     assert read_claim(store, NAME).expires_at > before + 900
     store.write_text(claim_name(NAME), "{not json")
     assert read_claim(store, NAME) is None and try_claim(store, NAME, "run-B") is None
+
+
+def test_a_run_whose_lease_lapsed_never_clobbers_the_new_holder(tmp_path):
+    store = LocalStore(tmp_path)
+    assert try_claim(store, NAME, "run-A", lease_s=-1) is None  # A's lease lapses
+    assert try_claim(store, NAME, "run-B") is None  # B takes the scene over
+    renew(store, NAME, "run-A")
+    release(store, NAME, "run-A")  # A finishes late
+    held = read_claim(store, NAME)
+    assert held.run_id == "run-B" and held.expires_at > 0  # B's claim is still live
+
+
+def test_claim_keeper_renews_from_its_thread_and_releases_on_drop(tmp_path):
+    import time
+
+    from pipeline.claims import ClaimKeeper
+
+    store = LocalStore(tmp_path)
+    assert try_claim(store, NAME, "run-A", lease_s=0.6) is None
+    first = read_claim(store, NAME).expires_at
+    keeper = ClaimKeeper(store, "run-A", lease_s=0.6)
+    try:
+        keeper.hold(NAME)
+        time.sleep(0.9)  # past the first lease: only the thread's renewals keep it
+        assert read_claim(store, NAME).expires_at > first
+        assert try_claim(store, NAME, "run-B") is not None  # still held by A
+        keeper.drop(NAME)
+        assert read_claim(store, NAME).expires_at == 0.0
+    finally:
+        keeper.stop()
