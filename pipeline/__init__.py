@@ -6,13 +6,14 @@ stage          what it produces                                      module
 list           scene URIs of a folder, glob or ``s3://`` prefix      ``pipeline.sources``
 open           ``SceneInfo`` from a scene's header (no pixels)        ``pipeline.reading``
 tile           ``TileSpec`` windows with overlap and cores            ``pipeline.tiling``
-read           float32 ``[C, H, W]`` tiles, clamped reads + padding   ``pipeline.reading``
+read           ``[C, H, W]`` tiles in the scene's dtype               ``pipeline.reading``
 detect         ``TileDetections`` in tile pixels                      ``pipeline.detection``
 merge          scene-pixel boxes, one per object (cross-tile NMS)     ``pipeline.merging``
 georeference   CRS polygons from box corners                          ``pipeline.georef``
 write          one GeoParquet 1.1 file per scene + ``_run.json``      ``pipeline.output``,
                                                                       ``pipeline.geoparquet``,
                                                                       ``pipeline.report``
+finish         merge + score floor + write, one scene (a Ray task)    ``pipeline.finishing``
 query          GeoDataFrames / SQL over the output                    ``pipeline.query``
 look           a PNG of a scene with its detections                   ``pipeline.quicklook``
 =============  ====================================================  ==========================

@@ -9,7 +9,9 @@ Graph (Ray Data, streaming, bounded memory)::
                                                     pixels as bytes in the scene's dtype
       .map_batches(TileDetector, ActorPoolStrategy, batch_size=B, num_gpus=0|1)
       .iter_batches()                               streamed back to the driver
-    driver: collect tiles per scene -> merge_scene -> write GeoParquet + _run.json
+    driver: collect tiles per scene; when a scene's last tile is back:
+      finish_scene (a Ray task per scene)           merge, score floor, write GeoParquet
+    driver: record each scene's outcome in _run.json, drop its claim
 
 Reads get ``num_cpus=0.5`` so Ray Data does not fuse them into the model
 actor (which would serialise I/O and compute).  Errors are caught per scene
@@ -43,8 +45,9 @@ from pyproj import CRS
 from pipeline.claims import ClaimKeeper, try_claim
 from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
-from pipeline.merging import MergeConfig, MergedBoxes, merge_scene
-from pipeline.output import OutputExistsError, choose_output_crs, scene_output_name, write_scene_detections
+from pipeline.finishing import FinishSettings, SceneOutcome, finish_scene
+from pipeline.merging import MergeConfig
+from pipeline.output import choose_output_crs, scene_output_name
 from pipeline.reading import ReadConfig, open_scene, read_tiles
 from pipeline.report import RunReport, SceneReport, new_run_id
 from pipeline.sources import list_scenes
@@ -53,6 +56,9 @@ from pipeline.tiling import TilingConfig, check_scene_size, group_tile_rows, til
 from pipeline.types import Batch, SceneInfo, TileDetections, TileSpec
 
 STATUS_OK, STATUS_NODATA, STATUS_ERROR = "ok", "nodata", "error"
+# a scene's merge + write task: short, mostly I/O and NumPy; small enough to
+# run beside a model actor holding all but half a core and the read tasks
+FINISH_TASK_CPUS = 0.25
 Log = Callable[[str], None]
 
 
@@ -491,12 +497,32 @@ def _detect_scenes(
         # pickled: Arrow has no type for a list of TileSpec, and a binary column keeps Ray quiet
         {"scene_uri": uri, "tiles": pickle.dumps(group)}
         for uri, tally in tallies.items()
-        for group in group_tile_rows(tally.tiles, job.tiling.tile_rows_per_task)
+        for group in group_tile_rows(
+            tally.tiles, job.tiling.tile_rows_per_task, job.tiling.max_tiles_per_task
+        )
     ]
     if not groups:
         return
     bar = _progress(sum(len(t.tiles) for t in tallies.values()), job.progress)
-    done = 0
+    finisher = _Finisher(job, claims, report, out_crs, bar.write if job.progress else log)
+    try:
+        _stream_tiles(job, groups, tallies, finisher, bar, report)
+    finally:  # what was submitted is recorded, even when the stream broke
+        finisher.collect(wait=True)
+        _show_finished(bar, finisher, len(scenes))
+        bar.close()
+
+
+def _stream_tiles(
+    job: DetectJob,
+    groups: list[dict[str, Any]],
+    tallies: dict[str, _SceneTally],
+    finisher: _Finisher,
+    bar: Any,
+    report: RunReport,
+) -> None:
+    """Receive every tile's detections; hand each scene to ``finisher`` as its last tile arrives."""
+    num_scenes = len(tallies)
     actors = report.config.setdefault("model_actors", [])
     for batch in _iter_results(groups, job, len(job.read.bands)):
         actors.extend(sorted(set(map(str, batch["actor"])) - set(actors)))
@@ -516,24 +542,14 @@ def _detect_scenes(
                 tally.actor_ids.add(str(actor))
             bar.update(1)
             if tally.complete:
-                done += 1
-                _finish_scene(
-                    job, claims, report, tallies.pop(str(uri)), out_crs, bar.write if job.progress else log
-                )
-                bar.set_postfix_str(f"scenes {done}/{len(scenes)}")
-    bar.close()
+                finisher.submit(tallies.pop(str(uri)))
+        if finisher.collect():
+            _show_finished(bar, finisher, num_scenes)
 
 
-def _keep_scores(merged: MergedBoxes, job: DetectJob) -> MergedBoxes:
-    """Drop detections below ``job.min_score``, else below the model's calibrated score of their class."""
-    if job.min_score is not None:
-        thresholds = np.full(len(job.model.info.class_names), job.min_score, np.float32)
-    elif job.model.info.score_thresholds is not None:
-        thresholds = np.asarray(job.model.info.score_thresholds, np.float32)
-    else:
-        return merged
-    keep = merged.scores >= thresholds[merged.labels]
-    return MergedBoxes(merged.boxes_xyxy_px[keep], merged.scores[keep], merged.labels[keep])
+def _show_finished(bar: Any, finisher: _Finisher, num_scenes: int) -> None:
+    """Show the scenes finished so far beside the tile bar."""
+    bar.set_postfix_str(f"scenes {finisher.num_finished}/{num_scenes}")
 
 
 def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: bytes) -> None:
@@ -546,46 +562,94 @@ def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: by
         tally.received.append(unpack_detections(tally.tiles[index], packed))
 
 
-def _finish_scene(
-    job: DetectJob, claims: ClaimKeeper, report: RunReport, tally: _SceneTally, out_crs: CRS, log: Log
-) -> None:
-    """Merge, georeference and write one scene; record its line in the report."""
-    scene, store = tally.scene, claims.store
-    line = SceneReport(
-        scene.uri,
-        "failed",
-        num_tiles=len(tally.tiles),
-        num_tiles_skipped_nodata=tally.nodata,
-        tiles_by_node=dict(sorted(tally.tiles_by_node.items())),
-        actor_ids=sorted(tally.actor_ids),
-    )
-    if tally.error is not None:
-        line.error = tally.error
-    else:
+class _Finisher:
+    """Finishes each completed scene in a Ray task (``finishing.finish_scene``) and records the outcomes.
+
+    The driver only submits: merging and writing run on the cluster, so a
+    bucket of many scenes never waits on the driver, and scenes finish while
+    the next scenes' tiles are inferred.  A task whose worker dies is retried
+    (write-once outputs make a retry safe); if it still dies, that scene fails
+    alone.
+    """
+
+    def __init__(
+        self, job: DetectJob, claims: ClaimKeeper, report: RunReport, out_crs: CRS, log: Log
+    ) -> None:
+        import ray
+
+        self.ray = ray
+        self.task = ray.remote(num_cpus=FINISH_TASK_CPUS, max_retries=2)(finish_scene)
+        self.settings = FinishSettings(
+            out_dir=job.out_dir,
+            out_crs_wkt=out_crs.to_wkt(),
+            merge=job.merge,
+            class_names=job.model.info.class_names,
+            min_score_per_class=_min_scores(job),
+            model_id=job.model.info.model_id,
+            run_id=report.run_id,
+            replace=job.overwrite,
+        )
+        self.claims, self.report, self.log = claims, report, log
+        self.pending: dict[Any, _SceneTally] = {}
+        self.task_retries = 0
+        self.num_finished = 0
+
+    def submit(self, tally: _SceneTally) -> None:
+        """Start finishing a scene whose last tile came back (a failed scene is recorded at once)."""
+        if tally.error is not None:
+            self._record(tally, SceneOutcome("failed", error=tally.error))
+        else:
+            self.pending[self.task.remote(tally.scene, tally.received, self.settings)] = tally
+
+    def collect(self, *, wait: bool = False) -> int:
+        """Record the scenes whose task has returned (all of them when ``wait``); returns how many."""
+        if not self.pending:
+            return 0
+        ready, _ = self.ray.wait(
+            list(self.pending), num_returns=len(self.pending), timeout=None if wait else 0
+        )
+        for ref in ready:
+            tally = self.pending.pop(ref)
+            try:
+                outcome = self.ray.get(ref)
+            except self.ray.exceptions.RayError as exc:
+                error = f"{tally.scene.uri}: merging/writing crashed its worker: {_first_line(exc)}"
+                outcome = SceneOutcome("failed", error=error)
+            self._record(tally, outcome)
+        return len(ready)
+
+    def _record(self, tally: _SceneTally, outcome: SceneOutcome) -> None:
+        """The scene's line in the report; its claim is dropped and the report rewritten."""
+        scene, store = tally.scene, self.claims.store
+        line = SceneReport(
+            scene.uri,
+            outcome.status,
+            output=outcome.output,
+            error=outcome.error,
+            num_tiles=len(tally.tiles),
+            num_tiles_skipped_nodata=tally.nodata,
+            num_detections=outcome.num_detections,
+            seconds=round(time.time() - tally.started, 3),
+            tiles_by_node=dict(sorted(tally.tiles_by_node.items())),
+            actor_ids=sorted(tally.actor_ids),
+        )
+        if line.error:
+            self.log(f"FAILED {line.error}")
+        self.report.add(line)
+        self.num_finished += 1
+        self.task_retries += outcome.storage_retries
+        self.report.storage_retries = store.retries + self.task_retries
         try:
-            merged = _keep_scores(merge_scene(tally.received, job.merge), job)
-            path = write_scene_detections(
-                store,
-                scene,
-                merged,
-                class_names=job.model.info.class_names,
-                out_crs=out_crs,
-                model_id=job.model.info.model_id,
-                run_id=report.run_id,
-                replace=job.overwrite,
-            )
-            line.status, line.output, line.num_detections = "done", str(path), len(merged)
-        except OutputExistsError:  # another run wrote it since the listing: theirs stays
-            line.status, line.output = "exists", store.uri(scene_output_name(scene.uri))
-        except Exception as exc:
-            line.error = f"{scene.uri}: merging/writing failed: {type(exc).__name__}: {exc}"
-    if line.error:
-        log(f"FAILED {line.error}")
-    line.seconds = round(time.time() - tally.started, 3)
-    report.add(line)
-    report.storage_retries = store.retries
-    try:
-        claims.drop(scene_output_name(scene.uri))
-        report.write(store)
-    except Exception as exc:  # the scene is written; the next report write (or the final one) records it
-        log(f"WARNING {scene.uri}: cannot update the run report: {type(exc).__name__}: {exc}")
+            self.claims.drop(scene_output_name(scene.uri))
+            self.report.write(store)
+        except Exception as exc:  # the scene is written; the next report write (or the final one) records it
+            self.log(f"WARNING {scene.uri}: cannot update the run report: {type(exc).__name__}: {exc}")
+
+
+def _min_scores(job: DetectJob) -> tuple[float, ...] | None:
+    """Per-class score floor: ``--min-score`` for all, else the model's calibrated scores, else none."""
+    if job.min_score is not None:
+        return (job.min_score,) * len(job.model.info.class_names)
+    if job.model.info.score_thresholds is not None:
+        return tuple(float(t) for t in job.model.info.score_thresholds)
+    return None
