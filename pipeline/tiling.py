@@ -46,6 +46,10 @@ class TilingConfig:
         overlap_px: pixels shared by neighbouring tiles, 0 <= overlap < tile.
             Make it at least the largest object's size for seam-free merging.
         tile_rows_per_task: rows of tiles read by one Ray task.
+        max_tiles_per_task: at most this many tiles per read task, so a read
+            task's memory (and its output block) does not grow with the
+            scene's width: a 32768 px row is 37 tiles of 1024 px, 111 MB of
+            uint8 RGB; 8 tiles are 24 MB.
         max_scene_px: largest scene (width x height pixels) that is planned;
             ``check_scene_size`` refuses larger ones.
     """
@@ -53,6 +57,7 @@ class TilingConfig:
     tile_size_px: int = 1024
     overlap_px: int = 128
     tile_rows_per_task: int = 1
+    max_tiles_per_task: int = 8
     max_scene_px: int = DEFAULT_MAX_SCENE_PX
 
     def __post_init__(self) -> None:
@@ -65,6 +70,8 @@ class TilingConfig:
             )
         if self.tile_rows_per_task < 1:
             raise ValueError(f"tile_rows_per_task must be >= 1, got {self.tile_rows_per_task}")
+        if self.max_tiles_per_task < 1:
+            raise ValueError(f"max_tiles_per_task must be >= 1, got {self.max_tiles_per_task}")
         if self.max_scene_px < 1:
             raise ValueError(f"max_scene_px must be >= 1, got max_scene_px={self.max_scene_px}")
 
@@ -227,20 +234,24 @@ def check_scene_size(scene_uri: str, width_px: int, height_px: int, config: Tili
         )
 
 
-def group_tile_rows(tiles: Iterable[TileSpec], rows_per_group: int) -> Iterator[list[TileSpec]]:
-    """Group a scene's row-major tiles into bands of ``rows_per_group`` tile rows.
+def group_tile_rows(
+    tiles: Iterable[TileSpec], rows_per_group: int, max_tiles: int | None = None
+) -> Iterator[list[TileSpec]]:
+    """Group a scene's row-major tiles into bands of ``rows_per_group`` tile rows, at most ``max_tiles`` each.
 
     One Ray read task handles one group, so consecutive tiles share GDAL's
-    block cache and the task count stays far below one per tile.  Lazy: a
+    block cache and the task count stays far below one per tile; ``max_tiles``
+    splits a band of a wide scene so a task's memory stays bounded.  Lazy: a
     ``TilePlan`` is walked one group at a time.
     """
     group: list[TileSpec] = []
     rows_seen: list[int] = []
     for tile in tiles:
+        new_row = not rows_seen or tile.row_off_px != rows_seen[-1]
+        if (new_row and len(rows_seen) == rows_per_group) or (max_tiles and len(group) == max_tiles):
+            yield group
+            group, rows_seen = [], []
         if not rows_seen or tile.row_off_px != rows_seen[-1]:
-            if len(rows_seen) == rows_per_group:
-                yield group
-                group, rows_seen = [], []
             rows_seen.append(tile.row_off_px)
         group.append(tile)
     if group:

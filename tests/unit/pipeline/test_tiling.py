@@ -102,6 +102,18 @@ def test_group_tile_rows():
     assert [t.index for g in groups for t in g] == list(range(9))
 
 
+def test_group_tile_rows_caps_tiles_per_group():
+    # a wide scene: one row of 37 tiles would be one read task holding all of them
+    tiles = tile_scene("s", 32768, 2000, TilingConfig(tile_size_px=1024, overlap_px=128))
+    per_row = len(tile_starts(32768, TilingConfig(tile_size_px=1024, overlap_px=128)))
+    groups = list(group_tile_rows(tiles, 1, max_tiles=8))
+    assert per_row == 37 and max(len(g) for g in groups) == 8
+    assert [t.index for g in groups for t in g] == list(range(len(tiles)))
+    assert all(len({t.row_off_px for t in g}) == 1 for g in groups)  # a group never spans rows
+    rows = len(tile_starts(2000, TilingConfig(tile_size_px=1024, overlap_px=128)))
+    assert len(list(group_tile_rows(tiles, 1))) == rows  # no cap: one group per row
+
+
 def _eager_tiles(scene_uri, width_px, height_px, config):
     """The list the planner built before it was lazy (kept here as the reference).
 
