@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.detection import reduced_precision
 from retinanet.evaluate import ImageBoxes, best_f1_thresholds, evaluate_detections
 
 
@@ -43,6 +44,11 @@ class TrainConfig:
         scale_range: scale jitter of the training tiles (``TileSampling``).
         calibration_iou: IoU at which validation picks each class's best-F1
             score threshold (stored in the checkpoint).
+        precision: arithmetic of the forward pass (``pipeline.detection.Precision``
+            values): ``fp32``, or ``bf16``/``fp16`` autocast with the losses
+            computed on float32 head outputs; ``auto`` resolves per device
+            (bf16 on CPUs with native bfloat16, fp16 on CUDA).  Gradients
+            and weights stay float32.
     """
 
     epochs: int = 10
@@ -59,6 +65,7 @@ class TrainConfig:
     total_steps: int | None = None
     scale_range: tuple[float, float] = (0.8, 1.25)
     calibration_iou: float = 0.4
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale_range", tuple(self.scale_range))  # a list after JSON
@@ -143,7 +150,9 @@ def train_one_epoch(
             group["lr"] = lr_at(step, total_steps, config)
         inputs = [torch.as_tensor(im, dtype=torch.float32).to(device) for im in images]
         tgts = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        losses = model(inputs, tgts)
+        # the hook that casts the head's outputs back sits on the unwrapped model (DDP wraps it)
+        with reduced_precision(getattr(model, "module", model), torch.device(device).type, config.precision):
+            losses = model(inputs, tgts)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
