@@ -199,15 +199,18 @@ def ios_suppress(
     threshold: float,
     class_agnostic: bool,
     *,
-    chunk: int = 1024,
+    chunk: int = 256,
     axis: int = 0,
 ) -> np.ndarray:
     """Indexes kept after suppressing on intersection-over-smaller.
 
     "Fast NMS" form: a box is dropped if any higher-scoring box overlaps it
-    with IoS above ``threshold``.  Boxes are sorted by ``x1`` and compared in
-    chunks against the boxes whose x-range can reach them, so memory is
-    ``chunk x (boxes in reach)``, not ``N x N``.
+    with IoS above ``threshold``.  IoS is symmetric, so each overlapping pair
+    is looked at once: boxes are sorted by their low edge along ``axis`` and
+    each chunk is compared only with the boxes after it whose low edge lies
+    before the chunk's farthest high edge; the lower-ranked box of a pair
+    over the threshold is dropped.  Memory is ``chunk x (boxes in reach)``,
+    not ``N x N``, and one large box does not widen every chunk's reach.
 
     Returns:
         int64 indexes into ``boxes`` of the kept boxes, by descending score.
@@ -218,29 +221,33 @@ def ios_suppress(
     # rank 0 = highest score; ties broken by index, as a stable sort would
     rank = np.empty(n, np.int64)
     rank[np.argsort(-scores, kind="stable")] = np.arange(n)
-    by_x = np.argsort(boxes[:, axis], kind="stable")
-    b = boxes[by_x].astype(np.float64)
-    r = rank[by_x]
-    lab = labels[by_x]
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lo_edge, hi_edge = b[:, axis], b[:, axis + 2]
-    max_w = float((hi_edge - lo_edge).max())
+    by_lo = np.argsort(boxes[:, axis], kind="stable")
+    b = boxes[by_lo].astype(np.float64)
     suppressed = np.zeros(n, bool)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        lo = np.searchsorted(lo_edge, lo_edge[start] - max_w, side="left")
-        hi = np.searchsorted(lo_edge, hi_edge[start:stop].max(), side="right")
-        cand, mine = b[lo:hi], b[start:stop]  # (M, 4) boxes that may overlap (C, 4) boxes
-        lt = np.maximum(mine[:, None, :2], cand[None, :, :2])
-        rb = np.minimum(mine[:, None, 2:], cand[None, :, 2:])
-        inter = np.clip(rb - lt, 0, None).prod(-1)  # (C, M)
-        ios = inter / np.maximum(np.minimum(area[start:stop, None], area[None, lo:hi]), 1e-9)
-        hits = (ios > threshold) & (r[None, lo:hi] < r[start:stop, None])  # a higher-ranked box covers mine
+        reach = max(stop, int(np.searchsorted(b[:, axis], b[start:stop, axis + 2].max(), side="left")))
+        over = _ios_over(b[start:stop], b[start:reach], threshold)  # (C, M): me x partner
+        over &= np.arange(start, reach)[None, :] > np.arange(start, stop)[:, None]  # each pair once
         if not class_agnostic:
-            hits &= lab[None, lo:hi] == lab[start:stop, None]
-        suppressed[start:stop] = hits.any(axis=1)
-    kept = by_x[~suppressed]
+            lab = labels[by_lo]
+            over &= lab[None, start:reach] == lab[start:stop, None]
+        r = rank[by_lo]
+        partner_higher = r[None, start:reach] < r[start:stop, None]
+        suppressed[start:stop] |= (over & partner_higher).any(axis=1)
+        suppressed[start:reach] |= (over & ~partner_higher).any(axis=0)
+    kept = by_lo[~suppressed]
     return kept[np.argsort(rank[kept])]
+
+
+def _ios_over(mine: np.ndarray, cand: np.ndarray, threshold: float) -> np.ndarray:
+    """(C, M) bool: intersection over the smaller box above ``threshold``, xyxy boxes."""
+    iw = np.minimum(mine[:, None, 2], cand[None, :, 2]) - np.maximum(mine[:, None, 0], cand[None, :, 0])
+    ih = np.minimum(mine[:, None, 3], cand[None, :, 3]) - np.maximum(mine[:, None, 1], cand[None, :, 1])
+    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
+    area_m = (mine[:, 2] - mine[:, 0]) * (mine[:, 3] - mine[:, 1])
+    area_c = (cand[:, 2] - cand[:, 0]) * (cand[:, 3] - cand[:, 1])
+    return inter > threshold * np.maximum(np.minimum(area_m[:, None], area_c[None, :]), 1e-9)
 
 
 def _batched_nms(

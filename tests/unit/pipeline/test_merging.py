@@ -143,6 +143,24 @@ def test_chunked_ios_matches_dense_reference():
     assert got.tolist() == _dense_fast_ios(boxes, scores, labels, 0.6).tolist()
 
 
+@pytest.mark.parametrize("class_agnostic", [False, True])
+def test_chunked_ios_matches_dense_reference_with_a_few_huge_boxes(class_agnostic):
+    # an untrained model's boxes: many small, a few spanning hundreds of px (they widen every reach)
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 800, (900, 2))
+    sizes = np.where(
+        rng.uniform(size=(900, 1)) < 0.03, rng.uniform(200, 600, (900, 2)), rng.uniform(2, 30, (900, 2))
+    )
+    boxes = np.concatenate([xy, xy + sizes], 1)
+    boxes[:20] = boxes[20:40]  # exact duplicates: ties in position
+    scores = rng.uniform(0, 1, 900).round(2)  # ties in score
+    labels = rng.integers(0, 3, 900)
+    want = _dense_fast_ios(boxes, scores, np.zeros(900, int) if class_agnostic else labels, 0.5)
+    for axis in (0, 1):
+        got = ios_suppress(boxes, scores, labels, 0.5, class_agnostic, chunk=37, axis=axis)
+        assert got.tolist() == want.tolist()
+
+
 def test_strategy_is_an_enum_that_equals_its_string():
     cfg = MergeConfig(strategy="edge")
     assert cfg.strategy is MergeStrategy.EDGE and cfg.strategy == "edge"
