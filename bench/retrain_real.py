@@ -8,13 +8,22 @@ Data: the labeled NEON images that the DeepForest package (MIT licence) ships
 in its wheel on PyPI.  ``pip download --no-deps deepforest`` fetches the
 wheel into a cache outside the repository (default
 ``~/.cache/aerialdet/bench``); only its data files are read (no code of it is
-used or copied).  Two images of the same Yellowstone (YELL) site:
+used or copied).  Two images of the same Yellowstone (YELL) forest, and a
+400 px chip of another forest, much as the issue's user had them:
 
-* ``2019_YELL_2_528000_4978000_image_crop2.png``: 2299 x 2472 px, 574 trees:
-  its top 80 % trains, its bottom 20 % validates (best epoch, score
-  calibration);
-* ``2019_YELL_2_541000_4977000_image_crop.png``: 1249 x 1035 px, 279 trees:
-  held out, seen only at the end.
+``--setup dense`` (default):
+
+* ``2019_YELL_2_541000_4977000_image_crop.png`` (1249 x 1035 px, 279 trees,
+  closed conifer stand): its top 80 % trains, its bottom 20 % validates (best
+  epoch, score calibration);
+* ``OSBS_029.png`` (61 trees), a 400 x 400 px chip of another NEON site
+  (Florida): trains too (the wheel's other labeled chip, ``SOAP_061``, labels
+  ``Alive``/``Dead`` instead of ``Tree``);
+* ``2019_YELL_2_528000_4978000_image_crop2.png`` (2299 x 2472 px, 574 trees,
+  open stand in a meadow): the new image, seen only at the end.
+
+``--setup sparse``: the reverse, without the chips: top 80 % of the open
+stand trains, its bottom 20 % validates, the closed stand is the new image.
 
 Steps: extract and split the images (VOC XML written for each part), run
 ``python -m jobs.train`` from scratch (random weights), then detect on the
@@ -45,9 +54,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 WHEEL = "deepforest==2.1.0"
-TRAIN_IMAGE = "2019_YELL_2_528000_4978000_image_crop2"
-HELD_OUT_IMAGE = "2019_YELL_2_541000_4977000_image_crop"
+OPEN_STAND = "2019_YELL_2_528000_4978000_image_crop2"
+CLOSED_STAND = "2019_YELL_2_541000_4977000_image_crop"
+CHIPS = ("OSBS_029",)
 VAL_SHARE = 0.2
+# setup -> (image split into train/val, extra training images, new image)
+SETUPS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "dense": (CLOSED_STAND, CHIPS, OPEN_STAND),
+    "sparse": (OPEN_STAND, (), CLOSED_STAND),
+}
 
 
 def fetch_wheel(cache: Path) -> Path:
@@ -63,14 +78,15 @@ def fetch_wheel(cache: Path) -> Path:
 
 
 def extract_data(wheel: Path, data_dir: Path) -> str:
-    """Copy the two YELL images and their VOC files out of the wheel; return its licence line."""
+    """Copy the labeled images and their VOC files out of the wheel; return its licence line."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as zf:
-        for stem in (TRAIN_IMAGE, HELD_OUT_IMAGE):
-            for ext in (".png", ".xml"):
-                target = data_dir / f"{stem}{ext}"
-                if not target.exists():
-                    target.write_bytes(zf.read(f"deepforest/data/{stem}{ext}"))
+        files = [f"{stem}{ext}" for stem in (OPEN_STAND, CLOSED_STAND) for ext in (".png", ".xml")]
+        files += [f"{stem}{ext}" for stem in CHIPS for ext in (".tif", ".xml")]  # their VOC names the .tif
+        for name in files:
+            target = data_dir / name
+            if not target.exists():
+                target.write_bytes(zf.read(f"deepforest/data/{name}"))
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         licence = [ln for ln in zf.read(meta).decode().splitlines() if ln.startswith("License")]
     return "; ".join(licence) or "unknown"
@@ -95,38 +111,41 @@ def write_part(image: np.ndarray, boxes: np.ndarray, rows: tuple[int, int], out:
     clipped = np.clip(b, 0, [image.shape[1], r1 - r0, image.shape[1], r1 - r0])
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     kept = clipped[(clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) >= 0.5 * area]
-    Image.fromarray(image[r0:r1]).save(out.with_suffix(".png"))
+    Image.fromarray(image[r0:r1]).save(out.parent / f"{out.name}.png")
     objects = "".join(
         f"<object><name>Tree</name><bndbox><xmin>{x1:.0f}</xmin><ymin>{y1:.0f}</ymin>"
         f"<xmax>{x2:.0f}</xmax><ymax>{y2:.0f}</ymax></bndbox></object>"
         for x1, y1, x2, y2 in kept
     )
-    out.with_suffix(".xml").write_text(
-        f"<annotation><filename>{out.stem}.png</filename>{objects}</annotation>"
+    (out.parent / f"{out.name}.xml").write_text(
+        f"<annotation><filename>{out.name}.png</filename>{objects}</annotation>"
     )
     return len(kept)
 
 
-def split_training_image(data_dir: Path) -> dict[str, int]:
-    """Top 80 % -> train.png/.xml, bottom 20 % -> val.png/.xml."""
+def split_training_image(data_dir: Path, stem: str) -> dict[str, int]:
+    """Top 80 % -> {stem}.train.png/.xml, bottom 20 % -> {stem}.val.png/.xml."""
     from PIL import Image
 
-    image = np.asarray(Image.open(data_dir / f"{TRAIN_IMAGE}.png").convert("RGB"))
-    boxes = voc_boxes(data_dir / f"{TRAIN_IMAGE}.xml")
+    image = np.asarray(Image.open(data_dir / f"{stem}.png").convert("RGB"))
+    boxes = voc_boxes(data_dir / f"{stem}.xml")
     cut = int(image.shape[0] * (1 - VAL_SHARE))
     return {
-        "train": write_part(image, boxes, (0, cut), data_dir / "train"),
-        "val": write_part(image, boxes, (cut, image.shape[0]), data_dir / "val"),
+        "train": write_part(image, boxes, (0, cut), data_dir / f"{stem}.train"),
+        "val": write_part(image, boxes, (cut, image.shape[0]), data_dir / f"{stem}.val"),
     }
 
 
 def train(data_dir: Path, run: Path, args: argparse.Namespace) -> tuple[float | None, str]:
     """``python -m jobs.train`` from scratch; (seconds, its stdout)."""
+    split, extra, _ = SETUPS[args.setup]
+    labels = [str(data_dir / f"{split}.train.xml"), *(str(data_dir / f"{stem}.xml") for stem in extra)]
     cmd = [
-        sys.executable, "-m", "jobs.train", str(data_dir / "train.xml"), "--val", str(data_dir / "val.xml"),
+        sys.executable, "-m", "jobs.train", *labels, "--val", str(data_dir / f"{split}.val.xml"),
         "--out", str(run), "--overwrite", "--steps", str(args.steps), "--tile-size-px", str(args.tile_size_px),
         "--batch-size", str(args.batch_size), "--backbone", "resnet18", "--cpus-per-worker", str(args.cpus),
-        "--lr", str(args.lr), "--no-progress",
+        "--lr", str(args.lr), "--precision", args.precision, "--no-progress",
+        *([] if args.augment else ["--no-augment"]),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = time.time()
@@ -136,8 +155,8 @@ def train(data_dir: Path, run: Path, args: argparse.Namespace) -> tuple[float | 
     return time.time() - started, done.stdout + done.stderr
 
 
-def evaluate_held_out(data_dir: Path, run: Path) -> dict[str, object]:
-    """Detect on the held-out image with best/; metrics at IoU 0.4 and 0.5."""
+def evaluate_held_out(data_dir: Path, run: Path, new_image: str) -> dict[str, object]:
+    """Detect on the new image with best/; metrics at IoU 0.4 and 0.5."""
     import torch
     from PIL import Image
 
@@ -145,11 +164,11 @@ def evaluate_held_out(data_dir: Path, run: Path) -> dict[str, object]:
     from retinanet.evaluate import ImageBoxes, best_f1_thresholds, evaluate_detections
 
     ckpt = load_dir(run / "best")
-    image = np.array(Image.open(data_dir / f"{HELD_OUT_IMAGE}.png").convert("RGB")).transpose(2, 0, 1)
+    image = np.array(Image.open(data_dir / f"{new_image}.png").convert("RGB")).transpose(2, 0, 1)
     with torch.inference_mode():
         out = ckpt.model([torch.as_tensor(image, dtype=torch.float32)])[0]
-    gt = [ImageBoxes(voc_boxes(data_dir / f"{HELD_OUT_IMAGE}.xml"), np.zeros(0, int))]
-    gt = [ImageBoxes(gt[0].boxes_xyxy, np.zeros(len(gt[0].boxes_xyxy), int))]
+    gt_boxes = voc_boxes(data_dir / f"{new_image}.xml")
+    gt = [ImageBoxes(gt_boxes, np.zeros(len(gt_boxes), int))]
     dt = [ImageBoxes(out["boxes"].numpy(), out["labels"].numpy(), out["scores"].numpy())]
     threshold = ckpt.meta["score_thresholds"]["Tree"]
     result: dict[str, object] = {"calibrated_threshold": threshold, "num_gt": len(gt[0].boxes_xyxy)}
@@ -165,28 +184,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/aerialdet_retrain_real"))
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "aerialdet" / "bench")
+    parser.add_argument("--setup", choices=sorted(SETUPS), default="dense")
     parser.add_argument("--steps", type=int, default=220)
     parser.add_argument("--tile-size-px", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--precision", default="fp32", help="train --precision (fp32, bf16, auto)")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", help="train --no-augment")
     parser.add_argument(
         "--evaluate-only", action="store_true", help="Evaluate OUT/run/best as it is (a run stopped early)."
     )
     args = parser.parse_args()
     data_dir = args.cache / "deepforest_data"
     licence = extract_data(fetch_wheel(args.cache), data_dir)
-    counts = split_training_image(data_dir)
+    split, extra, new_image = SETUPS[args.setup]
+    counts = split_training_image(data_dir, split)
+    counts["train"] += sum(len(voc_boxes(data_dir / f"{stem}.xml")) for stem in extra)
     seconds, log = (None, "") if args.evaluate_only else train(data_dir, args.out / "run", args)
     rows = [json.loads(line) for line in (args.out / "run" / "metrics.jsonl").read_text().splitlines()]
     result = {
         "data_licence": licence,
-        "trees": {**counts, "held_out": int(len(voc_boxes(data_dir / f"{HELD_OUT_IMAGE}.xml")))},
+        "setup": {"split": split, "extra": list(extra), "new_image": new_image},
+        "trees": {**counts, "new_image": int(len(voc_boxes(data_dir / f"{new_image}.xml")))},
         "train_seconds": None if seconds is None else round(seconds, 1),
         "steps": rows[-1]["global_step"],
         "epochs": len(rows),
         "val_ap50_per_epoch": [round(r["val_ap50"], 3) for r in rows],
-        "held_out": evaluate_held_out(data_dir, args.out / "run"),
+        "new_image": evaluate_held_out(data_dir, args.out / "run", new_image),
         "train_output": log.splitlines()[:6],
     }
     print(json.dumps(result, indent=2))

@@ -131,6 +131,7 @@ class TrainOptions:
     tile_size_px: int
     batch_size: int
     lr: float
+    augment: bool
     precision: str
     bands: tuple[int, ...] | None
     anchor_sizes_px: tuple[int, ...]
@@ -307,6 +308,9 @@ def _train_config(opts: TrainOptions, num_tiles: int) -> Any:
         precision=opts.precision,
         seed=opts.seed,
         max_steps_per_epoch=opts.max_steps_per_epoch,
+        augment=opts.augment,
+        # --no-augment: no scale jitter either, every tile at the labels' own scale
+        **({} if opts.augment else {"scale_range": (1.0, 1.0)}),
     )
     _, total = schedule(num_tiles, config, opts.workers)
     if opts.steps:
@@ -486,6 +490,12 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--lr", default=1e-3, show_default=True, type=finite_float_range(1e-8, 1.0), help="Peak learning rate."
+)
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Flips, 90-degree rotations, brightness/contrast/hue and scale jitter of training tiles.",
 )
 @click.option(
     "--precision",

@@ -1,0 +1,25 @@
+"""train's command line -> TrainConfig (parsed by click, no Ray)."""
+
+from jobs.train import TrainOptions, _train_config, train_command
+
+
+def _config(tmp_path, *args):
+    labels = tmp_path / "a.xml"
+    labels.write_text("<annotation/>")
+    ctx = train_command.make_context("train", [str(labels), "--out", str(tmp_path / "run"), *args])
+    return _train_config(TrainOptions(**ctx.params), num_tiles=40)
+
+
+def test_defaults_augment_in_fp32(tmp_path):
+    cfg = _config(tmp_path)
+    assert cfg.augment is True and cfg.scale_range == (0.8, 1.25) and cfg.precision == "fp32"
+
+
+def test_no_augment_also_turns_off_scale_jitter(tmp_path):
+    cfg = _config(tmp_path, "--no-augment")
+    assert cfg.augment is False and cfg.scale_range == (1.0, 1.0)
+
+
+def test_precision_reaches_the_train_config(tmp_path):
+    assert _config(tmp_path, "--precision", "bf16").precision == "bf16"
+    assert _config(tmp_path, "--precision", "auto").precision == "auto"
