@@ -100,6 +100,19 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _short_name(cmdline: str) -> str:
+    """``ray::finish_scene``, ``ray::MapWorker(...)``, ``python -m jobs.detect``, or the script's name."""
+    words = cmdline.split()
+    if not words:
+        return "?"
+    if words[0].startswith("ray::"):
+        return words[0][:60]
+    if "-m" in words[:3]:
+        return " ".join(words[words.index("-m") : words.index("-m") + 2])
+    script = next((w for w in words[1:3] if w.endswith(".py")), words[0])
+    return Path(script).name
+
+
 def watch(cmd: list[str], interval_s: float) -> dict[str, float]:
     """Run ``cmd`` and sample its processes until it exits: memory peaks in MiB, CPU seconds.
 
@@ -123,9 +136,10 @@ def watch(cmd: list[str], interval_s: float) -> dict[str, float]:
         for pid in pids:
             status = _status_kb(pid)
             if status:
-                hwm[pid] = max(hwm.get(pid, 0), status.get("VmHWM", 0))
+                if status.get("VmHWM", 0) > hwm.get(pid, 0):  # named by what it runs when its peak rises
+                    hwm[pid] = status.get("VmHWM", 0)
+                    names[pid] = _short_name(_cmdline(pid))
                 rss_sum += status.get("VmRSS", 0)
-                names.setdefault(pid, _cmdline(pid)[:60])
                 cpu[pid] = max(cpu.get(pid, 0.0), _cpu_s(pid))
         max_rss_sum = max(max_rss_sum, rss_sum)
         time.sleep(interval_s)

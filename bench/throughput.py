@@ -11,13 +11,22 @@ logits lets a realistic number of candidates through per tile (printed as
 
 (a) model bound: every tile already in memory (uint8), batched forward
     passes (``detect_tiles``) at ``--precision``, torch on all cores;
-(b) sequential baseline: one process reads each window with rasterio, runs
-    the model one tile at a time, merges (cross-tile NMS) and writes
-    GeoParquet: what a plain script does;
+(b) sequential baseline, what a plain script does: one process reads each
+    window with rasterio, runs the checkpoint's model as loaded (fp32,
+    torch's default threads, ``torch.no_grad``) one tile at a time, merges
+    (cross-tile NMS) and writes GeoParquet; ``--baseline-precision`` gives
+    it aerialdet's precision and channels_last instead;
 (c) ``aerialdet detect`` end to end in a subprocess (private Ray cluster);
     Ray start-up and shut-down are reported apart from the run itself
     (``_run.json`` ``started_at``/``finished_at``); its CPU seconds are
     summed over the driver and every Ray process (``bench.memory.watch``).
+
+FLOP/s: the model's FLOPs per tile are counted once
+(``torch.utils.flop_counter``: convolutions and matrix products, 2 per
+multiply-add) and the CPU's bf16 (and fp32) matrix-multiply FLOP/s are
+measured in the same run (``torch.mm`` of 4096 x 4096, all threads, best of
+5); (a) and (c) print the model FLOP/s they reach and its ratio to bf16
+matmul.
 
 CPU seconds are printed beside wall time because a shared machine's other
 load inflates wall time: on a machine with N idle cores, wall ~ CPU / N for
@@ -102,8 +111,9 @@ def sequential(
     info = open_scene(str(scene), ReadConfig())
     plan = tile_scene(str(scene), info.width_px, info.height_px, tiling)
     found = []
-    for read in read_tiles(str(scene), [plan[i] for i in range(len(plan))], ReadConfig()):
-        found += detect_tiles(model, read.image[None], [read.tile], precision=precision)
+    with torch.no_grad():
+        for read in read_tiles(str(scene), [plan[i] for i in range(len(plan))], ReadConfig()):
+            found += detect_tiles(model, read.image[None], [read.tile], precision=precision)
     merged = merge_scene(found, MergeConfig())
     write_scene_detections(
         str(out_dir),
@@ -115,6 +125,34 @@ def sequential(
         run_id="bench",
     )
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def model_flops_per_tile(model, tile_px: int, channels: int = 3) -> float:
+    """FLOPs of one forward pass on one tile (2 per multiply-add; convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model([torch.zeros(channels, tile_px, tile_px)])
+    return float(counter.get_total_flops())
+
+
+def matmul_flops_per_s(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    """Best-of-``repeats`` FLOP/s of ``torch.mm`` on ``n x n`` matrices in ``dtype``, all threads."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def _flops_line(label: str, tile_flops: float, num_tiles: int, seconds: float, peak: float) -> float:
+    rate = tile_flops * num_tiles / seconds
+    print(f"    {label}: model {rate / 1e9:7.1f} GFLOP/s = {rate / peak:.2f} of bf16 matmul", flush=True)
+    return rate / peak
 
 
 def end_to_end(
@@ -150,6 +188,13 @@ def main() -> None:
     ap.add_argument("--overlap-px", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
+    ap.add_argument(
+        "--baseline-precision",
+        default="plain",
+        choices=["plain", *(p.value for p in Precision)],
+        help="(b)'s arithmetic: 'plain' runs the model as loaded (fp32, no channels_last), "
+        "else this precision with aerialdet's channels_last layout",
+    )
     ap.add_argument("--prior", type=float, default=0.06, help="classifier prior of the untrained head")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="cache of scenes and checkpoints")
     ap.add_argument("--only", default="abc", help="which measurements to run, e.g. 'ac'")
@@ -168,16 +213,28 @@ def main() -> None:
         f"{precision.value}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    tile_flops = model_flops_per_tile(load_dir(ckpt).model, args.tile_size_px)
+    peak = {d: matmul_flops_per_s(getattr(torch, d)) for d in ("bfloat16", "float32")}
+    print(
+        f"model {tile_flops / 1e9:.1f} GFLOP per {args.tile_size_px} px tile; torch.mm 4096^2: "
+        f"bf16 {peak['bfloat16'] / 1e9:.1f} GFLOP/s, fp32 {peak['float32'] / 1e9:.1f} GFLOP/s",
+        flush=True,
+    )
     model = prepare_model(load_dir(ckpt).model, "cpu")
     results: dict[str, dict] = {}
     if "a" in args.only:
         wall, cpu, found = model_bound(model, scene, tiling, args.batch_size, precision)
         results["a"] = _rate("(a) model bound, batched", wall, cpu, scene_px, args.gsd_m)
         print(f"    detections/tile {found / num_tiles:.0f}", flush=True)
+        _flops_line("(a)", tile_flops, num_tiles, wall, peak["bfloat16"])
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         if "b" in args.only:
-            wall, cpu = sequential(model, scene, tiling, precision, Path(tmp) / "seq")
-            results["b"] = _rate("(b) sequential script", wall, cpu, scene_px, args.gsd_m)
+            plain = args.baseline_precision == "plain"
+            base_model = load_dir(ckpt).model if plain else model
+            base_precision = Precision.FP32 if plain else resolve_precision(args.baseline_precision, "cpu")
+            wall, cpu = sequential(base_model, scene, tiling, base_precision, Path(tmp) / "seq")
+            label = f"(b) sequential script, {'plain fp32' if plain else base_precision.value}"
+            results["b"] = _rate(label, wall, cpu, scene_px, args.gsd_m)
         if "c" in args.only:
             e2e = end_to_end(scene, ckpt, tiling, args.batch_size, args.precision, Path(tmp) / "e2e")
             results["c"] = _rate(
@@ -187,6 +244,7 @@ def main() -> None:
             print(
                 f"    Ray start-up {e2e['startup']:.1f} s, shut-down {e2e['shutdown']:.1f} s; actors {e2e['actors']}"
             )
+            _flops_line("(c) run", tile_flops, num_tiles, e2e["run"], peak["bfloat16"])
     for num, den in (("c", "a"), ("c_run", "a"), ("c", "b"), ("c_run", "b")):
         if num in results and den in results:
             print(f"throughput ({num})/({den}) = {results[num]['mpx_s'] / results[den]['mpx_s']:.2f}")
