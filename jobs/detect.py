@@ -184,7 +184,8 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
         )
     return DetectJob(
         source=source,
-        out_dir=out_dir,
+        # absolute: scenes are merged and written by Ray workers, whose working directory is not ours
+        out_dir=out_dir if "://" in out_dir else str(Path(out_dir).resolve()),
         model=loader,
         detect=DetectConfig(
             batch_size=opts["batch_size"],

@@ -13,7 +13,7 @@ georeference   CRS polygons from box corners                          ``pipeline
 write          one GeoParquet 1.1 file per scene + ``_run.json``      ``pipeline.output``,
                                                                       ``pipeline.geoparquet``,
                                                                       ``pipeline.report``
-finish         merge + score floor + write, one scene (a Ray task)    ``pipeline.finishing``
+finish         merge + encode (a Ray task), then write (the driver)   ``pipeline.finishing``
 query          GeoDataFrames / SQL over the output                    ``pipeline.query``
 look           a PNG of a scene with its detections                   ``pipeline.quicklook``
 =============  ====================================================  ==========================

@@ -1,11 +1,19 @@
 """One scene's last stage: its tiles' detections -> merged, filtered, georeferenced, written.
 
-``finish_scene`` is a plain function (no Ray): ``ray_stages`` runs it as one
-Ray task per scene, so merging and writing happen on the cluster's workers
-while the driver goes on collecting the next scenes' tiles; unit tests call
-it directly.  Everything it needs travels in ``FinishSettings`` (small,
-picklable: the output CRS as WKT, the output location as a string) and it
-returns a ``SceneOutcome``; it never raises for a scene's own problem.
+Two halves, both plain functions (no Ray):
+
+* ``prepare_scene``: merge, score floor, georeference and encode the
+  GeoParquet file (CPU: the cross-tile NMS is the heavy part).  ``ray_stages``
+  runs it as one Ray task per scene, so a bucket of scenes never waits on the
+  driver, and a scene is prepared while the next scenes are inferred.
+* ``write_prepared``: write the encoded file once, with its manifest entry.
+  The driver does it, through its own output store: workers never need
+  credentials for the output (nothing secret travels to Ray), only the
+  encoded bytes come back.
+
+``finish_scene`` is both in one call.  Settings travel in ``FinishSettings``
+(small, picklable: the output CRS as WKT); none of these raise for a scene's
+own problem, they return it.
 """
 
 from __future__ import annotations
@@ -17,8 +25,8 @@ import numpy as np
 from pyproj import CRS
 
 from pipeline.merging import MergeConfig, MergedBoxes, merge_scene
-from pipeline.output import OutputExistsError, scene_output_name, write_scene_detections
-from pipeline.storage import open_store
+from pipeline.output import OutputExistsError, encode_scene_detections, scene_output_name, write_scene_file
+from pipeline.storage import OutputStore, open_store
 from pipeline.types import SceneInfo, TileDetections
 
 
@@ -59,7 +67,7 @@ class SceneOutcome:
         num_detections: rows written.
         error: why it failed (names the scene), else None.
         storage_retries: S3 requests retried while writing.
-        seconds: time spent merging and writing.
+        seconds: time spent merging and encoding.
     """
 
     status: str
@@ -78,8 +86,82 @@ def keep_scores(merged: MergedBoxes, min_score_per_class: tuple[float, ...] | No
     return MergedBoxes(merged.boxes_xyxy_px[keep], merged.scores[keep], merged.labels[keep])
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedScene:
+    """A scene merged and encoded, ready to write (or why it could not be).
+
+    Attributes:
+        data: the GeoParquet file's bytes (empty when ``error``).
+        num_detections: its rows.
+        error: why preparing failed (names the scene), else None.
+        seconds: time spent merging and encoding.
+    """
+
+    data: bytes
+    num_detections: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def prepare_scene(scene: SceneInfo, tiles: list[TileDetections], settings: FinishSettings) -> PreparedScene:
+    """Merge one scene's tile detections, keep those above the score floor, encode its GeoParquet.
+
+    Args:
+        scene: the scene's header.
+        tiles: every inferred tile's detections, tile pixels.
+        settings: the run's merge, score and output settings.
+    """
+    started = time.time()
+    try:
+        merged = keep_scores(merge_scene(tiles, settings.merge), settings.min_score_per_class)
+        data = encode_scene_detections(
+            scene,
+            merged,
+            class_names=settings.class_names,
+            out_crs=CRS.from_wkt(settings.out_crs_wkt),
+            model_id=settings.model_id,
+            run_id=settings.run_id,
+        )
+        return PreparedScene(data, len(merged), seconds=round(time.time() - started, 3))
+    except Exception as exc:
+        error = f"{scene.uri}: merging failed: {type(exc).__name__}: {exc}"
+        return PreparedScene(b"", error=error, seconds=round(time.time() - started, 3))
+
+
+def write_prepared(
+    store: OutputStore, scene: SceneInfo, prepared: PreparedScene, settings: FinishSettings
+) -> SceneOutcome:
+    """Write a prepared scene once through ``store``; ``exists`` when another run wrote it first."""
+    if prepared.error is not None:
+        return SceneOutcome("failed", error=prepared.error, seconds=prepared.seconds)
+    retries_before = store.retries
+    try:
+        path = write_scene_file(
+            store,
+            scene.uri,
+            prepared.data,
+            num_detections=prepared.num_detections,
+            model_id=settings.model_id,
+            run_id=settings.run_id,
+            replace=settings.replace,
+        )
+        outcome = SceneOutcome("done", str(path), prepared.num_detections)
+    except OutputExistsError:
+        outcome = SceneOutcome("exists", store.uri(scene_output_name(scene.uri)))
+    except Exception as exc:
+        outcome = SceneOutcome("failed", error=f"{scene.uri}: writing failed: {type(exc).__name__}: {exc}")
+    return SceneOutcome(
+        outcome.status,
+        outcome.output,
+        outcome.num_detections,
+        outcome.error,
+        storage_retries=store.retries - retries_before,
+        seconds=prepared.seconds,
+    )
+
+
 def finish_scene(scene: SceneInfo, tiles: list[TileDetections], settings: FinishSettings) -> SceneOutcome:
-    """Merge one scene's tile detections, keep those above the score floor, write its GeoParquet.
+    """``prepare_scene`` then ``write_prepared`` to ``settings.out_dir``, in one call.
 
     Args:
         scene: the scene's header.
@@ -90,32 +172,6 @@ def finish_scene(scene: SceneInfo, tiles: list[TileDetections], settings: Finish
         ``done`` with the file and its row count; ``exists`` when another run
         wrote the scene first (theirs is kept); ``failed`` with the reason.
     """
-    started = time.time()
-    store = open_store(settings.out_dir)
-    try:
-        merged = keep_scores(merge_scene(tiles, settings.merge), settings.min_score_per_class)
-        path = write_scene_detections(
-            store,
-            scene,
-            merged,
-            class_names=settings.class_names,
-            out_crs=CRS.from_wkt(settings.out_crs_wkt),
-            model_id=settings.model_id,
-            run_id=settings.run_id,
-            replace=settings.replace,
-        )
-        outcome = SceneOutcome("done", str(path), len(merged))
-    except OutputExistsError:
-        outcome = SceneOutcome("exists", store.uri(scene_output_name(scene.uri)))
-    except Exception as exc:
-        outcome = SceneOutcome(
-            "failed", error=f"{scene.uri}: merging/writing failed: {type(exc).__name__}: {exc}"
-        )
-    return SceneOutcome(
-        outcome.status,
-        outcome.output,
-        outcome.num_detections,
-        outcome.error,
-        storage_retries=store.retries,
-        seconds=round(time.time() - started, 3),
+    return write_prepared(
+        open_store(settings.out_dir), scene, prepare_scene(scene, tiles, settings), settings
     )

@@ -137,8 +137,7 @@ def scene_columns(
     )
 
 
-def write_scene_detections(
-    out: str | Path | OutputStore,
+def encode_scene_detections(
     scene: SceneInfo,
     merged: MergedBoxes,
     *,
@@ -146,33 +145,21 @@ def write_scene_detections(
     out_crs: CRS,
     model_id: str,
     run_id: str,
-    replace: bool = True,
-) -> Path | str:
-    """Georeference and write one scene's detections, atomically and once, and its manifest entry.
+) -> bytes:
+    """Georeference one scene's merged boxes and encode its GeoParquet file (bytes; nothing written).
 
     Args:
-        out: output folder, ``s3://bucket/prefix``, or an open store.
         scene: the scene's header.
         merged: its merged boxes, scene px.
         class_names: names indexed by label id.
         out_crs: the dataset's CRS.
         model_id: checkpoint id, written in each row.
         run_id: this run's id, written in each row.
-        replace: replace an existing output (``--overwrite``); when False an
-            existing output is left as it is and ``OutputExistsError`` raised.
-
-    Returns:
-        The file written: a ``Path`` in a local folder (``scene_output_path``),
-        else its ``s3://`` URI.
-
-    Raises:
-        OutputExistsError: ``replace`` is False and the scene's output exists.
-        OutputError: the write failed (after retries for S3), naming the file or key.
     """
     cols = scene_columns(
         scene, merged, class_names=class_names, out_crs=out_crs, model_id=model_id, run_id=run_id
     )
-    data = encode_geoparquet(
+    return encode_geoparquet(
         build_table(cols),
         out_crs,
         extra_metadata={
@@ -186,14 +173,93 @@ def write_scene_detections(
             ).wkt,
         },
     )
+
+
+def write_scene_file(
+    out: str | Path | OutputStore,
+    scene_uri: str,
+    data: bytes,
+    *,
+    num_detections: int,
+    model_id: str,
+    run_id: str,
+    replace: bool = True,
+) -> Path | str:
+    """Write one scene's encoded GeoParquet, atomically and once, and its manifest entry.
+
+    Args:
+        out: output folder, ``s3://bucket/prefix``, or an open store.
+        scene_uri: the scene the file belongs to (names it: ``scene_output_name``).
+        data: the file's bytes (``encode_scene_detections``).
+        num_detections: its rows, for the manifest.
+        model_id: checkpoint id, for the manifest.
+        run_id: this run's id, for the manifest.
+        replace: replace an existing output (``--overwrite``); when False an
+            existing output is left as it is and ``OutputExistsError`` raised.
+
+    Returns:
+        The file written: a ``Path`` in a local folder (``scene_output_path``),
+        else its ``s3://`` URI.
+
+    Raises:
+        OutputExistsError: ``replace`` is False and the scene's output exists.
+        OutputError: the write failed (after retries for S3), naming the file or key.
+    """
     store = out if isinstance(out, OutputStore) else open_store(out)
-    name = scene_output_name(scene.uri)
+    name = scene_output_name(scene_uri)
     if not store.write_bytes_once(name, data, replace=replace):
         raise OutputExistsError(f"{store.uri(name)}: exists already (written by another run); left as it is")
     try:
         record(
-            store, name, data, scene=scene.uri, run_id=run_id, model_id=model_id, num_detections=len(merged)
+            store,
+            name,
+            data,
+            scene=scene_uri,
+            run_id=run_id,
+            model_id=model_id,
+            num_detections=num_detections,
         )
     except OutputError as exc:  # the scene is written; the manifest shows it under files_without_entry
         warnings.warn(f"{store.uri(name)}: written, but its manifest entry was not: {exc}", stacklevel=2)
     return store.path(name) if isinstance(store, LocalStore) else store.uri(name)
+
+
+def write_scene_detections(
+    out: str | Path | OutputStore,
+    scene: SceneInfo,
+    merged: MergedBoxes,
+    *,
+    class_names: tuple[str, ...],
+    out_crs: CRS,
+    model_id: str,
+    run_id: str,
+    replace: bool = True,
+) -> Path | str:
+    """Georeference and write one scene's detections, atomically and once, and its manifest entry.
+
+    ``encode_scene_detections`` then ``write_scene_file``: detect runs the first
+    in a Ray task and the second on the driver, with the driver's credentials.
+
+    Args:
+        out: output folder, ``s3://bucket/prefix``, or an open store.
+        scene: the scene's header.
+        merged: its merged boxes, scene px.
+        class_names: names indexed by label id.
+        out_crs: the dataset's CRS.
+        model_id: checkpoint id, written in each row.
+        run_id: this run's id, written in each row.
+        replace: see ``write_scene_file``.
+
+    Returns:
+        The file written (see ``write_scene_file``).
+
+    Raises:
+        OutputExistsError: ``replace`` is False and the scene's output exists.
+        OutputError: the write failed (after retries for S3), naming the file or key.
+    """
+    data = encode_scene_detections(
+        scene, merged, class_names=class_names, out_crs=out_crs, model_id=model_id, run_id=run_id
+    )
+    return write_scene_file(
+        out, scene.uri, data, num_detections=len(merged), model_id=model_id, run_id=run_id, replace=replace
+    )

@@ -10,8 +10,8 @@ Graph (Ray Data, streaming, bounded memory)::
       .map_batches(TileDetector, ActorPoolStrategy, batch_size=B, num_gpus=0|1)
       .iter_batches()                               streamed back to the driver
     driver: collect tiles per scene; when a scene's last tile is back:
-      finish_scene (a Ray task per scene)           merge, score floor, write GeoParquet
-    driver: record each scene's outcome in _run.json, drop its claim
+      prepare_scene (a Ray task per scene)          merge, score floor, encode GeoParquet
+    driver: write each prepared scene (its own credentials), record it in _run.json, drop its claim
 
 Reads get ``num_cpus=0.5`` so Ray Data does not fuse them into the model
 actor (which would serialise I/O and compute).  Errors are caught per scene
@@ -45,7 +45,7 @@ from pyproj import CRS
 from pipeline.claims import ClaimKeeper, try_claim
 from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
-from pipeline.finishing import FinishSettings, SceneOutcome, finish_scene
+from pipeline.finishing import FinishSettings, PreparedScene, SceneOutcome, prepare_scene, write_prepared
 from pipeline.merging import MergeConfig
 from pipeline.output import choose_output_crs, scene_output_name
 from pipeline.reading import ReadConfig, open_scene, read_tiles
@@ -563,13 +563,15 @@ def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: by
 
 
 class _Finisher:
-    """Finishes each completed scene in a Ray task (``finishing.finish_scene``) and records the outcomes.
+    """Prepares each completed scene in a Ray task, writes it from the driver, records the outcomes.
 
-    The driver only submits: merging and writing run on the cluster, so a
-    bucket of many scenes never waits on the driver, and scenes finish while
-    the next scenes' tiles are inferred.  A task whose worker dies is retried
-    (write-once outputs make a retry safe); if it still dies, that scene fails
-    alone.
+    ``finishing.prepare_scene`` (merge, score floor, georeference, encode: the
+    CPU work) runs on the cluster, so a bucket of many scenes never waits on
+    the driver and scenes are merged while the next ones are inferred.  The
+    driver writes the encoded bytes through its own store
+    (``finishing.write_prepared``), so workers need no credentials for the
+    output.  A task whose worker dies is retried (it only computes); if it
+    still dies, that scene fails alone.
     """
 
     def __init__(
@@ -578,7 +580,7 @@ class _Finisher:
         import ray
 
         self.ray = ray
-        self.task = ray.remote(num_cpus=FINISH_TASK_CPUS, max_retries=2)(finish_scene)
+        self.task = ray.remote(num_cpus=FINISH_TASK_CPUS, max_retries=2)(prepare_scene)
         self.settings = FinishSettings(
             out_dir=job.out_dir,
             out_crs_wkt=out_crs.to_wkt(),
@@ -591,7 +593,6 @@ class _Finisher:
         )
         self.claims, self.report, self.log = claims, report, log
         self.pending: dict[Any, _SceneTally] = {}
-        self.task_retries = 0
         self.num_finished = 0
 
     def submit(self, tally: _SceneTally) -> None:
@@ -611,11 +612,11 @@ class _Finisher:
         for ref in ready:
             tally = self.pending.pop(ref)
             try:
-                outcome = self.ray.get(ref)
+                prepared: PreparedScene = self.ray.get(ref)
             except self.ray.exceptions.RayError as exc:
-                error = f"{tally.scene.uri}: merging/writing crashed its worker: {_first_line(exc)}"
-                outcome = SceneOutcome("failed", error=error)
-            self._record(tally, outcome)
+                error = f"{tally.scene.uri}: merging crashed its worker: {_first_line(exc)}"
+                prepared = PreparedScene(b"", error=error)
+            self._record(tally, write_prepared(self.claims.store, tally.scene, prepared, self.settings))
         return len(ready)
 
     def _record(self, tally: _SceneTally, outcome: SceneOutcome) -> None:
@@ -637,8 +638,7 @@ class _Finisher:
             self.log(f"FAILED {line.error}")
         self.report.add(line)
         self.num_finished += 1
-        self.task_retries += outcome.storage_retries
-        self.report.storage_retries = store.retries + self.task_retries
+        self.report.storage_retries = store.retries
         try:
             self.claims.drop(scene_output_name(scene.uri))
             self.report.write(store)

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from pyproj import CRS
 
-from pipeline.finishing import FinishSettings, finish_scene, keep_scores
+from pipeline.finishing import FinishSettings, finish_scene, keep_scores, prepare_scene, write_prepared
 from pipeline.merging import MergeConfig, MergedBoxes
 from pipeline.output import scene_output_name
 from pipeline.reading import ReadConfig, open_scene
@@ -85,7 +85,7 @@ def test_finish_scene_failure_names_the_scene_and_does_not_raise(tmp_path):
     blocker.write_text("a file where the output folder should be")
     outcome = finish_scene(scene, _tiles(scene), _settings(tmp_path))
     assert outcome.status == "failed" and outcome.output is None
-    assert scene.uri in outcome.error and "merging/writing failed" in outcome.error
+    assert scene.uri in outcome.error and "writing failed" in outcome.error
 
 
 def test_keep_scores_none_keeps_everything():
@@ -95,3 +95,27 @@ def test_keep_scores_none_keeps_everything():
     assert keep_scores(merged, None) is merged
     kept = keep_scores(merged, (0.95, 0.4))
     assert kept.scores.tolist() == [0.5] and kept.labels.tolist() == [1]
+
+
+def test_prepare_then_write_is_finish_in_two_halves(tmp_path):
+    # the Ray task prepares (merge + encode), the driver writes with its own store
+    from pipeline.storage import open_store
+
+    scene = _scene(tmp_path)
+    prepared = prepare_scene(scene, _tiles(scene), _settings(tmp_path))
+    assert prepared.error is None and prepared.num_detections == 2 and prepared.data[:4] == b"PAR1"
+    assert not (tmp_path / "out").exists()  # preparing writes nothing
+    outcome = write_prepared(open_store(str(tmp_path / "out")), scene, prepared, _settings(tmp_path))
+    assert outcome.status == "done" and pq.read_table(outcome.output).num_rows == 2
+
+
+def test_prepare_failure_is_returned_not_raised(tmp_path):
+    scene = _scene(tmp_path)
+    bad = _settings(tmp_path, min_score_per_class=(0.5,))  # one floor for two classes: indexing fails
+    prepared = prepare_scene(scene, _tiles(scene), bad)
+    assert prepared.data == b"" and "merging failed" in prepared.error and scene.uri in prepared.error
+    from pipeline.storage import open_store
+
+    outcome = write_prepared(open_store(str(tmp_path / "out")), scene, prepared, bad)
+    assert outcome.status == "failed" and outcome.error == prepared.error
+    assert not list((tmp_path / "out").glob("*.parquet"))
