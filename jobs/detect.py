@@ -121,6 +121,9 @@ def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
     _check_writable(out_dir)
     if getattr(loader, "note", None):
         click.echo(loader.note, err=True)
+    warning = overlap_warning(loader.info.min_overlap_px, opts["overlap_px"])
+    if warning:
+        click.echo(warning, err=True)
     with ray_session(opts["address"], _log_dir(out_dir), verbose=opts["verbose"]):
         try:
             report = run_detect(job, log=lambda m: click.echo(m, err=True))
@@ -169,6 +172,16 @@ def _model_loader(model: str) -> Any:
         return CheckpointLoader.open(model)
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
+
+
+def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:
+    """A warning when ``--overlap-px`` is below the largest object the model was trained on."""
+    if min_overlap_px is None or overlap_px >= min_overlap_px:
+        return None
+    return (
+        f"warning: --overlap-px {overlap_px} is smaller than the largest object this model was trained on "
+        f"({min_overlap_px} px): objects that large can be cut by tile seams; use --overlap-px {min_overlap_px} or more"
+    )
 
 
 def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> Any:

@@ -321,7 +321,9 @@ def _train_config(opts: TrainOptions, num_tiles: int) -> Any:
     return dataclasses.replace(config, epochs=epochs, total_steps=total)
 
 
-def _spec(opts: TrainOptions, model_cfg: ModelConfig, init: _Init, num_tiles: int) -> TrainSpec:
+def _spec(
+    opts: TrainOptions, model_cfg: ModelConfig, init: _Init, num_tiles: int, data: TrainData
+) -> TrainSpec:
     """The TrainSpec the workers get."""
     from retinanet.ray_train import TrainSpec
 
@@ -337,7 +339,20 @@ def _spec(opts: TrainOptions, model_cfg: ModelConfig, init: _Init, num_tiles: in
         max_failures=opts.max_failures,
         cpus_per_worker=opts.cpus_per_worker or max(1, (os.cpu_count() or 1) // opts.workers),
         backbone_weights=str(Path(opts.backbone_weights).resolve()) if opts.backbone_weights else None,
+        largest_object_px=largest_object_px(data.train),
     )
+
+
+def largest_object_px(images: Any) -> float | None:
+    """The largest side of any box in ``images`` (``LabeledImage``), px; None without boxes."""
+    import numpy as np
+
+    sides = [
+        float(np.max(im.boxes_xyxy_px[:, 2:] - im.boxes_xyxy_px[:, :2]))
+        for im in images
+        if len(im.boxes_xyxy_px)
+    ]
+    return max(sides) if sides else None
 
 
 def _describe(spec: TrainSpec, data: TrainData, num_tiles: int, *, resuming: bool) -> list[str]:
@@ -537,7 +552,7 @@ def train_command(**options: Any) -> None:
     if opts.backbone_weights and previous is None:
         _check_backbone_weights(opts.backbone_weights, model_cfg)
     num_tiles = _num_tiles(data, model_cfg.tile_size_px)
-    spec = _spec(opts, model_cfg, init, num_tiles)
+    spec = _spec(opts, model_cfg, init, num_tiles, data)
     for line in _describe(spec, data, num_tiles, resuming=previous is not None):
         click.echo(line, err=line.startswith("warning"))
     _start_run(opts.out, overwrite=opts.overwrite, issues=data.issues)

@@ -91,12 +91,16 @@ class ModelInfo:
         score_thresholds: the operating score of each class (index = label
             id), calibrated on validation (best F1); detect keeps detections
             at or above it unless ``--min-score`` is given.  None: keep all.
+        min_overlap_px: the tile overlap the model recommends: its largest
+            training object's side, px (cores then hold every object whole;
+            detect warns below it).  None: unknown.
     """
 
     model_id: str
     class_names: tuple[str, ...]
     bands: tuple[int, ...]
     score_thresholds: tuple[float, ...] | None = None
+    min_overlap_px: int | None = None
 
 
 class ModelLoader(Protocol):

@@ -9,6 +9,7 @@ before the run, not in every actor.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -17,6 +18,20 @@ from torchvision.models.detection.retinanet import RetinaNet
 from pipeline.detection import ModelInfo
 from retinanet.checkpoint import load_dir, resolve_checkpoint
 from retinanet.errors import CheckpointError
+
+
+def recommended_overlap(meta: dict, source: str) -> int | None:
+    """The tile overlap a checkpoint recommends: ``meta.json`` ``largest_object_px`` rounded up.
+
+    Raises:
+        CheckpointError: when it is there but not a positive number.
+    """
+    raw = meta.get("largest_object_px")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw <= 0:
+        raise CheckpointError(f"{source}/meta.json: largest_object_px must be a positive number, got {raw!r}")
+    return math.ceil(raw)
 
 
 def calibrated_thresholds(meta: dict, class_names: tuple[str, ...], source: str) -> tuple[float, ...] | None:
@@ -75,6 +90,7 @@ class CheckpointLoader:
             class_names=loaded.config.class_names,
             bands=loaded.config.band_config.bands,
             score_thresholds=calibrated_thresholds(loaded.meta, loaded.config.class_names, str(ckpt_dir)),
+            min_overlap_px=recommended_overlap(loaded.meta, str(ckpt_dir)),
         )
         return cls(str(ckpt_dir), info, note)
 

@@ -82,6 +82,9 @@ class TrainSpec:
         cpus_per_worker: CPUs (and torch threads) per worker.
         backbone_weights: a torchvision ResNet state dict (e.g. ImageNet) to
             start the backbone from (from scratch and without ``init_checkpoint``).
+        largest_object_px: the largest side of any training box, px; the
+            checkpoints record it (``meta.json`` ``largest_object_px``) as the
+            overlap detect should use.
     """
 
     labels: tuple[str, ...]
@@ -95,6 +98,7 @@ class TrainSpec:
     max_failures: int = 1
     cpus_per_worker: int = 1
     backbone_weights: str | None = None
+    largest_object_px: float | None = None
 
 
 def init_from_checkpoint(model: torch.nn.Module, config: ModelConfig, ckpt_dir: str) -> list[str]:
@@ -302,6 +306,7 @@ def write_epoch(
     metrics: dict[str, Any],
     train_state: dict[str, Any],
     tmp: Path,
+    run_meta: dict[str, Any] | None = None,
 ) -> tuple[Path, float]:
     """Rank 0's files of an evaluated epoch (plain torch, no Ray).
 
@@ -314,7 +319,7 @@ def write_epoch(
     """
     improved = metrics["val_ap50"] > train_state["best_ap50"]
     train_state = {**train_state, "best_ap50": max(train_state["best_ap50"], metrics["val_ap50"])}
-    extra = {"epoch": metrics["epoch"], "metrics": _scalars(metrics)}
+    extra = {**(run_meta or {}), "epoch": metrics["epoch"], "metrics": _scalars(metrics)}
     if "score_thresholds" in metrics:
         extra.update(score_thresholds=metrics["score_thresholds"], calibration=metrics.get("calibration"))
     ckpt_dir = save_dir(tmp / "ckpt", model, config, train_state=train_state, extra_meta=extra)
@@ -380,7 +385,10 @@ def _train_epochs(
                     "best_ap50": best,
                     "rng": rng_state(),
                 }
-                ckpt_dir, best = write_epoch(Path(spec.out_dir), model, spec.model, metrics, state, Path(tmp))
+                run_meta = {"largest_object_px": spec.largest_object_px} if spec.largest_object_px else None
+                ckpt_dir, best = write_epoch(
+                    Path(spec.out_dir), model, spec.model, metrics, state, Path(tmp), run_meta
+                )
                 checkpoint = Checkpoint.from_directory(str(ckpt_dir))
             ray.train.report(_scalars(metrics), checkpoint=checkpoint)  # [4]
 
@@ -440,6 +448,7 @@ def spec_from_json(data: dict[str, Any]) -> TrainSpec:
         max_failures=data["max_failures"],
         cpus_per_worker=data["cpus_per_worker"],
         backbone_weights=data.get("backbone_weights"),
+        largest_object_px=data.get("largest_object_px"),
     )
 
 
