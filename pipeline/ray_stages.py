@@ -34,6 +34,7 @@ device and resolved precision; the run report lists them under
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -505,11 +506,11 @@ def _detect_scenes(
         return
     bar = _progress(sum(len(t.tiles) for t in tallies.values()), job.progress)
     finisher = _Finisher(job, claims, report, out_crs, bar.write if job.progress else log)
+    finisher.on_finished = lambda n: bar.set_postfix_str(f"scenes {n}/{len(scenes)}")
     try:
         _stream_tiles(job, groups, tallies, finisher, bar, report)
-    finally:  # what was submitted is recorded, even when the stream broke
-        finisher.collect(wait=True)
-        _show_finished(bar, finisher, len(scenes))
+    finally:  # what was submitted is written and recorded, even when the stream broke
+        finisher.close()
         bar.close()
 
 
@@ -522,10 +523,10 @@ def _stream_tiles(
     report: RunReport,
 ) -> None:
     """Receive every tile's detections; hand each scene to ``finisher`` as its last tile arrives."""
-    num_scenes = len(tallies)
     actors = report.config.setdefault("model_actors", [])
     for batch in _iter_results(groups, job, len(job.read.bands)):
-        actors.extend(sorted(set(map(str, batch["actor"])) - set(actors)))
+        with finisher.lock:  # the collector thread writes the report
+            actors.extend(sorted(set(map(str, batch["actor"])) - set(actors)))
         for uri, index, status, error, packed, node, actor in zip(
             batch["scene_uri"],
             batch["tile_index"],
@@ -543,13 +544,6 @@ def _stream_tiles(
             bar.update(1)
             if tally.complete:
                 finisher.submit(tallies.pop(str(uri)))
-        if finisher.collect():
-            _show_finished(bar, finisher, num_scenes)
-
-
-def _show_finished(bar: Any, finisher: _Finisher, num_scenes: int) -> None:
-    """Show the scenes finished so far beside the tile bar."""
-    bar.set_postfix_str(f"scenes {finisher.num_finished}/{num_scenes}")
 
 
 def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: bytes) -> None:
@@ -564,6 +558,10 @@ def _receive(tally: _SceneTally, index: int, status: str, error: str, packed: by
 
 class _Finisher:
     """Prepares each completed scene in a Ray task, writes it from the driver, records the outcomes.
+
+    A collector thread waits for the tasks and writes each scene as soon as
+    its task returns, while the driver's main thread keeps streaming tiles;
+    ``close`` waits for the rest.
 
     ``finishing.prepare_scene`` (merge, score floor, georeference, encode: the
     CPU work) runs on the cluster, so a bucket of many scenes never waits on
@@ -594,30 +592,64 @@ class _Finisher:
         self.claims, self.report, self.log = claims, report, log
         self.pending: dict[Any, _SceneTally] = {}
         self.num_finished = 0
+        self.on_finished: Callable[[int], None] = lambda n: None
+        # the collector thread writes each scene as soon as its task returns; the lock
+        # guards pending, the report and num_finished between it and the streaming loop
+        self.lock = threading.Lock()
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._collect_loop, name="aerialdet-finisher", daemon=True)
+        self._thread.start()
 
     def submit(self, tally: _SceneTally) -> None:
         """Start finishing a scene whose last tile came back (a failed scene is recorded at once)."""
-        if tally.error is not None:
-            self._record(tally, SceneOutcome("failed", error=tally.error))
-        else:
-            self.pending[self.task.remote(tally.scene, tally.received, self.settings)] = tally
+        with self.lock:
+            if tally.error is not None:
+                self._record(tally, SceneOutcome("failed", error=tally.error))
+            else:
+                self.pending[self.task.remote(tally.scene, tally.received, self.settings)] = tally
+        self._wake.set()
 
-    def collect(self, *, wait: bool = False) -> int:
-        """Record the scenes whose task has returned (all of them when ``wait``); returns how many."""
-        if not self.pending:
-            return 0
-        ready, _ = self.ray.wait(
-            list(self.pending), num_returns=len(self.pending), timeout=None if wait else 0
-        )
-        for ref in ready:
-            tally = self.pending.pop(ref)
-            try:
-                prepared: PreparedScene = self.ray.get(ref)
-            except self.ray.exceptions.RayError as exc:
-                error = f"{tally.scene.uri}: merging crashed its worker: {_first_line(exc)}"
-                prepared = PreparedScene(b"", error=error)
-            self._record(tally, write_prepared(self.claims.store, tally.scene, prepared, self.settings))
-        return len(ready)
+    def close(self) -> None:
+        """Wait until every submitted scene is written and recorded; re-raise what broke the collector."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def _collect_loop(self) -> None:
+        """Until closed and drained: wait for returned tasks, write and record their scenes."""
+        try:
+            while True:
+                with self.lock:
+                    refs = list(self.pending)
+                if not refs:
+                    if self._stop.is_set():
+                        return
+                    self._wake.wait(timeout=0.5)
+                    self._wake.clear()
+                    continue
+                ready, _ = self.ray.wait(refs, num_returns=1, timeout=0.5)
+                for ref in ready:
+                    self._finish(ref)
+        except BaseException as exc:  # Ray went away: close() re-raises it in the driver's thread
+            self._failure = exc
+
+    def _finish(self, ref: Any) -> None:
+        """Write one returned scene (a crashed task fails that scene alone) and record it."""
+        with self.lock:
+            tally = self.pending[ref]
+        try:
+            prepared: PreparedScene = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            error = f"{tally.scene.uri}: merging crashed its worker: {_first_line(exc)}"
+            prepared = PreparedScene(b"", error=error)
+        outcome = write_prepared(self.claims.store, tally.scene, prepared, self.settings)
+        with self.lock:
+            del self.pending[ref]
+            self._record(tally, outcome)
+        self.on_finished(self.num_finished)
 
     def _record(self, tally: _SceneTally, outcome: SceneOutcome) -> None:
         """The scene's line in the report; its claim is dropped and the report rewritten."""
