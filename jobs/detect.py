@@ -17,6 +17,7 @@ from jobs.options import (
     min_score_option,
     out_option,
     overwrite_option,
+    precision_option,
     progress_option,
     ray_session,
     run_standalone,
@@ -86,13 +87,9 @@ Examples:
     default=None,
     help="Force GPU or CPU actors [default: GPUs when the cluster has them].",
 )
-@click.option(
-    "--precision",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    help="Network arithmetic; auto: fp16 on GPU, bf16 on CPUs with native bfloat16 "
-    "(AVX-512 BF16/AMX), else fp32.",
+@precision_option(
+    "auto",
+    "Network arithmetic; auto: fp16 on GPU, bf16 on CPUs with native bfloat16 (AVX-512 BF16/AMX), else fp32.",
 )
 @click.option("--amp", is_flag=True, hidden=True, help="Deprecated: --precision fp16.")
 @overwrite_option

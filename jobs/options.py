@@ -182,6 +182,16 @@ def tile_size_option(default: int, help_text: str) -> Callable[[F], F]:
     )
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # pipeline.detection.Precision's values
+
+
+def precision_option(default: str, help_text: str) -> Callable[[F], F]:
+    """``--precision``: the network's arithmetic (``pipeline.detection.Precision``)."""
+    return click.option(
+        "--precision", default=default, show_default=True, type=click.Choice(PRECISIONS), help=help_text
+    )
+
+
 def min_score_option(default: float | None, help_text: str = "Minimum score.") -> Callable[[F], F]:
     """``--min-score``: keep detections scoring at least this (0..1)."""
     return click.option(

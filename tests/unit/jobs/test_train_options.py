@@ -23,3 +23,10 @@ def test_no_augment_also_turns_off_scale_jitter(tmp_path):
 def test_precision_reaches_the_train_config(tmp_path):
     assert _config(tmp_path, "--precision", "bf16").precision == "bf16"
     assert _config(tmp_path, "--precision", "auto").precision == "auto"
+
+
+def test_precision_choices_are_the_pipelines():
+    from jobs.options import PRECISIONS
+    from pipeline.detection import Precision
+
+    assert PRECISIONS == tuple(p.value for p in Precision)
