@@ -66,7 +66,6 @@ class SceneOutcome:
         output: the file written (or found), else None.
         num_detections: rows written.
         error: why it failed (names the scene), else None.
-        storage_retries: S3 requests retried while writing.
         seconds: time spent merging and encoding.
     """
 
@@ -74,7 +73,6 @@ class SceneOutcome:
     output: str | None = None
     num_detections: int = 0
     error: str | None = None
-    storage_retries: int = 0
     seconds: float = 0.0
 
 
@@ -134,7 +132,6 @@ def write_prepared(
     """Write a prepared scene once through ``store``; ``exists`` when another run wrote it first."""
     if prepared.error is not None:
         return SceneOutcome("failed", error=prepared.error, seconds=prepared.seconds)
-    retries_before = store.retries
     try:
         path = write_scene_file(
             store,
@@ -145,19 +142,12 @@ def write_prepared(
             run_id=settings.run_id,
             replace=settings.replace,
         )
-        outcome = SceneOutcome("done", str(path), prepared.num_detections)
+        return SceneOutcome("done", str(path), prepared.num_detections, seconds=prepared.seconds)
     except OutputExistsError:
-        outcome = SceneOutcome("exists", store.uri(scene_output_name(scene.uri)))
+        return SceneOutcome("exists", store.uri(scene_output_name(scene.uri)), seconds=prepared.seconds)
     except Exception as exc:
-        outcome = SceneOutcome("failed", error=f"{scene.uri}: writing failed: {type(exc).__name__}: {exc}")
-    return SceneOutcome(
-        outcome.status,
-        outcome.output,
-        outcome.num_detections,
-        outcome.error,
-        storage_retries=store.retries - retries_before,
-        seconds=prepared.seconds,
-    )
+        error = f"{scene.uri}: writing failed: {type(exc).__name__}: {exc}"
+        return SceneOutcome("failed", error=error, seconds=prepared.seconds)
 
 
 def finish_scene(scene: SceneInfo, tiles: list[TileDetections], settings: FinishSettings) -> SceneOutcome:
