@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -58,7 +59,9 @@ Examples:
   $ ray job submit --working-dir . -- python -m jobs.train labels.parquet --out /shared/runs/a --workers 4 --gpus
 
 Every label format is cut into random training tiles of --tile-size-px
-(a 1249 px image gives 25 tiles of 256 px per epoch). Writes OUT/last
+(a 1249 px image gives 25 tiles of 256 px per epoch; an epoch is at least
+25 steps, a small data set repeating its tiles as fresh random crops, so it
+is not validated and checkpointed every few steps). Writes OUT/last
 (every epoch) and OUT/best (best validation AP50, needs validation boxes;
 its meta.json holds the best-F1 score threshold per class at IoU 0.4),
 checkpoints for `aerialdet detect --model`,
@@ -89,6 +92,19 @@ def _parse_anchors(ctx: click.Context, param: click.Parameter, value: str) -> tu
     if len(sizes) != 5 or min(sizes) < 1:
         raise click.BadParameter(f"expected 5 comma-separated positive integers, got {value!r}", param=param)
     return sizes
+
+
+def _parse_scale_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
+    """``0.8,1.25`` -> (low, high) scale jitter factors, 0 < low <= high (click callback)."""
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        low = high = math.nan
+    if not (0.1 <= low <= high <= 10.0):
+        raise click.BadParameter(
+            f"expected LOW,HIGH with 0.1 <= LOW <= HIGH <= 10, got {value!r}", param=param
+        )
+    return low, high
 
 
 def _parse_classes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -133,6 +149,8 @@ class TrainOptions:
     batch_size: int
     lr: float
     augment: bool
+    turns: bool
+    scale_range: tuple[float, float]
     precision: str
     bands: tuple[int, ...] | None
     anchor_sizes_px: tuple[int, ...]
@@ -291,11 +309,18 @@ def _check_backbone_weights(path: str, config: ModelConfig) -> None:
         raise click.BadParameter(str(exc), param_hint="--backbone-weights") from None
 
 
-def _num_tiles(data: TrainData, tile_size_px: int) -> int:
-    """Training tiles per epoch (``TrainingTiles``: as many per image as tiles cover it)."""
-    from retinanet.labeled_tiles import image_size, samples_per_image
+def _num_tiles(data: TrainData, tile_size_px: int, min_tiles: int) -> int:
+    """Training tiles per epoch (``TrainingTiles``: as many per image as tiles cover it, at least ``min_tiles``)."""
+    from retinanet.labeled_tiles import epoch_images, image_size
 
-    return sum(samples_per_image(image_size(im), tile_size_px) for im in data.train)
+    return len(epoch_images([image_size(im) for im in data.train], tile_size_px, min_tiles))
+
+
+def _min_tiles(opts: TrainOptions) -> int:
+    """Tiles of the shortest epoch (``TrainConfig.min_steps_per_epoch`` steps of every worker)."""
+    from retinanet.train_loop import TrainConfig, min_epoch_tiles
+
+    return min_epoch_tiles(TrainConfig(batch_size=opts.batch_size), opts.workers)
 
 
 def _train_config(opts: TrainOptions, num_tiles: int) -> Any:
@@ -310,8 +335,9 @@ def _train_config(opts: TrainOptions, num_tiles: int) -> Any:
         seed=opts.seed,
         max_steps_per_epoch=opts.max_steps_per_epoch,
         augment=opts.augment,
+        turns=opts.turns,
         # --no-augment: no scale jitter either, every tile at the labels' own scale
-        **({} if opts.augment else {"scale_range": (1.0, 1.0)}),
+        scale_range=opts.scale_range if opts.augment else (1.0, 1.0),
     )
     _, total = schedule(num_tiles, config, opts.workers)
     if opts.steps:
@@ -513,6 +539,21 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     show_default=True,
     help="Flips, 90-degree rotations, brightness/contrast/hue and scale jitter of training tiles.",
 )
+@click.option(
+    "--turns/--no-turns",
+    default=True,
+    show_default=True,
+    help="Flips and 90-degree rotations among the augmentations; --no-turns keeps shadows pointing "
+    "the way the sun cast them (imagery of one flight or one season).",
+)
+@click.option(
+    "--scale-range",
+    default="0.8,1.25",
+    show_default=True,
+    callback=_parse_scale_range,
+    help="Scale jitter LOW,HIGH: a crop of tile/s px is resized to the tile, s between them "
+    "(0.5,1.5 also teaches objects at half and 1.5x their labeled size; ignored with --no-augment).",
+)
 @precision_option(
     "fp32",
     "Forward-pass arithmetic (autocast; weights, gradients and losses stay float32); auto: "
@@ -549,7 +590,7 @@ def train_command(**options: Any) -> None:
     model_cfg, data, init = _model_config(opts, data, previous)
     if opts.backbone_weights and previous is None:
         _check_backbone_weights(opts.backbone_weights, model_cfg)
-    num_tiles = _num_tiles(data, model_cfg.tile_size_px)
+    num_tiles = _num_tiles(data, model_cfg.tile_size_px, _min_tiles(opts))
     spec = _spec(opts, model_cfg, init, num_tiles, data)
     for line in _describe(spec, data, num_tiles, resuming=previous is not None):
         click.echo(line, err=line.startswith("warning"))

@@ -59,6 +59,7 @@ __all__ = [
     "band_stats",
     "check_bands",
     "collate",
+    "epoch_images",
     "grid_tiles",
     "image_size",
     "read_image",
@@ -311,6 +312,23 @@ def samples_per_image(size_hw: tuple[int, int], tile_size_px: int) -> int:
     return max(1, math.ceil(size_hw[0] / tile_size_px)) * max(1, math.ceil(size_hw[1] / tile_size_px))
 
 
+def epoch_images(sizes_hw: Sequence[tuple[int, int]], tile_size_px: int, min_tiles: int = 0) -> np.ndarray:
+    """The image index of each training tile of an epoch: ``samples_per_image`` each, at least ``min_tiles`` in all.
+
+    A small data set (one 1249 px image is 25 tiles of 256 px: 7 steps of 4)
+    would otherwise validate and checkpoint every few steps; below
+    ``min_tiles`` the images' tiles are repeated in turn (each sample is a
+    fresh random crop) until there are ``min_tiles``.
+
+    Example:
+        >>> epoch_images([(512, 512), (256, 256)], 256, min_tiles=7).tolist()
+        [0, 0, 0, 0, 1, 0, 0]
+    """
+    counts = [samples_per_image(hw, tile_size_px) for hw in sizes_hw]
+    images = np.repeat(np.arange(len(counts)), counts)
+    return np.resize(images, max(len(images), min_tiles)) if len(images) else images
+
+
 def _target(boxes: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
     return {
         "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
@@ -376,6 +394,7 @@ class TrainingTiles(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         sampling: tile size, scale jitter, crop rules.
         augment: flips/rotations/photometric jitter, or None.
         seed: the run's seed.
+        min_tiles: tiles per epoch at least (``epoch_images``).
     """
 
     def __init__(
@@ -386,6 +405,7 @@ class TrainingTiles(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         augment: OverheadAugment | None = None,
         *,
         seed: int = 0,
+        min_tiles: int = 0,
     ) -> None:
         self.images = list(images)
         self.bands = tuple(bands)
@@ -393,8 +413,7 @@ class TrainingTiles(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         self.augment = augment
         self.seed = seed
         self.sizes = [image_size(im) for im in self.images]
-        counts = [samples_per_image(hw, sampling.tile_size_px) for hw in self.sizes]
-        self.image_of_sample = np.repeat(np.arange(len(self.images)), counts)
+        self.image_of_sample = epoch_images(self.sizes, sampling.tile_size_px, min_tiles)
 
     def __len__(self) -> int:
         return len(self.image_of_sample)
@@ -441,6 +460,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rank: this worker's rank.
         num_replicas: number of workers.
         seed: the run's seed.
+        min_tiles: tiles per epoch at least (``epoch_images``).
     """
 
     def __init__(self, num_samples: int, *, rank: int = 0, num_replicas: int = 1, seed: int = 0) -> None:

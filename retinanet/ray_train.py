@@ -228,13 +228,14 @@ def _make_loaders(
         collate,
         grid_tiles,
     )
+    from retinanet.train_loop import min_epoch_tiles
 
     bands = spec.model.band_config.bands
     tile = spec.model.tile_size_px
     sampling = TileSampling(tile_size_px=tile, scale_range=spec.train.scale_range)
-    tiles = TrainingTiles(
-        data.train, bands, sampling, OverheadAugment() if spec.train.augment else None, seed=spec.train.seed
-    )
+    augment = OverheadAugment(turns=spec.train.turns) if spec.train.augment else None
+    min_tiles = min_epoch_tiles(spec.train, world)
+    tiles = TrainingTiles(data.train, bands, sampling, augment, seed=spec.train.seed, min_tiles=min_tiles)
     sampler = EpochSampler(len(tiles), rank=rank, num_replicas=world, seed=spec.train.seed)
     loader = DataLoader(tiles, batch_size=spec.train.batch_size, sampler=sampler, collate_fn=collate)
     # our sampler shards and orders by (seed, epoch): Ray adds none

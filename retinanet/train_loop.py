@@ -37,8 +37,13 @@ class TrainConfig:
         val_fraction: share of scenes held out when no validation set is given.
         score_threshold: score for precision/recall in the per-epoch evaluation.
         augment: flips, 90-degree rotations and jitter.
+        turns: flips and 90-degree rotations within ``augment`` (off: shadows
+            keep their direction).
         seed: RNG seed.
         max_steps_per_epoch: cap on steps per epoch (None: the whole data set).
+        min_steps_per_epoch: an epoch (validation, checkpoint) is at least this
+            many steps: a small data set repeats its tiles, each a fresh random
+            crop, rather than validate every few steps.
         total_steps: optimizer steps of the whole run (None: ``epochs`` full
             epochs); the last epoch stops when they are done.
         scale_range: scale jitter of the training tiles (``TileSampling``).
@@ -60,8 +65,10 @@ class TrainConfig:
     val_fraction: float = 0.2
     score_threshold: float = 0.3
     augment: bool = True
+    turns: bool = True
     seed: int = 0
     max_steps_per_epoch: int | None = None
+    min_steps_per_epoch: int = 25
     total_steps: int | None = None
     scale_range: tuple[float, float] = (0.8, 1.25)
     calibration_iou: float = 0.4
@@ -69,6 +76,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale_range", tuple(self.scale_range))  # a list after JSON
+
+
+def min_epoch_tiles(config: TrainConfig, num_workers: int = 1) -> int:
+    """Training tiles an epoch holds at least, all workers together (``min_steps_per_epoch`` full steps)."""
+    return config.min_steps_per_epoch * config.batch_size * num_workers
 
 
 def steps_per_epoch(num_samples: int, config: TrainConfig, num_workers: int = 1) -> int:

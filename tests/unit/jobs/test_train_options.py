@@ -30,3 +30,23 @@ def test_precision_choices_are_the_pipelines():
     from pipeline.detection import Precision
 
     assert PRECISIONS == tuple(p.value for p in Precision)
+
+
+def test_scale_range_reaches_the_train_config_unless_augmentation_is_off(tmp_path):
+    assert _config(tmp_path, "--scale-range", "0.5,1.5").scale_range == (0.5, 1.5)
+    assert _config(tmp_path, "--scale-range", "0.5,1.5", "--no-augment").scale_range == (1.0, 1.0)
+
+
+def test_a_bad_scale_range_is_refused_by_name(tmp_path):
+    import click
+    import pytest
+
+    for bad in ("1.5,0.5", "0,1", "abc", "0.5"):
+        with pytest.raises(click.BadParameter, match="--scale-range|LOW,HIGH"):
+            _config(tmp_path, "--scale-range", bad)
+
+
+def test_turns_are_on_unless_no_turns(tmp_path):
+    assert _config(tmp_path).turns is True
+    cfg = _config(tmp_path, "--no-turns")
+    assert cfg.turns is False and cfg.augment is True and cfg.scale_range == (0.8, 1.25)

@@ -24,7 +24,7 @@ from retinanet.labeled_tiles import (
 from retinanet.model import build_model
 from retinanet.ray_train import write_epoch
 from retinanet.synth import SynthConfig, write_scenes
-from retinanet.train_loop import TrainConfig, evaluate_model, schedule, steps_per_epoch
+from retinanet.train_loop import TrainConfig, evaluate_model, min_epoch_tiles, schedule, steps_per_epoch
 
 SQUARES = [(10, 12, 14), (50, 40, 18), (30, 70, 12)]  # (x, y, side)
 
@@ -203,6 +203,20 @@ def test_small_chips_are_used_whole_once_per_epoch(tmp_path):
     assert (
         tuple(image.shape) == (3, 96, 96) and target["boxes"].tolist() == np.array(boxes, np.float32).tolist()
     )
+
+
+def test_a_small_data_set_fills_the_shortest_epoch_with_fresh_crops(tmp_path):
+    big = _big_image(tmp_path)
+    config = TrainConfig(batch_size=4, min_steps_per_epoch=10)
+    sampling = TileSampling(tile_size_px=256, scale_range=(1.0, 1.0))
+    tiles = TrainingTiles([big], (1, 2, 3), sampling, seed=3, min_tiles=min_epoch_tiles(config))
+    assert len(tiles) == 40 and steps_per_epoch(len(tiles), config) == 10  # 25 tiles cover the image
+    crops = [tiles[(0, i)][1]["boxes"] for i in (0, 25, 26)]  # sample 25 repeats the image: a new crop
+    assert not all(torch.equal(crops[0], c) for c in crops[1:])
+    two_workers = TrainingTiles([big], (1, 2, 3), sampling, min_tiles=min_epoch_tiles(config, num_workers=2))
+    assert len(two_workers) == 80
+    plenty = TrainingTiles([big], (1, 2, 3), sampling, min_tiles=10)
+    assert len(plenty) == 25  # enough tiles: nothing repeated
 
 
 def test_epoch_sampler_shards_and_repeats_by_epoch():
