@@ -149,7 +149,6 @@ class TrainOptions:
     batch_size: int
     lr: float
     augment: bool
-    turns: bool
     scale_range: tuple[float, float]
     precision: str
     bands: tuple[int, ...] | None
@@ -335,7 +334,6 @@ def _train_config(opts: TrainOptions, num_tiles: int) -> Any:
         seed=opts.seed,
         max_steps_per_epoch=opts.max_steps_per_epoch,
         augment=opts.augment,
-        turns=opts.turns,
         # --no-augment: no scale jitter either, every tile at the labels' own scale
         scale_range=opts.scale_range if opts.augment else (1.0, 1.0),
     )
@@ -538,13 +536,6 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     default=True,
     show_default=True,
     help="Flips, 90-degree rotations, brightness/contrast/hue and scale jitter of training tiles.",
-)
-@click.option(
-    "--turns/--no-turns",
-    default=True,
-    show_default=True,
-    help="Flips and 90-degree rotations among the augmentations; --no-turns keeps shadows pointing "
-    "the way the sun cast them (imagery of one flight or one season).",
 )
 @click.option(
     "--scale-range",

@@ -99,9 +99,6 @@ class OverheadAugment:
     Attributes:
         jitter: brightness/contrast strength (0: none).
         hue_deg: largest hue rotation in degrees (3-band images; 0: none).
-        turns: flips and 90-degree rotations.  Objects overhead have no "up",
-            but shadows do: in imagery of one flight (one sun azimuth) every
-            shadow points the same way, a cue that turning the tiles hides.
 
     Example:
         >>> aug = OverheadAugment()
@@ -110,7 +107,6 @@ class OverheadAugment:
 
     jitter: float = 0.1
     hue_deg: float = 10.0
-    turns: bool = True
 
     def __call__(
         self, image: torch.Tensor, target: Target, gen: np.random.Generator | None = None
@@ -118,9 +114,7 @@ class OverheadAugment:
         """Augment one sample; boxes stay ``float32 [N, 4]`` xyxy px, inside the image."""
         gen = gen if gen is not None else np.random.default_rng()
         boxes = target["boxes"].to(torch.float32).reshape(-1, 4)
-        # drawn either way, so the photometric draws do not depend on ``turns``
-        draws = [gen.random() < 0.5 for _ in range(3)]
-        flip_h, flip_v, quarter = (bool(d) and self.turns for d in draws)
+        flip_h, flip_v, quarter = gen.random() < 0.5, gen.random() < 0.5, gen.random() < 0.5
         if flip_h:
             image, boxes = hflip(image, boxes)
         if flip_v:

@@ -233,7 +233,7 @@ def _make_loaders(
     bands = spec.model.band_config.bands
     tile = spec.model.tile_size_px
     sampling = TileSampling(tile_size_px=tile, scale_range=spec.train.scale_range)
-    augment = OverheadAugment(turns=spec.train.turns) if spec.train.augment else None
+    augment = OverheadAugment() if spec.train.augment else None
     min_tiles = min_epoch_tiles(spec.train, world)
     tiles = TrainingTiles(data.train, bands, sampling, augment, seed=spec.train.seed, min_tiles=min_tiles)
     sampler = EpochSampler(len(tiles), rank=rank, num_replicas=world, seed=spec.train.seed)

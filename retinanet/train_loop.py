@@ -37,8 +37,6 @@ class TrainConfig:
         val_fraction: share of scenes held out when no validation set is given.
         score_threshold: score for precision/recall in the per-epoch evaluation.
         augment: flips, 90-degree rotations and jitter.
-        turns: flips and 90-degree rotations within ``augment`` (off: shadows
-            keep their direction).
         seed: RNG seed.
         max_steps_per_epoch: cap on steps per epoch (None: the whole data set).
         min_steps_per_epoch: an epoch (validation, checkpoint) is at least this
@@ -65,7 +63,6 @@ class TrainConfig:
     val_fraction: float = 0.2
     score_threshold: float = 0.3
     augment: bool = True
-    turns: bool = True
     seed: int = 0
     max_steps_per_epoch: int | None = None
     min_steps_per_epoch: int = 25

@@ -44,9 +44,3 @@ def test_a_bad_scale_range_is_refused_by_name(tmp_path):
     for bad in ("1.5,0.5", "0,1", "abc", "0.5"):
         with pytest.raises(click.BadParameter, match="--scale-range|LOW,HIGH"):
             _config(tmp_path, "--scale-range", bad)
-
-
-def test_turns_are_on_unless_no_turns(tmp_path):
-    assert _config(tmp_path).turns is True
-    cfg = _config(tmp_path, "--no-turns")
-    assert cfg.turns is False and cfg.augment is True and cfg.scale_range == (0.8, 1.25)
