@@ -445,6 +445,7 @@ def _run_scenes(job: DetectJob, claims: ClaimKeeper, report: RunReport, log: Log
     """Claim and open the scenes, then detect on them; a broken run marks what it left as failed."""
     store = claims.store
     scenes = _scenes_to_do(job, claims, report, log)
+    report.mark("scenes_opened")
     out_crs = choose_output_crs([s.crs_wkt for s in scenes.values()], job.to_crs) if scenes else None
     report.crs = out_crs.to_string() if out_crs else None
     report.write(store)
@@ -509,6 +510,8 @@ def _detect_scenes(
     finisher.on_finished = lambda n: bar.set_postfix_str(f"scenes {n}/{len(scenes)}")
     try:
         _stream_tiles(job, groups, tallies, finisher, bar, report)
+        with finisher.lock:
+            report.mark("last_tiles")
     finally:  # what was submitted is written and recorded, even when the stream broke
         finisher.close()
         bar.close()
@@ -526,6 +529,7 @@ def _stream_tiles(
     actors = report.config.setdefault("model_actors", [])
     for batch in _iter_results(groups, job, len(job.read.bands)):
         with finisher.lock:  # the collector thread writes the report
+            report.mark("first_tiles")
             actors.extend(sorted(set(map(str, batch["actor"])) - set(actors)))
         for uri, index, status, error, packed, node, actor in zip(
             batch["scene_uri"],

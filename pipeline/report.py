@@ -68,6 +68,11 @@ class RunReport:
     scenes: dict[str, SceneReport] = field(default_factory=dict)
     num_listed: int | None = None
     storage_retries: int = 0
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        """Note when a phase of the run was first reached (``first_tile``, ``last_tile``, ...), once."""
+        self.marks.setdefault(name, time.time())
 
     def add(self, scene: SceneReport) -> None:
         """Record (or replace) a scene's line."""
@@ -130,6 +135,8 @@ class RunReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "elapsed_s": round(elapsed, 3),
+            # seconds from started_at to each phase: where a run's time goes
+            "phases_s": {k: round(t - self.started_at, 3) for k, t in self.marks.items()},
             "num_listed": self.num_listed,
             "num_pending": self.num_pending,
             "counts": self.counts(),

@@ -233,6 +233,9 @@ def test_precision_and_threads_reach_the_model_actor(ray_cluster, tmp_path, prec
     (actor,) = rep["config"]["model_actors"]
     assert f"precision={precision}" in actor and "torch_threads=2" in actor and "device=cpu" in actor
     assert len(detections(tmp_path / "out")) == len(OBJECTS)  # uint8 bytes in, same boxes out
+    phases = rep["phases_s"]  # where the run's time went, in order
+    assert list(phases) == ["scenes_opened", "first_tiles", "last_tiles"]
+    assert 0 <= phases["scenes_opened"] <= phases["first_tiles"] <= phases["last_tiles"] <= rep["elapsed_s"]
 
 
 def test_deprecated_amp_cannot_contradict_precision(tmp_path):
