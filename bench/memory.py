@@ -154,6 +154,10 @@ def watch(cmd: list[str], interval_s: float) -> dict[str, float]:
         "max_rss_sum_mib": max_rss_sum / 1024,
         "processes": len(hwm),
         "cpu_s": sum(cpu.values()),
+        # where the CPU went: the busiest processes, by what they ran at their memory peak
+        "cpu_top": [
+            (names.get(pid, "?"), round(c, 1)) for pid, c in sorted(cpu.items(), key=lambda x: -x[1])[:8]
+        ],
     }
 
 

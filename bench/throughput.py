@@ -84,9 +84,12 @@ def _rate(label: str, seconds: float, cpu_s: float | None, scene_px: int, gsd_m:
 
 
 def model_bound(
-    model, scene: Path, tiling: TilingConfig, batch: int, precision: Precision
+    model, scene: Path, tiling: TilingConfig, batch: int, precision: Precision, repeats: int = 1
 ) -> tuple[float, float, int]:
-    """(a): wall and CPU seconds of batched forward passes over tiles already in memory; detections."""
+    """(a): wall and CPU seconds of batched forward passes over tiles already in memory; detections.
+
+    ``repeats``: the scene's tiles are run that many times (a bucket of copies).
+    """
     info = open_scene(str(scene), ReadConfig())
     plan = tile_scene(str(scene), info.width_px, info.height_px, tiling)
     reads = list(read_tiles(str(scene), [plan[i] for i in range(len(plan))], ReadConfig()))
@@ -95,7 +98,7 @@ def model_bound(
     detect_tiles(model, images[:1], tiles[:1], precision=precision)  # warm-up (oneDNN kernels)
     found = 0
     wall, cpu = time.perf_counter(), time.process_time()
-    for lo in range(0, len(tiles), batch):
+    for lo in [lo for _ in range(repeats) for lo in range(0, len(tiles), batch)]:
         found += sum(
             len(d)
             for d in detect_tiles(model, images[lo : lo + batch], tiles[lo : lo + batch], precision=precision)
@@ -155,10 +158,30 @@ def _flops_line(label: str, tile_flops: float, num_tiles: int, seconds: float, p
     return rate / peak
 
 
+def bucket_of_copies(scene: Path, copies: int) -> Path:
+    """``scene`` itself for one copy, else a cached folder of ``copies`` hard links to it.
+
+    Hard links, not symbolic ones: detect resolves paths, so symbolic links
+    to one file would be one scene.
+    """
+    if copies == 1:
+        return scene
+    folder = scene.parent / f"bucket_{scene.stem}_x{copies}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(copies):
+        copy = folder / f"copy_{i:03d}.tif"
+        if not copy.exists():
+            os.link(scene, copy)
+    return folder
+
+
 def end_to_end(
     scene: Path, ckpt: Path, tiling: TilingConfig, batch: int, precision: str, out_dir: Path
 ) -> dict:
-    """(c): ``aerialdet detect`` in a subprocess; total, Ray start-up, run, shut-down seconds and the report."""
+    """(c): ``aerialdet detect`` in a subprocess; total, Ray start-up, run, shut-down seconds and the report.
+
+    ``scene`` may be a folder (a bucket of scenes).
+    """
     cmd = [
         sys.executable, "-m", "jobs.detect", str(scene), "--model", str(ckpt), "--out", str(out_dir),
         "--tile-size-px", str(tiling.tile_size_px), "--overlap-px", str(tiling.overlap_px),
@@ -174,14 +197,62 @@ def end_to_end(
         "run": report["finished_at"] - report["started_at"],
         "shutdown": ended - report["finished_at"],
         "actors": report["config"].get("model_actors"),
+        "phases": report.get("phases_s", {}),
         "cpu_s": sampled["cpu_s"],
+        "cpu_top": sampled["cpu_top"],
     }
+
+
+class _Run:
+    """(a), (b) and (c) over ``args.scenes`` copies of one scene, printed as they finish."""
+
+    def __init__(
+        self, args, scene: Path, ckpt: Path, tiling: TilingConfig, flops: float, peak: float
+    ) -> None:
+        self.args, self.scene, self.ckpt, self.tiling = args, scene, ckpt, tiling
+        self.flops, self.peak = flops, peak  # model FLOPs of all tiles; bf16 matmul FLOP/s
+        self.px = args.size_px**2 * args.scenes
+
+    def model_bound(self, model, precision: Precision, num_tiles: int) -> dict:
+        a = self.args
+        wall, cpu, found = model_bound(model, self.scene, self.tiling, a.batch_size, precision, a.scenes)
+        out = _rate("(a) model bound, batched", wall, cpu, self.px, a.gsd_m)
+        print(f"    detections/tile {found / (num_tiles * a.scenes):.0f}", flush=True)
+        _flops_line("(a)", self.flops, 1, wall, self.peak)
+        return out
+
+    def sequential(self, model, tmp: Path) -> dict:
+        a = self.args
+        plain = a.baseline_precision == "plain"
+        base_model = load_dir(self.ckpt).model if plain else model
+        base_precision = Precision.FP32 if plain else resolve_precision(a.baseline_precision, "cpu")
+        runs = [
+            sequential(base_model, self.scene, self.tiling, base_precision, tmp / f"seq{i}")
+            for i in range(a.scenes)
+        ]
+        label = f"(b) sequential script, {'plain fp32' if plain else base_precision.value}"
+        return _rate(label, sum(r[0] for r in runs), sum(r[1] for r in runs), self.px, a.gsd_m)
+
+    def end_to_end(self, tmp: Path) -> dict[str, dict]:
+        a = self.args
+        source = bucket_of_copies(self.scene, a.scenes)
+        e2e = end_to_end(source, self.ckpt, self.tiling, a.batch_size, a.precision, tmp / "e2e")
+        out = {"c": _rate("(c) aerialdet detect, total", e2e["total"], e2e["cpu_s"], self.px, a.gsd_m)}
+        out["c_run"] = _rate("    of which the run itself", e2e["run"], None, self.px, a.gsd_m)
+        print(
+            f"    Ray start-up {e2e['startup']:.1f} s, shut-down {e2e['shutdown']:.1f} s; actors {e2e['actors']}"
+        )
+        print(f"    run phases, s from its start: {e2e['phases']} (finished {e2e['run']:.1f})")
+        print(f"    CPU s of the busiest processes: {e2e['cpu_top']}")
+        _flops_line("(c) run", self.flops, 1, e2e["run"], self.peak)
+        return out
 
 
 def main() -> None:
     """Parse flags, run (a), (b), (c), print the table and ratios."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-px", type=int, default=8192, help="scene width and height")
+    ap.add_argument("--scenes", type=int, default=1, help="a bucket of this many copies of the scene")
     ap.add_argument("--gsd-m", type=float, default=0.3)
     ap.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50"])
     ap.add_argument("--tile-size-px", type=int, default=1024)
@@ -196,20 +267,27 @@ def main() -> None:
         "else this precision with aerialdet's channels_last layout",
     )
     ap.add_argument("--prior", type=float, default=0.06, help="classifier prior of the untrained head")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a trained checkpoint directory instead (e.g. make demo's demo_out/model/best): "
+        "the detections per tile of a model that has learned the scene",
+    )
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="cache of scenes and checkpoints")
     ap.add_argument("--only", default="abc", help="which measurements to run, e.g. 'ac'")
     args = ap.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
     scene = scene_path(args.data_dir, args.size_px, args.gsd_m)
-    ckpt = checkpoint(args.data_dir, args.backbone, args.tile_size_px, args.prior)
+    ckpt = args.checkpoint or checkpoint(args.data_dir, args.backbone, args.tile_size_px, args.prior)
     tiling = TilingConfig(tile_size_px=args.tile_size_px, overlap_px=args.overlap_px)
     precision = resolve_precision(args.precision, "cpu")
     num_tiles = len(tile_scene(str(scene), args.size_px, args.size_px, tiling))
     scene_px = args.size_px**2
     print(
-        f"scene {args.size_px}x{args.size_px} px at {args.gsd_m} m ({scene_px * args.gsd_m**2 / 1e6:.2f} km2), "
-        f"{num_tiles} tiles {args.tile_size_px}/{args.overlap_px} px, {args.backbone}, precision "
+        f"{args.scenes} x scene {args.size_px}x{args.size_px} px at {args.gsd_m} m ({scene_px * args.gsd_m**2 / 1e6:.2f} km2), "
+        f"{num_tiles} tiles {args.tile_size_px}/{args.overlap_px} px, {args.checkpoint or args.backbone}, precision "
         f"{precision.value}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}",
         flush=True,
     )
@@ -221,30 +299,15 @@ def main() -> None:
         flush=True,
     )
     model = prepare_model(load_dir(ckpt).model, "cpu")
+    run = _Run(args, scene, ckpt, tiling, tile_flops * num_tiles * args.scenes, peak["bfloat16"])
     results: dict[str, dict] = {}
     if "a" in args.only:
-        wall, cpu, found = model_bound(model, scene, tiling, args.batch_size, precision)
-        results["a"] = _rate("(a) model bound, batched", wall, cpu, scene_px, args.gsd_m)
-        print(f"    detections/tile {found / num_tiles:.0f}", flush=True)
-        _flops_line("(a)", tile_flops, num_tiles, wall, peak["bfloat16"])
+        results["a"] = run.model_bound(model, precision, num_tiles)
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         if "b" in args.only:
-            plain = args.baseline_precision == "plain"
-            base_model = load_dir(ckpt).model if plain else model
-            base_precision = Precision.FP32 if plain else resolve_precision(args.baseline_precision, "cpu")
-            wall, cpu = sequential(base_model, scene, tiling, base_precision, Path(tmp) / "seq")
-            label = f"(b) sequential script, {'plain fp32' if plain else base_precision.value}"
-            results["b"] = _rate(label, wall, cpu, scene_px, args.gsd_m)
+            results["b"] = run.sequential(model, Path(tmp))
         if "c" in args.only:
-            e2e = end_to_end(scene, ckpt, tiling, args.batch_size, args.precision, Path(tmp) / "e2e")
-            results["c"] = _rate(
-                "(c) aerialdet detect, total", e2e["total"], e2e["cpu_s"], scene_px, args.gsd_m
-            )
-            results["c_run"] = _rate("    of which the run itself", e2e["run"], None, scene_px, args.gsd_m)
-            print(
-                f"    Ray start-up {e2e['startup']:.1f} s, shut-down {e2e['shutdown']:.1f} s; actors {e2e['actors']}"
-            )
-            _flops_line("(c) run", tile_flops, num_tiles, e2e["run"], peak["bfloat16"])
+            results.update(run.end_to_end(Path(tmp)))
     for num, den in (("c", "a"), ("c_run", "a"), ("c", "b"), ("c_run", "b")):
         if num in results and den in results:
             print(f"throughput ({num})/({den}) = {results[num]['mpx_s'] / results[den]['mpx_s']:.2f}")
