@@ -306,7 +306,9 @@ def _init_ray(address: str | None, temp_dir: str | None, verbose: bool, num_cpus
         # No metrics export: nothing reads it, and its exporter thread crashed workers here.
         os.environ.setdefault("RAY_enable_metrics_collection", "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(address="local", num_cpus=num_cpus, _temp_dir=temp_dir, **common)
+        # No dashboard either: nobody browses a cluster that lives for one command,
+        # and its processes took CPU from the model on a small machine (bench/RESULTS.md).
+        ray.init(address="local", num_cpus=num_cpus, _temp_dir=temp_dir, include_dashboard=False, **common)
 
 
 def _keep_logs(temp_dir: str, log_dir: Path) -> None:
