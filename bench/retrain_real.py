@@ -145,7 +145,7 @@ def train(data_dir: Path, run: Path, args: argparse.Namespace) -> tuple[float | 
         "--out", str(run), "--overwrite", "--steps", str(args.steps), "--tile-size-px", str(args.tile_size_px),
         "--batch-size", str(args.batch_size), "--backbone", "resnet18", "--cpus-per-worker", str(args.cpus),
         "--lr", str(args.lr), "--precision", args.precision, "--scale-range", args.scale_range,
-        "--seed", str(args.seed), "--no-progress",
+        "--seed", str(args.seed), "--box-loss", args.box_loss, "--no-progress",
         *([] if args.augment else ["--no-augment"]),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="train --precision (fp32, bf16, auto)")
     parser.add_argument("--scale-range", default="0.8,1.25", help="train --scale-range LOW,HIGH")
     parser.add_argument("--seed", type=int, default=0, help="train --seed")
+    parser.add_argument("--box-loss", default="l1", choices=["l1", "giou"], help="train --box-loss")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train --no-augment")
     parser.add_argument(
         "--evaluate-only", action="store_true", help="Evaluate OUT/run/best as it is (a run stopped early)."

@@ -153,6 +153,7 @@ class TrainOptions:
     precision: str
     bands: tuple[int, ...] | None
     anchor_sizes_px: tuple[int, ...]
+    box_loss: str
     max_steps_per_epoch: int | None
     cpus_per_worker: int | None
     max_failures: int
@@ -265,6 +266,7 @@ def _new_model_config(opts: TrainOptions, data: TrainData) -> ModelConfig:
         class_names=data.class_names,
         backbone=opts.backbone,
         anchor_sizes_px=opts.anchor_sizes_px,
+        box_loss=opts.box_loss,
         band_config=BandConfig(bands=bands, mean=mean, std=std),
         tile_size_px=opts.tile_size_px,
     )
@@ -293,7 +295,7 @@ def _model_config(
     _check_bands(data, base.band_config.bands, "--init")
     names = base.class_names + tuple(n for n in data.class_names if n not in base.class_names)
     click.echo(f"fine-tuning {opts.init_ckpt}: classes {list(base.class_names)} -> {list(names)}")
-    config = base.replace(class_names=names, tile_size_px=opts.tile_size_px)
+    config = base.replace(class_names=names, tile_size_px=opts.tile_size_px, box_loss=opts.box_loss)
     return config, data.relabel(names), _Init(init_dir, None if imported is None else (imported, base))
 
 
@@ -557,6 +559,14 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     show_default=True,
     callback=_parse_anchors,
     help="Base anchor size per level P3..P7 (paper: 32,64,128,256,512).",
+)
+@click.option(
+    "--box-loss",
+    type=click.Choice(["l1", "giou"]),
+    default="l1",
+    show_default=True,
+    help="Box regression loss: l1 on anchor offsets (torchvision's RetinaNet) or giou on the boxes "
+    "(RetinaNet v2), which rewards overlap with the labeled box directly (a resumed run keeps its own).",
 )
 @click.option("--max-steps-per-epoch", default=None, type=click.IntRange(min=1))
 @click.option(

@@ -49,6 +49,13 @@ class P6Input(str, Enum):
     P5 = "p5"
 
 
+class BoxLoss(str, Enum):
+    """Box regression loss: L1 on encoded offsets (torchvision's RetinaNet) or GIoU on decoded boxes."""
+
+    L1 = "l1"
+    GIOU = "giou"
+
+
 class NormLayer(str, Enum):
     """Batch norm kind: trainable (from scratch) or frozen (ImageNet-initialised releases)."""
 
@@ -155,6 +162,10 @@ class ModelConfig:
         gsd_m: ground sample distance of the training imagery, metres/pixel.
         p6_input: P6 from C5 (paper) or P5 (torchvision v1, DeepForest).
         norm_layer: trainable or frozen batch norm.
+        box_loss: box regression loss: ``l1`` on the encoded offsets
+            (torchvision's RetinaNet; the paper uses smooth L1) or ``giou``
+            on the decoded boxes (torchvision's RetinaNet v2), which scores a
+            box by its overlap with the labeled one.
     """
 
     class_names: tuple[str, ...] = ("object",)
@@ -172,6 +183,7 @@ class ModelConfig:
     gsd_m: float | None = None
     p6_input: P6Input = P6Input.C5
     norm_layer: NormLayer = NormLayer.BATCH
+    box_loss: BoxLoss = BoxLoss.L1
 
     def __post_init__(self) -> None:
         names = self.class_names
@@ -186,6 +198,7 @@ class ModelConfig:
         object.__setattr__(self, "backbone", _enum(Backbone, self.backbone, "backbone"))
         object.__setattr__(self, "p6_input", _enum(P6Input, self.p6_input, "p6_input"))
         object.__setattr__(self, "norm_layer", _enum(NormLayer, self.norm_layer, "norm_layer"))
+        object.__setattr__(self, "box_loss", _enum(BoxLoss, self.box_loss, "box_loss"))
         if not isinstance(self.band_config, BandConfig):
             raise ValueError(f"ModelConfig.band_config must be a BandConfig, got {self.band_config!r}")
         self._check_numbers()
@@ -231,7 +244,7 @@ class ModelConfig:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form for ``meta.json`` (enums as their values)."""
         out = dataclasses.asdict(self)
-        for key in ("backbone", "p6_input", "norm_layer"):
+        for key in ("backbone", "p6_input", "norm_layer", "box_loss"):
             out[key] = getattr(self, key).value
         return out
 

@@ -120,6 +120,8 @@ def build_model(config: ModelConfig) -> RetinaNet:
     # RetinaNetHead's default prior is 0.01; re-apply from the config so a
     # non-default prior_probability is honoured.
     _set_classifier_prior(head, config.prior_probability)
+    # torchvision's own switch (its retinanet_resnet50_fpn_v2 sets "giou" the same way)
+    head.regression_head._loss_type = config.box_loss.value
     model = RetinaNet(
         backbone,
         num_classes=config.num_classes,

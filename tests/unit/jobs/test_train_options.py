@@ -44,3 +44,23 @@ def test_a_bad_scale_range_is_refused_by_name(tmp_path):
     for bad in ("1.5,0.5", "0,1", "abc", "0.5"):
         with pytest.raises(click.BadParameter, match="--scale-range|LOW,HIGH"):
             _config(tmp_path, "--scale-range", bad)
+
+
+def test_box_loss_reaches_a_new_model_config(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from jobs.train import _new_model_config
+    from retinanet.label_formats import LabeledImage
+    from retinanet.labeled_tiles import TrainData
+
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "chip.png")
+    chip = LabeledImage(
+        str(tmp_path / "chip.png"), None, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), "c", (64, 64)
+    )
+    data = TrainData([chip], [], ("tree",), [])
+    for args, expected in (((), "l1"), (("--box-loss", "giou"), "giou")):
+        labels = tmp_path / "a.xml"
+        labels.write_text("<annotation/>")
+        ctx = train_command.make_context("train", [str(labels), "--out", str(tmp_path / "run"), *args])
+        assert _new_model_config(TrainOptions(**ctx.params), data).box_loss.value == expected

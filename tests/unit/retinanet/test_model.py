@@ -105,3 +105,24 @@ def test_closed_choices_are_enums_that_equal_their_names():
     assert cfg.norm_layer is NormLayer.FROZEN_BATCH
     assert ModelConfig.from_json(cfg.to_json()) == cfg
     assert cfg.to_json()["backbone"] == "resnet18" and type(cfg.to_json()["backbone"]) is str
+
+
+def test_giou_box_loss_reaches_the_head_and_changes_the_regression_loss():
+    from retinanet.config import BoxLoss
+
+    image = torch.rand(3, 128, 128) * 255
+    target = {"boxes": torch.tensor([[30.0, 40.0, 62.0, 70.0]]), "labels": torch.tensor([0])}
+    losses = {}
+    for kind in ("l1", "giou"):
+        torch.manual_seed(0)
+        m = build_model(ModelConfig(backbone="resnet18", class_names=("tree",), box_loss=kind)).train()
+        assert m.head.regression_head._loss_type == kind
+        losses[kind] = m([image], [target])
+    assert torch.isfinite(losses["giou"]["bbox_regression"])
+    # the same weights and data: only the regression loss differs
+    assert torch.equal(losses["l1"]["classification"], losses["giou"]["classification"])
+    assert not torch.equal(losses["l1"]["bbox_regression"], losses["giou"]["bbox_regression"])
+    cfg = ModelConfig(box_loss="giou")
+    assert ModelConfig.from_json(cfg.to_json()).box_loss is BoxLoss.GIOU
+    old = {k: v for k, v in cfg.to_json().items() if k != "box_loss"}  # a checkpoint from before the option
+    assert ModelConfig.from_json(old).box_loss is BoxLoss.L1
