@@ -17,8 +17,8 @@ Write-once, atomically:
   stores the object only if the key does not exist yet (``412`` otherwise),
   and an object is visible only once its upload is complete.  No temporary
   key is written.  A put whose response was lost and that is retried gets
-  ``412`` for its own object: it is reported as "already there", which is
-  true.
+  ``412`` for its own object: the object's ETag (the MD5 of a single-part
+  put) is compared with the bytes, and equal bytes count as written.
 
 S3 is any S3-compatible endpoint, configured as for sources
 (``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``,
@@ -35,6 +35,7 @@ retries it needed (``retries``): the run report records them.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 import uuid
@@ -333,11 +334,22 @@ class S3Store(OutputStore):
             self._call("put_object", name, Bucket=self.bucket, Key=self.key(name), Body=data, **condition)
         except ClientError as exc:
             # 412: the key exists; 409 (ConditionalRequestConflict): another conditional put of the
-            # same key is in flight and will win. Either way write-once holds and ours is not written.
+            # same key is in flight and will win. Either way write-once holds and ours is not written,
+            # unless the object there is ours: a put whose answer was lost, then retried.
             if not replace and self._status(exc) in (409, 412):
-                return False
+                return self._holds(name, data)
             raise OutputError(self._failed("put_object", name, exc)) from exc
         return True
+
+    def _holds(self, name: str, data: bytes) -> bool:
+        """Whether ``name`` holds exactly ``data`` (its ETag is the MD5 of a single-part put's bytes)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._call("head_object", name, Bucket=self.bucket, Key=self.key(name))
+        except ClientError:  # gone again, or not visible yet: not ours
+            return False
+        return str(head.get("ETag", "")).strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
 
     def write_text(self, name: str, text: str) -> None:  # noqa: D102
         self.write_bytes_once(name, text.encode(), replace=True)

@@ -38,15 +38,17 @@ class FlakyProxy:
         share: probability in [0, 1] that a matching request fails.
         seed: seed of the failure draws.
         max_in_a_row: most failures in a row (a retrying client gets through).
-        kinds: what a failure is: ``"503"`` (an S3 SlowDown answer) and/or
-            ``"drop"`` (the connection closed with no answer), drawn in turn.
+        kinds: what a failure is: ``"503"`` (an S3 SlowDown answer), ``"drop"``
+            (the connection closed with no answer) and/or ``"lost"`` (the
+            request reaches the server, which acts on it, and its answer is
+            lost: the connection is closed instead), drawn in turn.
         always_fail: fail every matching request (``share`` and the bound are ignored).
         only: a regex; only requests whose ``METHOD path`` matches it may fail.
 
     Attributes:
         requests: requests received.
-        failed: requests failed on purpose (503s + drops).
-        dropped: of those, connections dropped.
+        failed: requests failed on purpose (503s, drops, lost answers).
+        dropped: of those, connections dropped (with or without the request served).
     """
 
     def __init__(
@@ -103,7 +105,7 @@ class FlakyProxy:
             self._in_a_row += 1
             self.failed += 1
             kind = self.kinds[self.failed % len(self.kinds)]
-            self.dropped += kind == "drop"
+            self.dropped += kind in ("drop", "lost")
             return kind
 
 
@@ -151,6 +153,10 @@ def _handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 payload = response.read()
+                if failure == "lost":  # served upstream, the answer never reaches the client
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
                 self.send_response(response.status, response.reason)
                 for key, value in response.getheaders():
                     if key.lower() not in HOP_HEADERS and key.lower() != "content-length":

@@ -75,6 +75,19 @@ def test_writes_lists_and_reads_retry_through_a_flaky_endpoint(bucket, flaky):
     assert proxy.failed >= 3 and proxy.dropped > 0 and proxy.failed < proxy.requests
 
 
+def test_a_write_whose_answer_was_lost_is_still_ours(bucket, flaky):
+    # the first PUT of each key is stored by the server but its answer is lost; botocore
+    # retries, and the retry's If-None-Match: * meets our own object (412)
+    open_store(f"s3://{bucket}/lost").write_bytes_once("other.parquet", b"someone else's")  # direct
+    proxy = flaky(share=1.0, max_in_a_row=1, kinds=("lost",), only="^PUT ", attempts=3)
+    store = open_store(f"s3://{bucket}/lost")  # its client is made on first use: through the proxy
+    assert store.write_bytes_once("mine.parquet", b"ours") is True  # written by us: not "exists already"
+    assert store.read_bytes("mine.parquet") == b"ours"
+    assert store.write_bytes_once("other.parquet", b"ours too") is False  # really someone else's
+    assert store.read_bytes("other.parquet") == b"someone else's"
+    assert proxy.dropped == 2  # one lost answer per key
+
+
 def test_an_endpoint_that_keeps_failing_names_the_key(bucket, flaky):
     write_detections(f"s3://{bucket}/det", "/data/a.tif")
     flaky(always_fail=True, attempts=2)
