@@ -317,8 +317,9 @@ def epoch_images(sizes_hw: Sequence[tuple[int, int]], tile_size_px: int, min_til
 
     A small data set (one 1249 px image is 25 tiles of 256 px: 7 steps of 4)
     would otherwise validate and checkpoint every few steps; below
-    ``min_tiles`` the images' tiles are repeated in turn (each sample is a
-    fresh random crop) until there are ``min_tiles``.
+    ``min_tiles`` the whole list is repeated and the rest drawn evenly spaced
+    along it, so each image keeps its share (each sample is a fresh random
+    crop).
 
     Example:
         >>> epoch_images([(512, 512), (256, 256)], 256, min_tiles=7).tolist()
@@ -326,7 +327,12 @@ def epoch_images(sizes_hw: Sequence[tuple[int, int]], tile_size_px: int, min_til
     """
     counts = [samples_per_image(hw, tile_size_px) for hw in sizes_hw]
     images = np.repeat(np.arange(len(counts)), counts)
-    return np.resize(images, max(len(images), min_tiles)) if len(images) else images
+    if len(images) == 0:
+        return images
+    repeats, extra = divmod(max(len(images), min_tiles), len(images))
+    # the midpoints of ``extra`` equal parts of the list: every image's share, the last one's too
+    spread = images[((2 * np.arange(extra) + 1) * len(images)) // (2 * extra)] if extra else images[:0]
+    return np.concatenate([np.tile(images, repeats), spread])
 
 
 def _target(boxes: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
@@ -460,7 +466,6 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rank: this worker's rank.
         num_replicas: number of workers.
         seed: the run's seed.
-        min_tiles: tiles per epoch at least (``epoch_images``).
     """
 
     def __init__(self, num_samples: int, *, rank: int = 0, num_replicas: int = 1, seed: int = 0) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -346,7 +345,7 @@ def _train_epochs(
     import ray.train
     from ray.train import Checkpoint
 
-    from retinanet.train_loop import rng_state, train_one_epoch
+    from retinanet.train_loop import epochs_to_run, rng_state, train_one_epoch
 
     loader, val_loader = loaders
     cap = spec.train.max_steps_per_epoch
@@ -354,7 +353,7 @@ def _train_epochs(
     total_steps = spec.train.total_steps or per_epoch * spec.train.epochs
     on_step = _fault_injector(Path(spec.out_dir), rank)
     global_step, best = start.global_step, start.best_ap50
-    for epoch in range(start.epoch, math.ceil(total_steps / per_epoch)):
+    for epoch in epochs_to_run(start.epoch, start.global_step, total_steps, per_epoch):
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         result = train_one_epoch(

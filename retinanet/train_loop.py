@@ -98,6 +98,20 @@ def schedule(num_samples: int, config: TrainConfig, num_workers: int = 1) -> tup
     return math.ceil(total / per_epoch), total
 
 
+def epochs_to_run(start_epoch: int, global_step: int, total_steps: int, per_epoch: int) -> range:
+    """The epoch numbers still to run: as many as the steps left need.
+
+    Counted from the steps left, not from ``total_steps / per_epoch``: a
+    resumed run whose epochs are now longer or shorter (another batch size,
+    worker count or epoch floor) still trains until ``total_steps``.
+
+    Example:
+        >>> epochs_to_run(21, 147, 300, 25)  # 7-step epochs before, 25 now: 153 steps left
+        range(21, 28)
+    """
+    return range(start_epoch, start_epoch + math.ceil(max(0, total_steps - global_step) / per_epoch))
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over trainable parameters, no weight decay on norms and biases."""
     decay, no_decay = [], []

@@ -192,7 +192,7 @@ def test_scale_jitter_and_augmentation_keep_boxes_on_objects(tmp_path):
     assert max(sizes) - min(sizes) <= 4 and all(250 <= s <= 262 for s in sizes)  # resized back to ~256 px
 
 
-def test_small_chips_are_used_whole_once_per_epoch(tmp_path):
+def test_small_chips_are_used_whole_without_an_epoch_floor(tmp_path):
     boxes = _chip(tmp_path, "chip", size=96)
     item = LabeledImage(
         str(tmp_path / "chip.png"), None, np.array(boxes, np.float32), np.zeros(3, np.int64), "c", (96, 96)
@@ -217,6 +217,23 @@ def test_a_small_data_set_fills_the_shortest_epoch_with_fresh_crops(tmp_path):
     assert len(two_workers) == 80
     plenty = TrainingTiles([big], (1, 2, 3), sampling, min_tiles=10)
     assert len(plenty) == 25  # enough tiles: nothing repeated
+
+
+def test_the_epoch_floor_keeps_each_images_share():
+    from retinanet.labeled_tiles import epoch_images
+
+    big, chip = (1035, 1249), (256, 256)  # 25 tiles and 1 tile of 256 px
+    assert np.bincount(epoch_images([big, chip], 256, min_tiles=52)).tolist() == [50, 2]
+    assert np.bincount(epoch_images([big, chip], 256, min_tiles=50)).tolist() == [48, 2]  # not [49, 1]
+    assert sorted(np.bincount(epoch_images([chip] * 10, 256, min_tiles=15)).tolist()) == [1] * 5 + [2] * 5
+
+
+def test_a_resumed_run_trains_the_steps_left_whatever_its_epochs_are_now():
+    from retinanet.train_loop import epochs_to_run
+
+    assert epochs_to_run(0, 0, 300, 25) == range(0, 12)
+    assert epochs_to_run(21, 147, 300, 25) == range(21, 28)  # was 7-step epochs: 153 steps left, 7 epochs
+    assert epochs_to_run(5, 300, 300, 25) == range(5, 5)  # done
 
 
 def test_epoch_sampler_shards_and_repeats_by_epoch():
