@@ -11,7 +11,7 @@ only the checkpoints that were written.
 
 Schedule: every label format is cut into training tiles of
 ``--tile-size-px`` (``retinanet.labeled_tiles.TrainingTiles``: an image gives
-as many tiles per epoch as cover it).  The run is ``--steps`` optimizer steps
+as many tiles per epoch as cover it, and an epoch is at least 25 steps).  The run is ``--steps`` optimizer steps
 (epochs follow), or ``--epochs`` epochs; with neither, 12 epochs but at least
 ``MIN_STEPS`` steps.
 """
@@ -95,7 +95,7 @@ def _parse_anchors(ctx: click.Context, param: click.Parameter, value: str) -> tu
 
 
 def _parse_scale_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
-    """``0.8,1.25`` -> (low, high) scale jitter factors, 0 < low <= high (click callback)."""
+    """``0.8,1.25`` -> (low, high) scale jitter factors, 0.1 <= low <= high <= 10 (click callback)."""
     try:
         low, high = (float(v) for v in value.split(","))
     except ValueError:
@@ -153,7 +153,7 @@ class TrainOptions:
     precision: str
     bands: tuple[int, ...] | None
     anchor_sizes_px: tuple[int, ...]
-    box_loss: str
+    box_loss: str | None
     max_steps_per_epoch: int | None
     cpus_per_worker: int | None
     max_failures: int
@@ -266,7 +266,7 @@ def _new_model_config(opts: TrainOptions, data: TrainData) -> ModelConfig:
         class_names=data.class_names,
         backbone=opts.backbone,
         anchor_sizes_px=opts.anchor_sizes_px,
-        box_loss=opts.box_loss,
+        box_loss=opts.box_loss or "l1",
         band_config=BandConfig(bands=bands, mean=mean, std=std),
         tile_size_px=opts.tile_size_px,
     )
@@ -295,7 +295,8 @@ def _model_config(
     _check_bands(data, base.band_config.bands, "--init")
     names = base.class_names + tuple(n for n in data.class_names if n not in base.class_names)
     click.echo(f"fine-tuning {opts.init_ckpt}: classes {list(base.class_names)} -> {list(names)}")
-    config = base.replace(class_names=names, tile_size_px=opts.tile_size_px, box_loss=opts.box_loss)
+    box_loss = opts.box_loss or base.box_loss
+    config = base.replace(class_names=names, tile_size_px=opts.tile_size_px, box_loss=box_loss)
     return config, data.relabel(names), _Init(init_dir, None if imported is None else (imported, base))
 
 
@@ -563,10 +564,10 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
 @click.option(
     "--box-loss",
     type=click.Choice(["l1", "giou"]),
-    default="l1",
-    show_default=True,
+    default=None,
     help="Box regression loss: l1 on anchor offsets (torchvision's RetinaNet) or giou on the boxes "
-    "(RetinaNet v2), which rewards overlap with the labeled box directly (a resumed run keeps its own).",
+    "(RetinaNet v2), which rewards overlap with the labeled box directly [default: l1; with --init "
+    "the checkpoint's; a resumed run keeps its own].",
 )
 @click.option("--max-steps-per-epoch", default=None, type=click.IntRange(min=1))
 @click.option(

@@ -64,3 +64,28 @@ def test_box_loss_reaches_a_new_model_config(tmp_path):
         labels.write_text("<annotation/>")
         ctx = train_command.make_context("train", [str(labels), "--out", str(tmp_path / "run"), *args])
         assert _new_model_config(TrainOptions(**ctx.params), data).box_loss.value == expected
+
+
+def test_fine_tuning_keeps_the_checkpoints_box_loss_unless_told(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from jobs.train import _model_config
+    from retinanet import ModelConfig, build_model
+    from retinanet.checkpoint import save_dir
+    from retinanet.label_formats import LabeledImage
+    from retinanet.labeled_tiles import TrainData
+
+    config = ModelConfig(backbone="resnet18", class_names=("tree",), box_loss="giou")
+    save_dir(tmp_path / "ckpt", build_model(config), config)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "chip.png")
+    chip = LabeledImage(
+        str(tmp_path / "chip.png"), None, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), "c", (64, 64)
+    )
+    data = TrainData([chip], [], ("tree",), [])
+    labels = tmp_path / "a.xml"
+    labels.write_text("<annotation/>")
+    for args, expected in (((), "giou"), (("--box-loss", "l1"), "l1")):
+        argv = [str(labels), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "ckpt"), *args]
+        opts = TrainOptions(**train_command.make_context("train", argv).params)
+        assert _model_config(opts, data, None)[0].box_loss.value == expected
