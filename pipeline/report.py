@@ -71,7 +71,7 @@ class RunReport:
     marks: dict[str, float] = field(default_factory=dict)
 
     def mark(self, name: str) -> None:
-        """Note when a phase of the run was first reached (``first_tile``, ``last_tile``, ...), once."""
+        """Note when a phase of the run was first reached (``scenes_opened``, ``first_tiles``, ``last_tiles``), once."""
         self.marks.setdefault(name, time.time())
 
     def add(self, scene: SceneReport) -> None:

@@ -17,8 +17,9 @@ Write-once, atomically:
   stores the object only if the key does not exist yet (``412`` otherwise),
   and an object is visible only once its upload is complete.  No temporary
   key is written.  A put whose response was lost and that is retried gets
-  ``412`` for its own object: the object's ETag (the MD5 of a single-part
-  put) is compared with the bytes, and equal bytes count as written.
+  ``412`` for its own object: each write-once put carries a random token in
+  its user metadata (``x-amz-meta-aerialdet-write``; retries resend it), and
+  an object holding our token counts as written by us.
 
 S3 is any S3-compatible endpoint, configured as for sources
 (``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``,
@@ -35,7 +36,6 @@ retries it needed (``retries``): the run report records them.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import tempfile
 import uuid
@@ -52,6 +52,8 @@ RESERVED_PREFIXES: tuple[str, ...] = (".", "_")
 
 DEFAULT_MAX_ATTEMPTS = 5
 PARQUET_SUFFIX = ".parquet"
+# user metadata key of the token that marks an object as written by one write-once put
+WRITE_TOKEN = "aerialdet-write"
 
 
 def is_detection_name(name: str) -> bool:
@@ -329,7 +331,9 @@ class S3Store(OutputStore):
     def write_bytes_once(self, name: str, data: bytes, *, replace: bool = False) -> bool:  # noqa: D102
         from botocore.exceptions import ClientError
 
-        condition = {} if replace else {"IfNoneMatch": "*"}
+        # a token of this call: botocore's retries resend it, so the object a lost answer left is ours
+        token = uuid.uuid4().hex
+        condition = {} if replace else {"IfNoneMatch": "*", "Metadata": {WRITE_TOKEN: token}}
         try:
             self._call("put_object", name, Bucket=self.bucket, Key=self.key(name), Body=data, **condition)
         except ClientError as exc:
@@ -337,19 +341,19 @@ class S3Store(OutputStore):
             # same key is in flight and will win. Either way write-once holds and ours is not written,
             # unless the object there is ours: a put whose answer was lost, then retried.
             if not replace and self._status(exc) in (409, 412):
-                return self._holds(name, data)
+                return self._holds(name, token)
             raise OutputError(self._failed("put_object", name, exc)) from exc
         return True
 
-    def _holds(self, name: str, data: bytes) -> bool:
-        """Whether ``name`` holds exactly ``data`` (its ETag is the MD5 of a single-part put's bytes)."""
+    def _holds(self, name: str, token: str) -> bool:
+        """Whether the object at ``name`` was written by the put that carried ``token``."""
         from botocore.exceptions import ClientError
 
         try:
             head = self._call("head_object", name, Bucket=self.bucket, Key=self.key(name))
         except ClientError:  # gone again, or not visible yet: not ours
             return False
-        return str(head.get("ETag", "")).strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return head.get("Metadata", {}).get(WRITE_TOKEN) == token
 
     def write_text(self, name: str, text: str) -> None:  # noqa: D102
         self.write_bytes_once(name, text.encode(), replace=True)

@@ -91,7 +91,7 @@ class FlakyProxy:
         self._server.server_close()
 
     def decide(self, request_line: str) -> str | None:
-        """The failure for this request (``"503"``, ``"drop"``) or None to forward it."""
+        """The failure for this request (``"503"``, ``"drop"``, ``"lost"``) or None to forward it."""
         with self._lock:
             self.requests += 1
             if not self.only.search(request_line):
