@@ -170,6 +170,8 @@ def bucket_of_copies(scene: Path, copies: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(copies):
         copy = folder / f"copy_{i:03d}.tif"
+        if copy.exists() and not os.path.samefile(copy, scene):
+            copy.unlink()  # a link to a scene since regenerated
         if not copy.exists():
             os.link(scene, copy)
     return folder
