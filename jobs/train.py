@@ -383,6 +383,13 @@ def largest_object_px(images: Any) -> float | None:
     return max(sides) if sides else None
 
 
+def _tiles_said(spec: TrainSpec, data: TrainData, num_tiles: int) -> str:
+    """``N tile(s) of P px per epoch``, saying when the epoch floor repeats them."""
+    covering = _num_tiles(data, spec.model.tile_size_px, 0)
+    repeated = f", repeated to {num_tiles}" if num_tiles > covering else ""
+    return f"{covering} tile(s) of {spec.model.tile_size_px} px{repeated} per epoch"
+
+
 def _describe(spec: TrainSpec, data: TrainData, num_tiles: int, *, resuming: bool) -> list[str]:
     """What the run will do, said up front (images, tiles, objects per class, steps), and the warnings."""
     from retinanet.train_loop import steps_per_epoch
@@ -395,8 +402,8 @@ def _describe(spec: TrainSpec, data: TrainData, num_tiles: int, *, resuming: boo
     per_class = ", ".join(f"{name} {n}" for name, n in train_objects.items())
     lines = [
         f"training on {len(data.train)} image(s) with {sum(train_objects.values())} objects ({per_class}); "
-        f"validating on {len(data.val)} image(s) with {val_objects} objects; {num_tiles} tile(s) of "
-        f"{spec.model.tile_size_px} px per epoch; {total} step(s) of {spec.train.batch_size} tile(s) per "
+        f"validating on {len(data.val)} image(s) with {val_objects} objects; "
+        f"{_tiles_said(spec, data, num_tiles)}; {total} step(s) of {spec.train.batch_size} tile(s) per "
         f"worker = {spec.train.epochs} epoch(s) x {per_epoch} step(s), {spec.num_workers} worker(s)"
     ]
     if resuming:

@@ -190,6 +190,8 @@ def test_train_cli_on_voc_chips_validates_and_is_quiet(tmp_path):
         str(out),
         "--epochs",
         "2",
+        "--max-steps-per-epoch",  # 2 steps, not the 25-step epoch floor: a quick test
+        "2",
         "--batch-size",
         "1",
         "--cpus-per-worker",

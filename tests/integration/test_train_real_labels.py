@@ -58,23 +58,25 @@ def test_train_from_scratch_on_voc_images_validates_and_writes_best(tmp_path):
     chips = [_forest(tmp_path, f"chip{i}", 400, 25, seed=2 + i) for i in range(2)]
     val = _forest(tmp_path, "val", 400, 25, seed=9)
     out = tmp_path / "run"
-    args = [big, *chips, "--val", val, "--out", str(out), "--steps", "24", "--batch-size", "4"]
+    args = [big, *chips, "--val", val, "--out", str(out), "--steps", "30", "--batch-size", "4"]
     args += ["--tile-size-px", "256", "--cpus-per-worker", "1", "--no-progress"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     run = subprocess.run(
         [sys.executable, "-m", "jobs.train", *args], capture_output=True, text=True, env=env, timeout=600
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    # said up front: 16 tiles of the 1000 px image + 4 of each 400 px chip = 24 per epoch, 6 steps of 4
+    # said up front: 16 tiles of the 1000 px image + 4 of each 400 px chip = 24, repeated to the
+    # epoch floor of 25 steps of 4 tiles
     first = run.stdout.splitlines()[0]
     assert first.startswith(
         "training on 3 image(s) with 170 objects (Tree 170); validating on 1 image(s) with 25"
     )
     assert (
-        "24 tile(s) of 256 px per epoch; 24 step(s) of 4 tile(s) per worker = 4 epoch(s) x 6 step(s)" in first
+        "24 tile(s) of 256 px, repeated to 100 per epoch; 30 step(s) of 4 tile(s) per worker = "
+        "2 epoch(s) x 25 step(s)" in first
     )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["global_step"] for r in rows] == [6, 12, 18, 24]  # more than one step per epoch
+    assert [r["global_step"] for r in rows] == [25, 30]  # more than one step per epoch
     assert all(r["val_num_gt"] == 25 and r["val_ap50"] >= 0 for r in rows)
     meta = read_meta(out / "best")
     assert set(meta["score_thresholds"]) == {"Tree"} and 0 <= meta["score_thresholds"]["Tree"] <= 1
