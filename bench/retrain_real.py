@@ -182,6 +182,8 @@ def evaluate_held_out(data_dir: Path, run: Path, new_image: str) -> dict[str, ob
 
 def main() -> None:
     """Fetch, split, train, evaluate; print one JSON object."""
+    from retinanet.config import BOX_LOSSES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/aerialdet_retrain_real"))
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "aerialdet" / "bench")
@@ -194,7 +196,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="train --precision (fp32, bf16, auto)")
     parser.add_argument("--scale-range", default="0.8,1.25", help="train --scale-range LOW,HIGH")
     parser.add_argument("--seed", type=int, default=0, help="train --seed")
-    parser.add_argument("--box-loss", default="l1", choices=["l1", "giou"], help="train --box-loss")
+    parser.add_argument("--box-loss", default="l1", choices=BOX_LOSSES, help="train --box-loss")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train --no-augment")
     parser.add_argument(
         "--evaluate-only", action="store_true", help="Evaluate OUT/run/best as it is (a run stopped early)."

@@ -46,7 +46,7 @@ from jobs.options import (
     tile_size_option,
     verbose_option,
 )
-from retinanet.config import BACKBONES
+from retinanet.config import BACKBONES, BOX_LOSSES, BoxLoss
 
 EPILOG = """\b
 Examples:
@@ -266,7 +266,7 @@ def _new_model_config(opts: TrainOptions, data: TrainData) -> ModelConfig:
         class_names=data.class_names,
         backbone=opts.backbone,
         anchor_sizes_px=opts.anchor_sizes_px,
-        box_loss=opts.box_loss or "l1",
+        box_loss=opts.box_loss or BoxLoss.L1,
         band_config=BandConfig(bands=bands, mean=mean, std=std),
         tile_size_px=opts.tile_size_px,
     )
@@ -311,11 +311,12 @@ def _check_backbone_weights(path: str, config: ModelConfig) -> None:
         raise click.BadParameter(str(exc), param_hint="--backbone-weights") from None
 
 
-def _num_tiles(data: TrainData, tile_size_px: int, min_tiles: int) -> int:
-    """Training tiles per epoch (``TrainingTiles``: as many per image as tiles cover it, at least ``min_tiles``)."""
+def _epoch_tiles(data: TrainData, tile_size_px: int, min_tiles: int) -> tuple[int, int]:
+    """(tiles that cover the training images, tiles per epoch: ``TrainingTiles``'s, at least ``min_tiles``)."""
     from retinanet.labeled_tiles import epoch_images, image_size
 
-    return len(epoch_images([image_size(im) for im in data.train], tile_size_px, min_tiles))
+    sizes = [image_size(im) for im in data.train]
+    return len(epoch_images(sizes, tile_size_px)), len(epoch_images(sizes, tile_size_px, min_tiles))
 
 
 def _min_tiles(opts: TrainOptions) -> int:
@@ -383,27 +384,29 @@ def largest_object_px(images: Any) -> float | None:
     return max(sides) if sides else None
 
 
-def _tiles_said(spec: TrainSpec, data: TrainData, num_tiles: int) -> str:
+def _tiles_said(tile_size_px: int, covering: int, num_tiles: int) -> str:
     """``N tile(s) of P px per epoch``, saying when the epoch floor repeats them."""
-    covering = _num_tiles(data, spec.model.tile_size_px, 0)
     repeated = f", repeated to {num_tiles}" if num_tiles > covering else ""
-    return f"{covering} tile(s) of {spec.model.tile_size_px} px{repeated} per epoch"
+    return f"{covering} tile(s) of {tile_size_px} px{repeated} per epoch"
 
 
-def _describe(spec: TrainSpec, data: TrainData, num_tiles: int, *, resuming: bool) -> list[str]:
-    """What the run will do, said up front (images, tiles, objects per class, steps), and the warnings."""
+def _describe(spec: TrainSpec, data: TrainData, tiles: tuple[int, int], *, resuming: bool) -> list[str]:
+    """What the run will do, said up front (images, tiles, objects per class, steps), and the warnings.
+
+    ``tiles``: (tiles that cover the training images, tiles per epoch) from ``_epoch_tiles``.
+    """
     from retinanet.train_loop import steps_per_epoch
 
     out = Path(spec.out_dir)
     train_objects = data.objects_per_class(data.train)
     val_objects = sum(data.objects_per_class(data.val).values())
-    per_epoch = steps_per_epoch(num_tiles, spec.train, spec.num_workers)
+    per_epoch = steps_per_epoch(tiles[1], spec.train, spec.num_workers)
     total = spec.train.total_steps or per_epoch * spec.train.epochs
     per_class = ", ".join(f"{name} {n}" for name, n in train_objects.items())
     lines = [
         f"training on {len(data.train)} image(s) with {sum(train_objects.values())} objects ({per_class}); "
         f"validating on {len(data.val)} image(s) with {val_objects} objects; "
-        f"{_tiles_said(spec, data, num_tiles)}; {total} step(s) of {spec.train.batch_size} tile(s) per "
+        f"{_tiles_said(spec.model.tile_size_px, *tiles)}; {total} step(s) of {spec.train.batch_size} tile(s) per "
         f"worker = {spec.train.epochs} epoch(s) x {per_epoch} step(s), {spec.num_workers} worker(s)"
     ]
     if resuming:
@@ -570,7 +573,7 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
 )
 @click.option(
     "--box-loss",
-    type=click.Choice(["l1", "giou"]),
+    type=click.Choice(BOX_LOSSES),
     default=None,
     help="Box regression loss: l1 on anchor offsets (torchvision's RetinaNet) or giou on the boxes "
     "(RetinaNet v2), which rewards overlap with the labeled box directly [default: l1; with --init "
@@ -599,9 +602,9 @@ def train_command(**options: Any) -> None:
     model_cfg, data, init = _model_config(opts, data, previous)
     if opts.backbone_weights and previous is None:
         _check_backbone_weights(opts.backbone_weights, model_cfg)
-    num_tiles = _num_tiles(data, model_cfg.tile_size_px, _min_tiles(opts))
-    spec = _spec(opts, model_cfg, init, num_tiles, data)
-    for line in _describe(spec, data, num_tiles, resuming=previous is not None):
+    tiles = _epoch_tiles(data, model_cfg.tile_size_px, _min_tiles(opts))
+    spec = _spec(opts, model_cfg, init, tiles[1], data)
+    for line in _describe(spec, data, tiles, resuming=previous is not None):
         click.echo(line, err=line.startswith("warning"))
     _start_run(opts.out, overwrite=opts.overwrite, issues=data.issues)
     if init.imported is not None:

@@ -64,6 +64,7 @@ class NormLayer(str, Enum):
 
 
 BACKBONES: tuple[str, ...] = tuple(b.value for b in Backbone)
+BOX_LOSSES: tuple[str, ...] = tuple(b.value for b in BoxLoss)
 
 
 def _enum(kind: type[Enum], value: Any, field_name: str) -> Any:
