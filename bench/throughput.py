@@ -152,8 +152,8 @@ def matmul_flops_per_s(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> f
     return 2 * n**3 / best
 
 
-def _flops_line(label: str, tile_flops: float, num_tiles: int, seconds: float, peak: float) -> float:
-    rate = tile_flops * num_tiles / seconds
+def _flops_line(label: str, flops: float, seconds: float, peak: float) -> float:
+    rate = flops / seconds
     print(f"    {label}: model {rate / 1e9:7.1f} GFLOP/s = {rate / peak:.2f} of bf16 matmul", flush=True)
     return rate / peak
 
@@ -220,7 +220,7 @@ class _Run:
         wall, cpu, found = model_bound(model, self.scene, self.tiling, a.batch_size, precision, a.scenes)
         out = _rate("(a) model bound, batched", wall, cpu, self.px, a.gsd_m)
         print(f"    detections/tile {found / (num_tiles * a.scenes):.0f}", flush=True)
-        _flops_line("(a)", self.flops, 1, wall, self.peak)
+        _flops_line("(a)", self.flops, wall, self.peak)
         return out
 
     def sequential(self, model, tmp: Path) -> dict:
@@ -246,7 +246,7 @@ class _Run:
         )
         print(f"    run phases, s from its start: {e2e['phases']} (finished {e2e['run']:.1f})")
         print(f"    CPU s of the busiest processes: {e2e['cpu_top']}")
-        _flops_line("(c) run", self.flops, 1, e2e["run"], self.peak)
+        _flops_line("(c) run", self.flops, e2e["run"], self.peak)
         return out
 
 

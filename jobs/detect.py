@@ -194,7 +194,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
         )
     return DetectJob(
         source=source,
-        # absolute: scenes are merged and written by Ray workers, whose working directory is not ours
+        # absolute: the run report, the manifest and the messages name files by it
         out_dir=out_dir if "://" in out_dir else str(Path(out_dir).resolve()),
         model=loader,
         detect=DetectConfig(
