@@ -16,9 +16,11 @@ used or copied).  Two images of the same Yellowstone (YELL) forest, and a
 * ``2019_YELL_2_541000_4977000_image_crop.png`` (1249 x 1035 px, 279 trees,
   closed conifer stand): its top 80 % trains, its bottom 20 % validates (best
   epoch, score calibration);
-* ``OSBS_029.png`` (61 trees), a 400 x 400 px chip of another NEON site
-  (Florida): trains too (the wheel's other labeled chip, ``SOAP_061``, labels
-  ``Alive``/``Dead`` instead of ``Tree``);
+* the wheel's two labeled 400 x 400 px chips of other NEON sites, as the
+  issue's user had "two 400 x 400 px chips": ``OSBS_029`` (61 trees, Florida)
+  and ``SOAP_061`` (37 trees, Sierra Nevada, labeled ``Alive``/``Dead``; both
+  are trees, so its labels are written as ``Tree``): they train too
+  (``--chips`` chooses; runs 1-8 of bench/RESULTS.md had ``OSBS_029`` only);
 * ``2019_YELL_2_528000_4978000_image_crop2.png`` (2299 x 2472 px, 574 trees,
   open stand in a meadow): the new image, seen only at the end.
 
@@ -56,12 +58,14 @@ sys.path.insert(0, str(REPO))
 WHEEL = "deepforest==2.1.0"
 OPEN_STAND = "2019_YELL_2_528000_4978000_image_crop2"
 CLOSED_STAND = "2019_YELL_2_541000_4977000_image_crop"
-CHIPS = ("OSBS_029",)
+CHIPS = ("OSBS_029", "SOAP_061")
+# a chip's VOC <filename>: OSBS_029's names its GeoTIFF, SOAP_061's its PNG
+CHIP_IMAGES = {"OSBS_029": "OSBS_029.tif", "SOAP_061": "SOAP_061.png"}
 VAL_SHARE = 0.2
-# setup -> (image split into train/val, extra training images, new image)
-SETUPS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "dense": (CLOSED_STAND, CHIPS, OPEN_STAND),
-    "sparse": (OPEN_STAND, (), CLOSED_STAND),
+# setup -> (image split into train/val, whether the chips train too, new image)
+SETUPS: dict[str, tuple[str, bool, str]] = {
+    "dense": (CLOSED_STAND, True, OPEN_STAND),
+    "sparse": (OPEN_STAND, False, CLOSED_STAND),
 }
 
 
@@ -82,7 +86,7 @@ def extract_data(wheel: Path, data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as zf:
         files = [f"{stem}{ext}" for stem in (OPEN_STAND, CLOSED_STAND) for ext in (".png", ".xml")]
-        files += [f"{stem}{ext}" for stem in CHIPS for ext in (".tif", ".xml")]  # their VOC names the .tif
+        files += [name for stem in CHIPS for name in (CHIP_IMAGES[stem], f"{stem}.xml")]
         for name in files:
             target = data_dir / name
             if not target.exists():
@@ -123,6 +127,16 @@ def write_part(image: np.ndarray, boxes: np.ndarray, rows: tuple[int, int], out:
     return len(kept)
 
 
+def tree_labels(data_dir: Path, stem: str) -> Path:
+    """``{stem}.xml`` with every object named ``Tree`` (SOAP's ``Alive``/``Dead``) as ``{stem}.tree.xml``."""
+    tree = ET.parse(data_dir / f"{stem}.xml")
+    for name in tree.getroot().iter("name"):
+        name.text = "Tree"
+    out = data_dir / f"{stem}.tree.xml"
+    tree.write(out)
+    return out
+
+
 def split_training_image(data_dir: Path, stem: str) -> dict[str, int]:
     """Top 80 % -> {stem}.train.png/.xml, bottom 20 % -> {stem}.val.png/.xml."""
     from PIL import Image
@@ -138,14 +152,17 @@ def split_training_image(data_dir: Path, stem: str) -> dict[str, int]:
 
 def train(data_dir: Path, run: Path, args: argparse.Namespace) -> tuple[float | None, str]:
     """``python -m jobs.train`` from scratch; (seconds, its stdout)."""
-    split, extra, _ = SETUPS[args.setup]
-    labels = [str(data_dir / f"{split}.train.xml"), *(str(data_dir / f"{stem}.xml") for stem in extra)]
+    split, _, _ = SETUPS[args.setup]
+    labels = [
+        str(data_dir / f"{split}.train.xml"),
+        *(str(tree_labels(data_dir, stem)) for stem in args.chips),
+    ]
     cmd = [
         sys.executable, "-m", "jobs.train", *labels, "--val", str(data_dir / f"{split}.val.xml"),
         "--out", str(run), "--overwrite", "--steps", str(args.steps), "--tile-size-px", str(args.tile_size_px),
         "--batch-size", str(args.batch_size), "--backbone", "resnet18", "--cpus-per-worker", str(args.cpus),
         "--lr", str(args.lr), "--precision", args.precision, "--scale-range", args.scale_range,
-        "--seed", str(args.seed), "--box-loss", args.box_loss, "--no-progress",
+        "--seed", str(args.seed), "--box-loss", args.box_loss, "--ema", str(args.ema), "--no-progress",
         *([] if args.augment else ["--no-augment"]),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -188,6 +205,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/aerialdet_retrain_real"))
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "aerialdet" / "bench")
     parser.add_argument("--setup", choices=sorted(SETUPS), default="dense")
+    parser.add_argument(
+        "--chips",
+        default=",".join(CHIPS),
+        help=f"chips that train too with --setup dense (of {','.join(CHIPS)})",
+    )
     parser.add_argument("--steps", type=int, default=220)
     parser.add_argument("--tile-size-px", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -197,21 +219,25 @@ def main() -> None:
     parser.add_argument("--scale-range", default="0.8,1.25", help="train --scale-range LOW,HIGH")
     parser.add_argument("--seed", type=int, default=0, help="train --seed")
     parser.add_argument("--box-loss", default="l1", choices=BOX_LOSSES, help="train --box-loss")
+    parser.add_argument("--ema", type=int, default=0, help="train --ema STEPS (weight average half-life)")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train --no-augment")
     parser.add_argument(
         "--evaluate-only", action="store_true", help="Evaluate OUT/run/best as it is (a run stopped early)."
     )
     args = parser.parse_args()
+    split, with_chips, new_image = SETUPS[args.setup]
+    args.chips = [c for c in args.chips.split(",") if c] if with_chips else []
+    if not set(args.chips) <= set(CHIPS):
+        parser.error(f"--chips: choose from {','.join(CHIPS)}, got {','.join(args.chips)}")
     data_dir = args.cache / "deepforest_data"
     licence = extract_data(fetch_wheel(args.cache), data_dir)
-    split, extra, new_image = SETUPS[args.setup]
     counts = split_training_image(data_dir, split)
-    counts["train"] += sum(len(voc_boxes(data_dir / f"{stem}.xml")) for stem in extra)
+    counts["train"] += sum(len(voc_boxes(data_dir / f"{stem}.xml")) for stem in args.chips)
     seconds, log = (None, "") if args.evaluate_only else train(data_dir, args.out / "run", args)
     rows = [json.loads(line) for line in (args.out / "run" / "metrics.jsonl").read_text().splitlines()]
     result = {
         "data_licence": licence,
-        "setup": {"split": split, "extra": list(extra), "new_image": new_image},
+        "setup": {"split": split, "extra": args.chips, "new_image": new_image},
         "trees": {**counts, "new_image": int(len(voc_boxes(data_dir / f"{new_image}.xml")))},
         "train_seconds": None if seconds is None else round(seconds, 1),
         "steps": rows[-1]["global_step"],

@@ -154,6 +154,7 @@ class TrainOptions:
     bands: tuple[int, ...] | None
     anchor_sizes_px: tuple[int, ...]
     box_loss: str | None
+    ema: int
     max_steps_per_epoch: int | None
     cpus_per_worker: int | None
     max_failures: int
@@ -340,6 +341,7 @@ def _train_config(opts: TrainOptions, num_tiles: int) -> Any:
         augment=opts.augment,
         # --no-augment: no scale jitter either, every tile at the labels' own scale
         scale_range=opts.scale_range if opts.augment else (1.0, 1.0),
+        ema_half_life_steps=opts.ema or None,
     )
     _, total = schedule(num_tiles, config, opts.workers)
     if opts.steps:
@@ -578,6 +580,16 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     help="Box regression loss: l1 on anchor offsets (torchvision's RetinaNet) or giou on the boxes "
     "(RetinaNet v2), which rewards overlap with the labeled box directly [default: l1; with --init "
     "the checkpoint's; a resumed run keeps its own].",
+)
+@click.option(
+    "--ema",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="STEPS",
+    help="Validate and checkpoint a moving average of the weights whose past halves in weight every "
+    "STEPS optimizer steps (e.g. a tenth of the run); it smooths the last steps' noise. 0: the weights "
+    "as trained.",
 )
 @click.option("--max-steps-per-epoch", default=None, type=click.IntRange(min=1))
 @click.option(

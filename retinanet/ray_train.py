@@ -169,6 +169,7 @@ class _Start:
     optimizer_state: dict[str, Any] | None = None
     resumed_from: int | None = None
     rng: dict[str, Any] | None = None
+    average: dict[str, Any] | None = None
 
 
 def _resume_or_init(model: torch.nn.Module, spec: TrainSpec) -> _Start:
@@ -197,6 +198,7 @@ def _resume_or_init(model: torch.nn.Module, spec: TrainSpec) -> _Start:
         optimizer_state=state.get("optimizer"),
         resumed_from=epoch - 1,
         rng=state.get("rng"),
+        average=state.get("average"),
     )
 
 
@@ -307,15 +309,20 @@ def write_epoch(
     train_state: dict[str, Any],
     tmp: Path,
     run_meta: dict[str, Any] | None = None,
+    *,
+    evaluated: torch.nn.Module | None = None,
 ) -> tuple[Path, float]:
     """Rank 0's files of an evaluated epoch (plain torch, no Ray).
 
     Writes ``last/``; ``best/`` when validation AP50 improved (never when it
     is -1: no validation boxes), with the best-F1 ``score_thresholds`` per
     class in its ``meta.json``; a line of ``metrics.jsonl``; the plot.
+    ``best/`` and ``last/`` hold ``evaluated`` (the weight average of
+    ``TrainConfig.ema_half_life_steps``) when given, else ``model``.
 
     Returns:
-        (checkpoint directory of this epoch under ``tmp``, best AP50 so far).
+        (checkpoint directory of this epoch under ``tmp``, with ``model``'s
+        weights and ``train_state`` to resume from; best AP50 so far).
     """
     improved = metrics["val_ap50"] > train_state["best_ap50"]
     train_state = {**train_state, "best_ap50": max(train_state["best_ap50"], metrics["val_ap50"])}
@@ -323,13 +330,60 @@ def write_epoch(
     if "score_thresholds" in metrics:
         extra.update(score_thresholds=metrics["score_thresholds"], calibration=metrics.get("calibration"))
     ckpt_dir = save_dir(tmp / "ckpt", model, config, train_state=train_state, extra_meta=extra)
-    save_dir(out_dir / "last", model, config, train_state=train_state, extra_meta=extra)
+    # last/ keeps the run's state for reading (epoch, step, RNG); resuming reads Ray's checkpoint
+    last_state = {k: v for k, v in train_state.items() if k != "average"}
+    save_dir(out_dir / "last", evaluated or model, config, train_state=last_state, extra_meta=extra)
     if improved:
-        save_dir(out_dir / "best", model, config, extra_meta=extra)
+        save_dir(out_dir / "best", evaluated or model, config, extra_meta=extra)
     with (out_dir / METRICS_FILE).open("a") as f:
         f.write(json.dumps({**metrics, "best_saved": improved, "time": time.time()}) + "\n")
     _plot(out_dir / METRICS_FILE, out_dir / PLOT_FILE)
     return ckpt_dir, train_state["best_ap50"]
+
+
+def _run_meta(spec: TrainSpec) -> dict[str, Any]:
+    """What every checkpoint of the run records besides its epoch: detect's overlap hint, the weight average."""
+    meta: dict[str, Any] = {}
+    if spec.largest_object_px:
+        meta["largest_object_px"] = spec.largest_object_px
+    if spec.train.ema_half_life_steps is not None:
+        meta["weights"] = f"moving average, half-life {spec.train.ema_half_life_steps} steps"
+    return meta
+
+
+def _close_epoch(
+    trainees: tuple[torch.nn.Module, torch.optim.Optimizer, Any],
+    val_loader: Any,
+    spec: TrainSpec,
+    metrics: dict[str, Any],
+    best: float,
+    tmp: Path,
+    device: Any,
+) -> tuple[Path, float]:
+    """Rank 0 at the end of an epoch: validate (the weight average, if kept) and ``write_epoch``.
+
+    ``trainees`` is (model, optimizer, weight average or None); validation's
+    figures are added to the epoch's ``metrics``; ``best`` is the best
+    validation AP50 before this epoch.  Returns ``write_epoch``'s (checkpoint
+    directory to report, best AP50 so far).
+    """
+    from retinanet.train_loop import rng_state
+
+    model, optimizer, average = trainees
+    evaluated = None if average is None else average.module
+    metrics.update(_evaluate(evaluated or model, val_loader, spec, device))
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "epoch": metrics["epoch"],
+        "global_step": metrics["global_step"],
+        "best_ap50": best,
+        "rng": rng_state(),
+        "average": None if average is None else average.state_dict(),
+    }
+    out_dir = Path(spec.out_dir)
+    return write_epoch(
+        out_dir, unwrap(model), spec.model, metrics, state, tmp, _run_meta(spec), evaluated=evaluated
+    )
 
 
 def _train_epochs(
@@ -341,13 +395,22 @@ def _train_epochs(
     rank: int,
     device: Any,
 ) -> None:
-    """Epochs ``start.epoch`` .. ``spec.train.epochs - 1``: train, evaluate, checkpoint, report."""
+    """Epochs ``start.epoch`` .. ``spec.train.epochs - 1``: train, evaluate, checkpoint, report.
+
+    Rank 0 keeps the weight average when the run asks for one
+    (``train_loop.weight_average``): it is what validation measures and
+    ``best/``/``last/`` hold; Ray's checkpoint keeps it beside the trained
+    weights, so a resumed run continues it.
+    """
     import ray.train
     from ray.train import Checkpoint
 
-    from retinanet.train_loop import epochs_to_run, rng_state, train_one_epoch
+    from retinanet.train_loop import epochs_to_run, train_one_epoch, weight_average
 
     loader, val_loader = loaders
+    average = weight_average(unwrap(model), spec.train) if rank == 0 else None
+    if average is not None and start.average is not None:
+        average.load_state_dict(start.average)
     cap = spec.train.max_steps_per_epoch
     per_epoch = max(1, len(loader) if cap is None else min(len(loader), cap))
     total_steps = spec.train.total_steps or per_epoch * spec.train.epochs
@@ -365,6 +428,7 @@ def _train_epochs(
             total_steps=total_steps,
             device=device,
             on_step=on_step,
+            average=average,
         )
         global_step = int(result["global_step"])
         metrics: dict[str, Any] = {
@@ -377,17 +441,8 @@ def _train_epochs(
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                metrics.update(_evaluate(model, val_loader, spec, device))
-                state = {
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "global_step": global_step,
-                    "best_ap50": best,
-                    "rng": rng_state(),
-                }
-                run_meta = {"largest_object_px": spec.largest_object_px} if spec.largest_object_px else None
-                ckpt_dir, best = write_epoch(
-                    Path(spec.out_dir), model, spec.model, metrics, state, Path(tmp), run_meta
+                ckpt_dir, best = _close_epoch(
+                    (model, optimizer, average), val_loader, spec, metrics, best, Path(tmp), device
                 )
                 checkpoint = Checkpoint.from_directory(str(ckpt_dir))
             ray.train.report(_scalars(metrics), checkpoint=checkpoint)  # [4]

@@ -70,9 +70,12 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.8, 1.25)
     calibration_iou: float = 0.4
     precision: str = "fp32"
+    ema_half_life_steps: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale_range", tuple(self.scale_range))  # a list after JSON
+        if self.ema_half_life_steps is not None and self.ema_half_life_steps < 1:
+            raise ValueError(f"ema_half_life_steps must be >= 1 or None, got {self.ema_half_life_steps}")
 
 
 def min_epoch_tiles(config: TrainConfig, num_workers: int = 1) -> int:
@@ -125,12 +128,75 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     )
 
 
+def ema_decay(half_life_steps: int, num_averaged: int) -> float:
+    """Per-step decay of the weight average: ``0.5 ** (1 / half_life_steps)``, less in the first steps.
+
+    The first updates use ``(1 + n) / (10 + n)`` when smaller (TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``), so the average soon
+    leaves the random starting weights behind.
+
+    Example:
+        >>> round(ema_decay(100, 10_000), 5), round(ema_decay(100, 0), 2)
+        (0.99309, 0.1)
+    """
+    return min(0.5 ** (1.0 / half_life_steps), (1.0 + num_averaged) / (10.0 + num_averaged))
+
+
+def weight_average(model: nn.Module, config: TrainConfig) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and buffers (None without ``ema_half_life_steps``).
+
+    ``torch.optim.swa_utils.AveragedModel`` keeps a copy of the model;
+    ``train_one_epoch`` updates it after every optimizer step.  Its
+    ``.module`` is a plain RetinaNet to evaluate and save.
+    """
+    half_life = config.ema_half_life_steps
+    if half_life is None:
+        return None
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: Any) -> None:
+        decay = ema_decay(half_life, int(num_averaged))
+        if averaged and torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        else:  # integer buffers (batch norm's num_batches_tracked) follow the model
+            torch._foreach_copy_(averaged, current)
+
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
     """Linear warm-up then cosine decay to 5% of ``lr``."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[list[Any], list[dict[str, torch.Tensor]]],
+    config: TrainConfig,
+    step: int,
+    lr: float,
+    device: str | torch.device,
+) -> dict[str, float]:
+    """One optimizer step at learning rate ``lr`` on (raw images, targets); the step's losses."""
+    images, targets = batch
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    inputs = [torch.as_tensor(im, dtype=torch.float32).to(device) for im in images]
+    tgts = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    # the hook that casts the head's outputs back sits on the unwrapped model (DDP wraps it)
+    with reduced_precision(getattr(model, "module", model), torch.device(device).type, config.precision):
+        losses = model(inputs, tgts)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
 
 def train_one_epoch(
@@ -143,6 +209,7 @@ def train_one_epoch(
     total_steps: int,
     device: str | torch.device = "cpu",
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    average: torch.optim.swa_utils.AveragedModel | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns mean losses and the last step number.
 
@@ -155,6 +222,7 @@ def train_one_epoch(
         total_steps: steps in the whole run.
         device: where to train.
         on_step: called after each step with (global step, losses).
+        average: ``weight_average(model)``, updated after each step.
 
     Returns:
         ``{"loss", "classification", "bbox_regression", "steps", "global_step", "seconds"}``.
@@ -169,21 +237,11 @@ def train_one_epoch(
             break
         if step >= total_steps:  # the run's last, shortened epoch
             break
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total_steps, config)
-        inputs = [torch.as_tensor(im, dtype=torch.float32).to(device) for im in images]
-        tgts = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        # the hook that casts the head's outputs back sits on the unwrapped model (DDP wraps it)
-        with reduced_precision(getattr(model, "module", model), torch.device(device).type, config.precision):
-            losses = model(inputs, tgts)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+        values = _train_step(
+            model, optimizer, (images, targets), config, step, lr_at(step, total_steps, config), device
+        )
+        if average is not None:
+            average.update_parameters(getattr(model, "module", model))
         for k in sums:
             sums[k] += values.get(k, 0.0)
         steps += 1

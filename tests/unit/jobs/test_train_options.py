@@ -37,6 +37,17 @@ def test_scale_range_reaches_the_train_config_unless_augmentation_is_off(tmp_pat
     assert _config(tmp_path, "--scale-range", "0.5,1.5", "--no-augment").scale_range == (1.0, 1.0)
 
 
+def test_ema_reaches_the_train_config_and_zero_is_off(tmp_path):
+    import click
+    import pytest
+
+    assert _config(tmp_path).ema_half_life_steps is None
+    assert _config(tmp_path, "--ema", "0").ema_half_life_steps is None
+    assert _config(tmp_path, "--ema", "150").ema_half_life_steps == 150
+    with pytest.raises(click.BadParameter):
+        _config(tmp_path, "--ema", "-1")
+
+
 def test_a_bad_scale_range_is_refused_by_name(tmp_path):
     import click
     import pytest

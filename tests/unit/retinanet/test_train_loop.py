@@ -11,7 +11,14 @@ from retinanet.labeled_tiles import LabeledTiles, collate, read_labels, read_tra
 from retinanet.model import build_model
 from retinanet.ray_train import init_from_checkpoint
 from retinanet.synth import SynthConfig, write_scenes
-from retinanet.train_loop import TrainConfig, evaluate_model, make_optimizer, train_one_epoch
+from retinanet.train_loop import (
+    TrainConfig,
+    ema_decay,
+    evaluate_model,
+    make_optimizer,
+    train_one_epoch,
+    weight_average,
+)
 from retinanet.train_report import METRICS_FILE, EpochProgress, read_metrics, summary_lines
 
 BANDS = BandConfig(mean=(100, 110, 80), std=(50, 50, 50))
@@ -196,3 +203,68 @@ def test_a_shortened_last_epoch_stops_at_total_steps(synth):
     tc = TrainConfig(warmup_steps=1)
     out = train_one_epoch(model, make_optimizer(model, tc), [batch] * 5, tc, start_step=8, total_steps=10)
     assert out["steps"] == 2 and out["global_step"] == 10
+
+
+def test_no_weight_average_unless_asked():
+    assert weight_average(torch.nn.Linear(2, 2), TrainConfig()) is None
+    with pytest.raises(ValueError, match="ema_half_life_steps"):
+        TrainConfig(ema_half_life_steps=0)
+
+
+def test_weight_average_is_the_decayed_sum_of_the_weights_and_batch_norm_statistics():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = weight_average(net, TrainConfig(ema_half_life_steps=3))
+    expected_w = net[0].weight.detach().clone()
+    expected_mean = net[1].running_mean.clone()
+    for n in range(6):
+        with torch.no_grad():
+            net[0].weight.add_(1.0)
+        net(torch.randn(8, 2) + n)  # training mode: the running statistics move
+        average.update_parameters(net)
+        d = 0.0 if n == 0 else ema_decay(3, n)  # the first update copies
+        expected_w = d * expected_w + (1 - d) * net[0].weight.detach()
+        expected_mean = d * expected_mean + (1 - d) * net[1].running_mean
+    torch.testing.assert_close(average.module[0].weight.detach(), expected_w)
+    torch.testing.assert_close(average.module[1].running_mean, expected_mean)
+    assert int(average.module[1].num_batches_tracked) == 6  # an integer buffer follows the model
+    # it lags behind the trained weights, and the lag is what the half-life sets
+    assert (average.module[0].weight < net[0].weight).all()
+    assert ema_decay(3, 10**6) == pytest.approx(0.5 ** (1 / 3))
+
+
+def test_train_one_epoch_updates_the_average_after_every_step(synth):
+    torch.manual_seed(0)
+    ls = read_labels([synth], ("vehicle", "building", "tree"), tile_size_px=128)
+    model = build_model(cfg(ls.class_names))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = collate([LabeledTiles(ls.images, BANDS.bands)[0]])
+    tc = TrainConfig(warmup_steps=1, ema_half_life_steps=50)
+    average = weight_average(model, tc)
+    train_one_epoch(
+        model, make_optimizer(model, tc), [batch] * 3, tc, start_step=0, total_steps=3, average=average
+    )
+    assert int(average.n_averaged) == 3
+    key = "head.classification_head.conv.0.0.weight"
+    trained, averaged = model.state_dict()[key], average.module.state_dict()[key]
+    assert not torch.equal(averaged, start[key]) and not torch.equal(averaged, trained)
+
+
+def test_checkpoints_hold_the_average_and_the_resume_state_the_trained_weights(tmp_path):
+    from retinanet.checkpoint import load_dir, load_train_state
+    from retinanet.ray_train import write_epoch
+
+    config = cfg(("tree",))
+    trained, averaged = build_model(config), build_model(config)  # two different random draws
+    metrics = {"epoch": 0, "loss": 1.0, "val_ap50": 0.5, "val_map": 0.2, "val_num_gt": 3}
+    state = {"epoch": 0, "global_step": 5, "best_ap50": -1.0, "average": {"n_averaged": torch.tensor(5)}}
+    resume_dir, _ = write_epoch(
+        tmp_path / "run", trained, config, metrics, state, tmp_path / "t", evaluated=averaged
+    )
+    key = "head.regression_head.bbox_reg.weight"
+    for part in ("best", "last"):
+        torch.testing.assert_close(
+            load_dir(tmp_path / "run" / part).model.state_dict()[key], averaged.state_dict()[key]
+        )
+    torch.testing.assert_close(load_dir(resume_dir).model.state_dict()[key], trained.state_dict()[key])
+    assert int(load_train_state(resume_dir)["average"]["n_averaged"]) == 5
+    assert "average" not in load_train_state(tmp_path / "run" / "last")  # last/'s weights are the average
