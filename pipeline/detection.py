@@ -157,10 +157,26 @@ def detect_tiles(
         raise ValueError(f"got {len(images)} images for {len(tiles)} tiles")
     if len(tiles) == 0:
         return []
-    batch = torch.as_tensor(np.asarray(images)).to(device=device).float()
+    batch = to_device(np.asarray(images), device).float()
     with torch.inference_mode(), reduced_precision(model, device, precision):
         outputs = model(list(batch))
     return [_to_tile_detections(tile, out) for tile, out in zip(tiles, outputs)]
+
+
+def to_device(images: np.ndarray, device: str) -> Any:
+    """``images`` as a tensor on ``device``, in their own dtype (uint8 crosses to a GPU as uint8).
+
+    On CUDA the host copy is page-locked (pinned) and the transfer is
+    asynchronous (``non_blocking``): the model's first kernels queue behind it
+    on the same stream, so nothing waits on the host.  Not run on a GPU in
+    this project's CI (no device); on the CPU the array is shared, not copied.
+    """
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    if torch.device(device).type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def prepare_model(model: DetectionModel, device: str) -> DetectionModel:

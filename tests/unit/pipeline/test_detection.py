@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.detection import Precision, cpu_has_native_bf16, detect_tiles, prepare_model, resolve_precision
+from pipeline.detection import (
+    Precision,
+    cpu_has_native_bf16,
+    detect_tiles,
+    prepare_model,
+    resolve_precision,
+    to_device,
+)
 from pipeline.standin import StandinLoader
 from pipeline.tiling import TilingConfig, tile_scene
 from retinanet import ModelConfig, build_model
@@ -38,6 +45,22 @@ def test_retinanet_outputs_convert_to_tile_detections():
 def test_mismatched_images_and_tiles_is_an_error():
     with pytest.raises(ValueError, match="2 images for 1 tiles"):
         detect_tiles(StandinLoader().load("cpu"), np.zeros((2, 3, 64, 64)), _tiles(64, 64, 64))
+
+
+def test_tiles_reach_the_cpu_in_their_own_dtype_without_a_copy():
+    images = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4)
+    tensor = to_device(images, "cpu")
+    assert tensor.dtype == torch.uint8 and tensor.data_ptr() == images.ctypes.data
+    flipped = to_device(images[:, :, ::-1], "cpu")  # a negative-stride view is made contiguous
+    assert flipped.is_contiguous() and np.array_equal(flipped.numpy(), images[:, :, ::-1])
+
+
+@pytest.mark.gpu
+def test_tiles_cross_to_the_gpu_as_uint8_from_pinned_memory():
+    images = np.full((2, 3, 8, 8), 7, np.uint8)
+    tensor = to_device(images, "cuda")
+    torch.cuda.synchronize()
+    assert tensor.is_cuda and tensor.dtype == torch.uint8 and int(tensor.sum()) == 7 * images.size
 
 
 @pytest.mark.gpu
