@@ -36,6 +36,14 @@ Prints Mpx/s, km^2/h at the scene's GSD, process CPU seconds, and the ratios
 (c)/(a) and (c)/(b).  Benchmarks are not tests.
 
     .venv/bin/python -m bench.throughput [--size-px 8192] [--backbone resnet18] [--precision auto]
+
+On a GPU machine, ``--device cuda``: (a) and (b) run their model on the GPU,
+(c) runs ``detect --gpus``, and the matmul reference is the GPU's fp16 and
+bf16 ``torch.mm``; the device's name is printed with the figures.  A GPU
+finishes one 8192^2 scene in about a second, so give it a bucket
+(``--scenes 32``) for the run to outlast Ray's start-up::
+
+    .venv/bin/python -m bench.throughput --device cuda --backbone resnet50 --scenes 32
 """
 
 from __future__ import annotations
@@ -84,7 +92,13 @@ def _rate(label: str, seconds: float, cpu_s: float | None, scene_px: int, gsd_m:
 
 
 def model_bound(
-    model, scene: Path, tiling: TilingConfig, batch: int, precision: Precision, repeats: int = 1
+    model,
+    scene: Path,
+    tiling: TilingConfig,
+    batch: int,
+    precision: Precision,
+    repeats: int = 1,
+    device: str = "cpu",
 ) -> tuple[float, float, int]:
     """(a): wall and CPU seconds of batched forward passes over tiles already in memory; detections.
 
@@ -95,19 +109,20 @@ def model_bound(
     reads = list(read_tiles(str(scene), [plan[i] for i in range(len(plan))], ReadConfig()))
     images = np.stack([r.image for r in reads])
     tiles = [r.tile for r in reads]
-    detect_tiles(model, images[:1], tiles[:1], precision=precision)  # warm-up (oneDNN kernels)
+    run = {"precision": precision, "device": device}
+    detect_tiles(model, images[:batch], tiles[:batch], **run)  # warm-up (oneDNN kernels, CUDA context)
     found = 0
     wall, cpu = time.perf_counter(), time.process_time()
     for lo in [lo for _ in range(repeats) for lo in range(0, len(tiles), batch)]:
+        # detections come back as numpy: each call ends when the device is done
         found += sum(
-            len(d)
-            for d in detect_tiles(model, images[lo : lo + batch], tiles[lo : lo + batch], precision=precision)
+            len(d) for d in detect_tiles(model, images[lo : lo + batch], tiles[lo : lo + batch], **run)
         )
     return time.perf_counter() - wall, time.process_time() - cpu, found
 
 
 def sequential(
-    model, scene: Path, tiling: TilingConfig, precision: Precision, out_dir: Path
+    model, scene: Path, tiling: TilingConfig, precision: Precision, out_dir: Path, device: str = "cpu"
 ) -> tuple[float, float]:
     """(b): read a window, run the model, next tile; then cross-tile NMS and GeoParquet. Wall and CPU seconds."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -116,7 +131,7 @@ def sequential(
     found = []
     with torch.no_grad():
         for read in read_tiles(str(scene), [plan[i] for i in range(len(plan))], ReadConfig()):
-            found += detect_tiles(model, read.image[None], [read.tile], precision=precision)
+            found += detect_tiles(model, read.image[None], [read.tile], precision=precision, device=device)
     merged = merge_scene(found, MergeConfig())
     write_scene_detections(
         str(out_dir),
@@ -140,22 +155,27 @@ def model_flops_per_tile(model, tile_px: int, channels: int = 3) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_flops_per_s(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
-    """Best-of-``repeats`` FLOP/s of ``torch.mm`` on ``n x n`` matrices in ``dtype``, all threads."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def matmul_flops_per_s(dtype: torch.dtype, n: int = 4096, repeats: int = 5, device: str = "cpu") -> float:
+    """Best-of-``repeats`` FLOP/s of ``torch.mm`` on ``n x n`` matrices in ``dtype``, all threads (or the GPU)."""
+    a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.mm(a, b)  # warm-up
+    sync()
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
         torch.mm(a, b)
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
 
 
-def _flops_line(label: str, flops: float, seconds: float, peak: float) -> float:
+def _flops_line(label: str, flops: float, seconds: float, peak: tuple[str, float]) -> float:
     rate = flops / seconds
-    print(f"    {label}: model {rate / 1e9:7.1f} GFLOP/s = {rate / peak:.2f} of bf16 matmul", flush=True)
-    return rate / peak
+    print(
+        f"    {label}: model {rate / 1e9:7.1f} GFLOP/s = {rate / peak[1]:.2f} of {peak[0]} matmul", flush=True
+    )
+    return rate / peak[1]
 
 
 def bucket_of_copies(scene: Path, copies: int) -> Path:
@@ -178,7 +198,13 @@ def bucket_of_copies(scene: Path, copies: int) -> Path:
 
 
 def end_to_end(
-    scene: Path, ckpt: Path, tiling: TilingConfig, batch: int, precision: str, out_dir: Path
+    scene: Path,
+    ckpt: Path,
+    tiling: TilingConfig,
+    batch: int,
+    precision: str,
+    out_dir: Path,
+    gpus: bool = False,
 ) -> dict:
     """(c): ``aerialdet detect`` in a subprocess; total, Ray start-up, run, shut-down seconds and the report.
 
@@ -188,6 +214,7 @@ def end_to_end(
         sys.executable, "-m", "jobs.detect", str(scene), "--model", str(ckpt), "--out", str(out_dir),
         "--tile-size-px", str(tiling.tile_size_px), "--overlap-px", str(tiling.overlap_px),
         "--batch-size", str(batch), "--precision", precision, "--no-progress", "--overwrite",
+        "--gpus" if gpus else "--no-gpus",
     ]  # fmt: skip
     launched = time.time()
     sampled = watch(cmd, interval_s=0.25)  # CPU seconds of the driver and every Ray process
@@ -209,15 +236,17 @@ class _Run:
     """(a), (b) and (c) over ``args.scenes`` copies of one scene, printed as they finish."""
 
     def __init__(
-        self, args, scene: Path, ckpt: Path, tiling: TilingConfig, flops: float, peak: float
+        self, args, scene: Path, ckpt: Path, tiling: TilingConfig, flops: float, peak: tuple[str, float]
     ) -> None:
         self.args, self.scene, self.ckpt, self.tiling = args, scene, ckpt, tiling
-        self.flops, self.peak = flops, peak  # model FLOPs of all tiles; bf16 matmul FLOP/s
+        self.flops, self.peak = flops, peak  # model FLOPs of all tiles; (dtype, its matmul FLOP/s)
         self.px = args.size_px**2 * args.scenes
 
     def model_bound(self, model, precision: Precision, num_tiles: int) -> dict:
         a = self.args
-        wall, cpu, found = model_bound(model, self.scene, self.tiling, a.batch_size, precision, a.scenes)
+        wall, cpu, found = model_bound(
+            model, self.scene, self.tiling, a.batch_size, precision, a.scenes, device=a.device
+        )
         out = _rate("(a) model bound, batched", wall, cpu, self.px, a.gsd_m)
         print(f"    detections/tile {found / (num_tiles * a.scenes):.0f}", flush=True)
         _flops_line("(a)", self.flops, wall, self.peak)
@@ -226,10 +255,10 @@ class _Run:
     def sequential(self, model, tmp: Path) -> dict:
         a = self.args
         plain = a.baseline_precision == "plain"
-        base_model = load_dir(self.ckpt).model if plain else model
-        base_precision = Precision.FP32 if plain else resolve_precision(a.baseline_precision, "cpu")
+        base_model = load_dir(self.ckpt).model.to(a.device) if plain else model
+        base_precision = Precision.FP32 if plain else resolve_precision(a.baseline_precision, a.device)
         runs = [
-            sequential(base_model, self.scene, self.tiling, base_precision, tmp / f"seq{i}")
+            sequential(base_model, self.scene, self.tiling, base_precision, tmp / f"seq{i}", a.device)
             for i in range(a.scenes)
         ]
         label = f"(b) sequential script, {'plain fp32' if plain else base_precision.value}"
@@ -238,7 +267,8 @@ class _Run:
     def end_to_end(self, tmp: Path) -> dict[str, dict]:
         a = self.args
         source = bucket_of_copies(self.scene, a.scenes)
-        e2e = end_to_end(source, self.ckpt, self.tiling, a.batch_size, a.precision, tmp / "e2e")
+        gpus = a.device.startswith("cuda")
+        e2e = end_to_end(source, self.ckpt, self.tiling, a.batch_size, a.precision, tmp / "e2e", gpus)
         out = {"c": _rate("(c) aerialdet detect, total", e2e["total"], e2e["cpu_s"], self.px, a.gsd_m)}
         out["c_run"] = _rate("    of which the run itself", e2e["run"], None, self.px, a.gsd_m)
         print(
@@ -278,30 +308,38 @@ def main() -> None:
     )
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="cache of scenes and checkpoints")
     ap.add_argument("--only", default="abc", help="which measurements to run, e.g. 'ac'")
+    ap.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where (a), (b) and (c) run the model"
+    )
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device on this machine; run it on a GPU machine")
     args.data_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
     scene = scene_path(args.data_dir, args.size_px, args.gsd_m)
     ckpt = args.checkpoint or checkpoint(args.data_dir, args.backbone, args.tile_size_px, args.prior)
     tiling = TilingConfig(tile_size_px=args.tile_size_px, overlap_px=args.overlap_px)
-    precision = resolve_precision(args.precision, "cpu")
+    precision = resolve_precision(args.precision, args.device)
     num_tiles = len(tile_scene(str(scene), args.size_px, args.size_px, tiling))
     scene_px = args.size_px**2
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores"
     print(
         f"{args.scenes} x scene {args.size_px}x{args.size_px} px at {args.gsd_m} m ({scene_px * args.gsd_m**2 / 1e6:.2f} km2), "
         f"{num_tiles} tiles {args.tile_size_px}/{args.overlap_px} px, {args.checkpoint or args.backbone}, precision "
-        f"{precision.value}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}",
+        f"{precision.value}, {device}, load avg {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     tile_flops = model_flops_per_tile(load_dir(ckpt).model, args.tile_size_px)
-    peak = {d: matmul_flops_per_s(getattr(torch, d)) for d in ("bfloat16", "float32")}
+    dtypes = ("float16", "bfloat16", "float32") if args.device == "cuda" else ("bfloat16", "float32")
+    peak = {d: matmul_flops_per_s(getattr(torch, d), device=args.device) for d in dtypes}
+    rates = ", ".join(f"{d} {f / 1e9:.1f}" for d, f in peak.items())
     print(
-        f"model {tile_flops / 1e9:.1f} GFLOP per {args.tile_size_px} px tile; torch.mm 4096^2: "
-        f"bf16 {peak['bfloat16'] / 1e9:.1f} GFLOP/s, fp32 {peak['float32'] / 1e9:.1f} GFLOP/s",
+        f"model {tile_flops / 1e9:.1f} GFLOP per {args.tile_size_px} px tile; torch.mm 4096^2 GFLOP/s: {rates}",
         flush=True,
     )
-    model = prepare_model(load_dir(ckpt).model, "cpu")
-    run = _Run(args, scene, ckpt, tiling, tile_flops * num_tiles * args.scenes, peak["bfloat16"])
+    model = prepare_model(load_dir(ckpt).model.to(args.device), args.device)
+    reference = dtypes[0]  # the arithmetic --precision auto picks on this device
+    run = _Run(args, scene, ckpt, tiling, tile_flops * num_tiles * args.scenes, (reference, peak[reference]))
     results: dict[str, dict] = {}
     if "a" in args.only:
         results["a"] = run.model_bound(model, precision, num_tiles)
