@@ -587,9 +587,8 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     show_default=True,
     type=click.IntRange(min=0),
     metavar="STEPS",
-    help="Validate and checkpoint a moving average of the weights whose past halves in weight every "
-    "STEPS optimizer steps (e.g. a tenth of the run); it smooths the last steps' noise. 0: the weights "
-    "as trained.",
+    help="Validate and checkpoint an exponential moving average of the weights with a half-life of STEPS "
+    "optimizer steps (e.g. a tenth of the run; about 7% slower steps on a CPU). 0: the weights as trained.",
 )
 @click.option("--max-steps-per-epoch", default=None, type=click.IntRange(min=1))
 @click.option(
