@@ -207,8 +207,8 @@ def main() -> None:
     parser.add_argument("--setup", choices=sorted(SETUPS), default="dense")
     parser.add_argument(
         "--chips",
-        default=",".join(CHIPS),
-        help=f"chips that train too with --setup dense (of {','.join(CHIPS)})",
+        default=None,
+        help=f"chips that train too with --setup dense [default: {','.join(CHIPS)}]",
     )
     parser.add_argument("--steps", type=int, default=220)
     parser.add_argument("--tile-size-px", type=int, default=256)
@@ -226,9 +226,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     split, with_chips, new_image = SETUPS[args.setup]
-    args.chips = [c for c in args.chips.split(",") if c] if with_chips else []
+    if args.chips is not None and not with_chips:
+        parser.error(f"--chips: --setup {args.setup} trains on no chip")
+    args.chips = [c for c in (args.chips or ",".join(CHIPS) if with_chips else "").split(",") if c]
     if not set(args.chips) <= set(CHIPS):
         parser.error(f"--chips: choose from {','.join(CHIPS)}, got {','.join(args.chips)}")
+    if args.evaluate_only:  # the chips the run trained on, whatever --chips says now
+        spec = json.loads((args.out / "run" / "train_spec.json").read_text())
+        args.chips = [
+            c for c in CHIPS if any(Path(label).name.startswith(f"{c}.") for label in spec["labels"])
+        ]
     data_dir = args.cache / "deepforest_data"
     licence = extract_data(fetch_wheel(args.cache), data_dir)
     counts = split_training_image(data_dir, split)

@@ -154,7 +154,7 @@ class TrainOptions:
     bands: tuple[int, ...] | None
     anchor_sizes_px: tuple[int, ...]
     box_loss: str | None
-    ema: int
+    ema: int | None
     max_steps_per_epoch: int | None
     cpus_per_worker: int | None
     max_failures: int
@@ -169,8 +169,8 @@ class TrainOptions:
         return Path(self.out_dir)
 
 
-def _check_out(opts: TrainOptions) -> ModelConfig | None:
-    """Check ``--out`` against the flags; the ModelConfig of the run to resume, if any."""
+def _check_out(opts: TrainOptions) -> TrainSpec | None:
+    """Check ``--out`` against the flags; the TrainSpec of the run to resume, if any."""
     from retinanet.ray_train import RAY_DIR, spec_from_json
 
     if opts.resume and opts.overwrite:
@@ -186,9 +186,25 @@ def _check_out(opts: TrainOptions) -> ModelConfig | None:
     if not (opts.resume and spec_file.is_file()):
         return None
     try:
-        return spec_from_json(json.loads(spec_file.read_text())).model
+        return spec_from_json(json.loads(spec_file.read_text()))
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{spec_file}: cannot be read ({exc}); start over with --overwrite") from None
+
+
+def _keep_weight_average(opts: TrainOptions, resumed: TrainSpec | None) -> TrainOptions:
+    """``--ema`` of a resumed run: its own unless given, and no other (the average in its checkpoint).
+
+    A new run without ``--ema`` keeps no average (0).
+    """
+    own = 0 if resumed is None else (resumed.train.ema_half_life_steps or 0)
+    if opts.ema is None:
+        return dataclasses.replace(opts, ema=own)
+    if resumed is not None and opts.ema != own:
+        raise UserError(
+            f"--ema {opts.ema}: the run in {opts.out} was started with --ema {own}; "
+            f"resume it with --ema {own} or leave --ema out"
+        )
+    return opts
 
 
 def _read_data(opts: TrainOptions, class_names: tuple[str, ...] | None) -> TrainData:
@@ -583,12 +599,12 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
 )
 @click.option(
     "--ema",
-    default=0,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=0),
     metavar="STEPS",
     help="Validate and checkpoint an exponential moving average of the weights with a half-life of STEPS "
-    "optimizer steps (e.g. a tenth of the run; about 7% slower steps on a CPU). 0: the weights as trained.",
+    "optimizer steps (e.g. a tenth of the run; about 7% slower steps on a CPU). 0: the weights as trained "
+    "[default: 0; a resumed run keeps its own].",
 )
 @click.option("--max-steps-per-epoch", default=None, type=click.IntRange(min=1))
 @click.option(
@@ -608,7 +624,9 @@ def train_command(**options: Any) -> None:
         raise click.UsageError(
             "--init gives the whole network's weights, --backbone-weights the backbone's: pass one"
         )
-    previous = _check_out(opts)
+    resumed = _check_out(opts)
+    opts = _keep_weight_average(opts, resumed)
+    previous = None if resumed is None else resumed.model
     data = _read_data(opts, previous.class_names if previous is not None else opts.classes)
     model_cfg, data, init = _model_config(opts, data, previous)
     if opts.backbone_weights and previous is None:

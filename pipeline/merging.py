@@ -362,9 +362,11 @@ def merge_scene(tile_dets: Sequence[TileDetections], config: MergeConfig = Merge
     Example:
         >>> from pipeline.tiling import TilingConfig, tile_scene
         >>> tiles = tile_scene("s.tif", 200, 100, TilingConfig(tile_size_px=128, overlap_px=32))
-        >>> # one object at scene px (90, 10)-(110, 30): whole in tile 0 and in tile 1
+        >>> [t.col_off_px for t in tiles]  # the last tile ends at the scene's edge
+        [0, 72]
+        >>> # one object at scene px (90, 10)-(110, 30), whole in both tiles: tile 1 owns it
         >>> dets = [TileDetections(tiles[0], [[90, 10, 110, 30]], [0.9], [0]),
-        ...         TileDetections(tiles[1], [[0, 10, 14, 30]], [0.8], [0])]
+        ...         TileDetections(tiles[1], [[18, 10, 38, 30]], [0.8], [0])]
         >>> merge_scene(dets).boxes_xyxy_px.tolist()
         [[90.0, 10.0, 110.0, 30.0]]
     """

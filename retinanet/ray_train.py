@@ -330,11 +330,13 @@ def write_epoch(
     if "score_thresholds" in metrics:
         extra.update(score_thresholds=metrics["score_thresholds"], calibration=metrics.get("calibration"))
     ckpt_dir = save_dir(tmp / "ckpt", model, config, train_state=train_state, extra_meta=extra)
-    # last/ keeps the run's state for reading (epoch, step, RNG); resuming reads Ray's checkpoint
+    # last/'s train_state is for reading (epoch, step, RNG, the optimizer of the trained weights);
+    # resuming reads Ray's checkpoint, whose weights are the trained ones
     last_state = {k: v for k, v in train_state.items() if k != "average"}
-    save_dir(out_dir / "last", evaluated or model, config, train_state=last_state, extra_meta=extra)
+    kept = model if evaluated is None else evaluated
+    save_dir(out_dir / "last", kept, config, train_state=last_state, extra_meta=extra)
     if improved:
-        save_dir(out_dir / "best", evaluated or model, config, extra_meta=extra)
+        save_dir(out_dir / "best", kept, config, extra_meta=extra)
     with (out_dir / METRICS_FILE).open("a") as f:
         f.write(json.dumps({**metrics, "best_saved": improved, "time": time.time()}) + "\n")
     _plot(out_dir / METRICS_FILE, out_dir / PLOT_FILE)
@@ -371,7 +373,7 @@ def _close_epoch(
 
     model, optimizer, average = trainees
     evaluated = None if average is None else average.module
-    metrics.update(_evaluate(evaluated or model, val_loader, spec, device))
+    metrics.update(_evaluate(model if evaluated is None else evaluated, val_loader, spec, device))
     state = {
         "optimizer": optimizer.state_dict(),
         "epoch": metrics["epoch"],

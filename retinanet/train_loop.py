@@ -129,17 +129,23 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def ema_decay(half_life_steps: int, num_averaged: int) -> float:
-    """Per-step decay of the weight average: ``0.5 ** (1 / half_life_steps)``, less in the first steps.
+    """Decay of the weight average at its next update, after ``num_averaged`` updates.
 
-    The first updates use ``(1 + n) / (10 + n)`` when smaller (TensorFlow's
-    ``ExponentialMovingAverage`` with ``num_updates``), so the average soon
-    leaves the random starting weights behind.
+    The average is the mean of the weights after every step so far, each
+    weighted by ``d ** age`` with ``d = 0.5 ** (1 / half_life_steps)``: a
+    step's weight halves every ``half_life_steps`` steps from the first
+    update on.  Normalising that sum (an exponential moving average with
+    bias correction) gives this decay: ``d (1 - d^n) / (1 - d^(n+1))``, the
+    near the plain mean early on, ``d`` in the long run.
 
     Example:
-        >>> round(ema_decay(100, 10_000), 5), round(ema_decay(100, 0), 2)
-        (0.99309, 0.1)
+        >>> ema_decay(1, 1)  # x0 weighs 1/2, x1 weighs 1: x0 keeps 1/3
+        0.3333333333333333
+        >>> round(ema_decay(100, 10_000), 5)
+        0.99309
     """
-    return min(0.5 ** (1.0 / half_life_steps), (1.0 + num_averaged) / (10.0 + num_averaged))
+    d = 0.5 ** (1.0 / half_life_steps)
+    return d * (1.0 - d**num_averaged) / (1.0 - d ** (num_averaged + 1))
 
 
 def weight_average(model: nn.Module, config: TrainConfig) -> torch.optim.swa_utils.AveragedModel | None:

@@ -48,6 +48,36 @@ def test_ema_reaches_the_train_config_and_zero_is_off(tmp_path):
         _config(tmp_path, "--ema", "-1")
 
 
+def test_a_resumed_run_keeps_its_weight_average(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from jobs.options import UserError
+    from jobs.train import _keep_weight_average
+    from retinanet.config import ModelConfig
+    from retinanet.ray_train import TrainSpec
+    from retinanet.train_loop import TrainConfig
+
+    labels = tmp_path / "a.xml"
+    labels.write_text("<annotation/>")
+
+    def opts(*args):
+        ctx = train_command.make_context("train", [str(labels), "--out", str(tmp_path / "run"), *args])
+        return TrainOptions(**ctx.params)
+
+    spec = TrainSpec(labels=(), out_dir="run", model=ModelConfig(class_names=("tree",)))
+    with_average = dataclasses.replace(spec, train=TrainConfig(ema_half_life_steps=150))
+    assert _keep_weight_average(opts(), None).ema == 0  # a new run: none
+    assert _keep_weight_average(opts(), with_average).ema == 150  # resumed without --ema: its own
+    assert _keep_weight_average(opts("--ema", "150"), with_average).ema == 150
+    assert _keep_weight_average(opts(), spec).ema == 0
+    with pytest.raises(UserError, match="started with --ema 150"):
+        _keep_weight_average(opts("--ema", "0"), with_average)
+    with pytest.raises(UserError, match="started with --ema 0"):
+        _keep_weight_average(opts("--ema", "20"), spec)
+
+
 def test_a_bad_scale_range_is_refused_by_name(tmp_path):
     import click
     import pytest

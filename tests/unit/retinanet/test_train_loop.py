@@ -211,24 +211,27 @@ def test_no_weight_average_unless_asked():
         TrainConfig(ema_half_life_steps=0)
 
 
-def test_weight_average_is_the_decayed_sum_of_the_weights_and_batch_norm_statistics():
+def test_weight_average_weighs_each_step_by_half_per_half_life():
+    """The average after 6 steps is sum(w_k 0.5^(age_k / h)) / sum(0.5^(age_k / h)), computed by hand."""
+    half_life = 2
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    average = weight_average(net, TrainConfig(ema_half_life_steps=3))
-    expected_w = net[0].weight.detach().clone()
-    expected_mean = net[1].running_mean.clone()
+    average = weight_average(net, TrainConfig(ema_half_life_steps=half_life))
+    weights, means = [], []
     for n in range(6):
         with torch.no_grad():
             net[0].weight.add_(1.0)
         net(torch.randn(8, 2) + n)  # training mode: the running statistics move
         average.update_parameters(net)
-        d = 0.0 if n == 0 else ema_decay(3, n)  # the first update copies
-        expected_w = d * expected_w + (1 - d) * net[0].weight.detach()
-        expected_mean = d * expected_mean + (1 - d) * net[1].running_mean
-    torch.testing.assert_close(average.module[0].weight.detach(), expected_w)
-    torch.testing.assert_close(average.module[1].running_mean, expected_mean)
+        weights.append(net[0].weight.detach().clone())
+        means.append(net[1].running_mean.clone())
+    share = torch.tensor([0.5 ** ((5 - k) / half_life) for k in range(6)])
+    share = share / share.sum()
+    torch.testing.assert_close(average.module[0].weight.detach(), sum(s * w for s, w in zip(share, weights)))
+    torch.testing.assert_close(average.module[1].running_mean, sum(s * m for s, m in zip(share, means)))
     assert int(average.module[1].num_batches_tracked) == 6  # an integer buffer follows the model
-    # it lags behind the trained weights, and the lag is what the half-life sets
-    assert (average.module[0].weight < net[0].weight).all()
+    # another half-life gives another average from the first steps on
+    assert ema_decay(2, 3) != pytest.approx(ema_decay(8, 3))
+    assert ema_decay(1, 1) == pytest.approx(1 / 3)  # weights 1/2 and 1: the older keeps 1/3
     assert ema_decay(3, 10**6) == pytest.approx(0.5 ** (1 / 3))
 
 
@@ -268,3 +271,30 @@ def test_checkpoints_hold_the_average_and_the_resume_state_the_trained_weights(t
     torch.testing.assert_close(load_dir(resume_dir).model.state_dict()[key], trained.state_dict()[key])
     assert int(load_train_state(resume_dir)["average"]["n_averaged"]) == 5
     assert "average" not in load_train_state(tmp_path / "run" / "last")  # last/'s weights are the average
+
+
+def test_validation_measures_the_average_not_the_trained_weights(tmp_path):
+    from retinanet.ray_train import TrainSpec, _close_epoch
+
+    config = cfg(("tree",))
+    model = build_model(config)
+    with torch.no_grad():
+        model.head.classification_head.cls_logits.bias.fill_(-50.0)  # the trained weights find nothing
+    tc = TrainConfig(ema_half_life_steps=5)
+    average = weight_average(model, tc)
+    average.update_parameters(model)
+    with torch.no_grad():
+        average.module.head.classification_head.cls_logits.bias.fill_(50.0)  # the average boxes every anchor
+        average.module.head.regression_head.bbox_reg.weight.zero_()
+        average.module.head.regression_head.bbox_reg.bias.zero_()
+    image = torch.full((3, 128, 128), 100.0)
+    target = {"boxes": torch.tensor([[32.0, 32.0, 64.0, 64.0]]), "labels": torch.tensor([0])}
+    spec = TrainSpec(labels=(), out_dir=str(tmp_path / "run"), model=config, train=tc)
+    metrics = {"epoch": 0, "global_step": 1, "loss": 1.0}
+    trainees = (model, make_optimizer(model, tc), average)
+    _close_epoch(trainees, [([image], [target])], spec, metrics, -1.0, tmp_path / "t", "cpu")
+    assert metrics["val_recall"] == 1.0  # the average's anchors: one of them is the box
+    trainees = (model, make_optimizer(model, tc), None)
+    _close_epoch(trainees, [([image], [target])], spec, dict(metrics), -1.0, tmp_path / "t2", "cpu")
+    raw = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert raw["val_recall"] == 0.0  # the same call without the average measures the trained weights
