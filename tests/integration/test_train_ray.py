@@ -229,3 +229,30 @@ def test_train_cli_on_voc_chips_validates_and_is_quiet(tmp_path):
     assert bar_states and all(s.startswith("train:") for s in bar_states), run.stderr[-3000:]
     assert "epoch 1" in bar_states[-1] and "val AP50" in bar_states[-1] and "\x1b[3" not in run.stderr
     assert (out / "_logs").is_dir()  # Ray's own logs went to a file under the run
+
+
+def test_train_cli_resume_keeps_the_runs_weight_average(tmp_path):
+    """`train --resume` without --ema continues the run's average; another --ema is refused in one line."""
+    a = _voc_chip(tmp_path, "a", [("Tree", 8, 8, 12), ("Tree", 50, 20, 14)])
+    b = _voc_chip(tmp_path, "b", [("Tree", 10, 40, 12), ("Tree", 60, 60, 16)])
+    out = tmp_path / "run"
+    common = [a, "--val", b, "--out", str(out), "--max-steps-per-epoch", "2", "--batch-size", "1"]
+    common += ["--cpus-per-worker", "1", "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k not in (FAIL_ENV, FAIL_RANK_ENV, "RAY_ADDRESS")}
+
+    def train(*extra):
+        cmd = [sys.executable, "-m", "jobs.train", *common, *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+    first = train("--epochs", "1", "--ema", "3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = train("--epochs", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["resumed_from_epoch"] for r in rows] == [None, 0]
+    assert json.loads((out / "train_spec.json").read_text())["train"]["ema_half_life_steps"] == 3
+    assert load_dir(out / "last").meta["weights"] == "moving average, half-life 3 steps"
+    refused = train("--epochs", "3", "--resume", "--ema", "0")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "started with --ema 3; resume it with --ema 3 or leave --ema out" in refused.stderr
+    assert len(json.loads("[" + ",".join((out / "metrics.jsonl").read_text().splitlines()) + "]")) == 2
