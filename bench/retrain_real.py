@@ -228,7 +228,8 @@ def main() -> None:
     split, with_chips, new_image = SETUPS[args.setup]
     if args.chips is not None and not with_chips:
         parser.error(f"--chips: --setup {args.setup} trains on no chip")
-    args.chips = [c for c in (args.chips or ",".join(CHIPS) if with_chips else "").split(",") if c]
+    chips = (args.chips or ",".join(CHIPS)) if with_chips else ""
+    args.chips = [c for c in chips.split(",") if c]
     if not set(args.chips) <= set(CHIPS):
         parser.error(f"--chips: choose from {','.join(CHIPS)}, got {','.join(args.chips)}")
     if args.evaluate_only:  # the chips the run trained on, whatever --chips says now

@@ -157,7 +157,7 @@ def detect_tiles(
         raise ValueError(f"got {len(images)} images for {len(tiles)} tiles")
     if len(tiles) == 0:
         return []
-    batch = to_device(np.asarray(images), device).float()
+    batch = to_device(images, device).float()
     with torch.inference_mode(), reduced_precision(model, device, precision):
         outputs = model(list(batch))
     return [_to_tile_detections(tile, out) for tile, out in zip(tiles, outputs)]

@@ -135,8 +135,8 @@ def ema_decay(half_life_steps: int, num_averaged: int) -> float:
     weighted by ``d ** age`` with ``d = 0.5 ** (1 / half_life_steps)``: a
     step's weight halves every ``half_life_steps`` steps from the first
     update on.  Normalising that sum (an exponential moving average with
-    bias correction) gives this decay: ``d (1 - d^n) / (1 - d^(n+1))``, the
-    near the plain mean early on, ``d`` in the long run.
+    bias correction) gives this decay: ``d (1 - d^n) / (1 - d^(n+1))``,
+    close to the plain mean's ``n / (n + 1)`` early on and ``d`` in the long run.
 
     Example:
         >>> ema_decay(1, 1)  # x0 weighs 1/2, x1 weighs 1: x0 keeps 1/3
