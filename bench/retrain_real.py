@@ -8,8 +8,8 @@ Data: the labeled NEON images that the DeepForest package (MIT licence) ships
 in its wheel on PyPI.  ``pip download --no-deps deepforest`` fetches the
 wheel into a cache outside the repository (default
 ``~/.cache/aerialdet/bench``); only its data files are read (no code of it is
-used or copied).  Two images of the same Yellowstone (YELL) forest, and a
-400 px chip of another forest, much as the issue's user had them:
+used or copied).  Two images of the same Yellowstone (YELL) forest, and two
+400 px chips of other forests, much as the issue's user had them:
 
 ``--setup dense`` (default):
 
@@ -29,8 +29,9 @@ stand trains, its bottom 20 % validates, the closed stand is the new image.
 
 ``--setup blocks``: labels from both stands, new ground of both.  Each YELL
 image is cut into row bands: its top 60 % trains, the next 10 % validates,
-and its bottom 30 % is new (the validation band keeps it 100-250 px from
-the nearest training row); the chips train too.  507 + 98 trees train, 82
+and its bottom 30 % is new (the validation band keeps it 103 and 247 px
+from the nearest training row, more than the tallest crown, which the
+script checks); the chips train too.  507 + 98 trees train, 82
 validate, 264 are new.  ``dense`` and ``sparse`` measure the transfer from
 one kind of stand to the other; ``blocks`` measures new ground of the kinds
 the labels cover.
@@ -40,6 +41,14 @@ Steps: extract and cut the images (PNG + VOC XML for each band), run
 new image with ``best/`` and report recall, precision and F1 at IoU 0.4
 at the best-F1 score threshold that training stored in the checkpoint (and
 at 0.5 for comparison), plus AP50, over all new trees and per new image.
+
+The wheel holds one image of each kind of YELL stand, so ``blocks`` has
+no image of its own that is new: its new ground is the unseen bottom of
+the two images, written as PNG + VOC files of their own.
+
+``--evaluate-only`` evaluates a finished run's best/ again, on its setup's
+new ground or on ``--new`` VOC files (PNG beside them; refused when their
+image trained or validated that run), into ``OUT/evaluated-<new>.json``.
 
 Run::
 
@@ -184,10 +193,26 @@ def split_images(data_dir: Path, setup: Setup) -> tuple[dict[str, list[Path]], d
             rows = (int(image.shape[0] * lo), int(image.shape[0] * hi))
             counts[part] += write_part(image, boxes, rows, out)
             parts[part].append(out.with_name(f"{out.name}.xml"))
+        _check_apart(stem, boxes, int(image.shape[0] * a), int(image.shape[0] * b))
     for stem in setup.new_images:
         parts["new"].append(data_dir / f"{stem}.xml")
         counts["new"] += len(voc_boxes(data_dir / f"{stem}.xml"))
     return parts, counts
+
+
+def _check_apart(stem: str, boxes: np.ndarray, train_end: int, new_start: int) -> None:
+    """Stop when a labeled crown reaches from the training rows into the new rows."""
+    both = (boxes[:, 1] < train_end) & (boxes[:, 3] > new_start)
+    if both.any():
+        raise SystemExit(
+            f"{stem}: {int(both.sum())} crown(s) reach from the training rows (< {train_end}) into the new "
+            f"rows (>= {new_start}); widen the validation band"
+        )
+
+
+def image_of(label: str | Path) -> str:
+    """The source image of a label file: ``X.rows0-60.xml``, ``X.train.xml``, ``X.tree.xml`` -> ``X``."""
+    return Path(label).name.split(".")[0]
 
 
 def train(
@@ -201,8 +226,7 @@ def train(
         "--out", str(run), "--overwrite", "--steps", str(args.steps), "--tile-size-px", str(args.tile_size_px),
         "--batch-size", str(args.batch_size), "--backbone", "resnet18", "--cpus-per-worker", str(args.cpus),
         "--lr", str(args.lr), "--precision", args.precision, "--scale-range", args.scale_range,
-        "--seed", str(args.seed), "--box-loss", args.box_loss, "--ema", str(args.ema), 
-        "--no-progress",
+        "--seed", str(args.seed), "--box-loss", args.box_loss, "--ema", str(args.ema), "--no-progress",
         *([] if args.augment else ["--no-augment"]),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -256,6 +280,36 @@ def evaluate_held_out(run: Path, new: list[Path]) -> dict[str, object]:
     return result
 
 
+def _evaluate_only(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, parts: dict[str, list[Path]]
+) -> None:
+    """Evaluate OUT/run/best on the setup's new ground or on ``--new``; write ``OUT/evaluated-<new>.json``.
+
+    Refused when ``--setup`` trained on other images than the run did, or
+    when a ``--new`` file's image trained or validated the run.
+    """
+    spec = json.loads((args.out / "run" / "train_spec.json").read_text())
+    trained = {image_of(label) for label in spec["labels"]}
+    if trained - set(CHIPS) != {image_of(xml) for xml in parts["train"]}:
+        parser.error(
+            f"--evaluate-only: the run trained on {sorted(trained)}, not on --setup {args.setup}'s images"
+        )
+    new = args.new or parts["new"]
+    seen = trained | {image_of(label) for label in spec.get("val_labels", [])}
+    if any(image_of(xml) in seen for xml in new):
+        parser.error(
+            f"--new: {sorted(image_of(x) for x in new)} include an image the run trained or validated on"
+        )
+    result = {
+        "run": str(args.out / "run"),
+        "new": [xml.stem for xml in new],
+        **evaluate_held_out(args.out / "run", new),
+    }
+    print(json.dumps(result, indent=2))
+    name = "+".join(xml.stem for xml in new)
+    (args.out / f"evaluated-{name}.json").write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     """Fetch, split, train, evaluate; print one JSON object."""
     from retinanet.config import BOX_LOSSES
@@ -283,6 +337,12 @@ def main() -> None:
     parser.add_argument(
         "--evaluate-only", action="store_true", help="Evaluate OUT/run/best as it is (a run stopped early)."
     )
+    parser.add_argument(
+        "--new",
+        type=Path,
+        action="append",
+        help="with --evaluate-only: VOC file(s) (PNG beside) to evaluate on instead of the setup's new ground",
+    )
     args = parser.parse_args()
     setup = SETUPS[args.setup]
     if args.chips is not None and not setup.chips:
@@ -291,16 +351,16 @@ def main() -> None:
     args.chips = [c for c in chips.split(",") if c]
     if not set(args.chips) <= set(CHIPS):
         parser.error(f"--chips: choose from {','.join(CHIPS)}, got {','.join(args.chips)}")
-    if args.evaluate_only:  # the chips the run trained on, whatever --chips says now
-        spec = json.loads((args.out / "run" / "train_spec.json").read_text())
-        args.chips = [
-            c for c in CHIPS if any(Path(label).name.startswith(f"{c}.") for label in spec["labels"])
-        ]
     data_dir = args.cache / "deepforest_data"
     licence = extract_data(fetch_wheel(args.cache), data_dir)
     parts, counts = split_images(data_dir, setup)
+    if args.evaluate_only:
+        _evaluate_only(parser, args, parts)
+        return
+    if args.new:
+        parser.error("--new: only with --evaluate-only")
     counts["train"] += sum(len(voc_boxes(data_dir / f"{stem}.xml")) for stem in args.chips)
-    seconds, log = (None, "") if args.evaluate_only else train(data_dir, parts, args.out / "run", args)
+    seconds, log = train(data_dir, parts, args.out / "run", args)
     rows = [json.loads(line) for line in (args.out / "run" / "metrics.jsonl").read_text().splitlines()]
     result = {
         "data_licence": licence,
@@ -311,7 +371,7 @@ def main() -> None:
             "new": [xml.stem for xml in parts["new"]],
         },
         "trees": counts,
-        "train_seconds": None if seconds is None else round(seconds, 1),
+        "train_seconds": round(seconds, 1),
         "steps": rows[-1]["global_step"],
         "epochs": len(rows),
         "val_ap50_per_epoch": [round(r["val_ap50"], 3) for r in rows],
