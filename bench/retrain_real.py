@@ -186,14 +186,15 @@ def split_images(data_dir: Path, setup: Setup) -> tuple[dict[str, list[Path]], d
     for stem, (a, b) in setup.cuts.items():
         image = np.asarray(Image.open(data_dir / f"{stem}.png").convert("RGB"))
         boxes = voc_boxes(data_dir / f"{stem}.xml")
-        for part, (lo, hi) in zip(parts, ((0.0, a), (a, b), (b, 1.0))):
-            if hi <= lo:
+        shares = (0.0, a, b, 1.0)
+        edges = [int(image.shape[0] * share) for share in shares]  # band edges, rows
+        for i, part in enumerate(parts):
+            if shares[i + 1] <= shares[i]:
                 continue
-            out = data_dir / f"{stem}.rows{lo * 100:.0f}-{hi * 100:.0f}"
-            rows = (int(image.shape[0] * lo), int(image.shape[0] * hi))
-            counts[part] += write_part(image, boxes, rows, out)
+            out = data_dir / f"{stem}.rows{shares[i] * 100:.0f}-{shares[i + 1] * 100:.0f}"
+            counts[part] += write_part(image, boxes, (edges[i], edges[i + 1]), out)
             parts[part].append(out.with_name(f"{out.name}.xml"))
-        _check_apart(stem, boxes, int(image.shape[0] * a), int(image.shape[0] * b))
+        _check_apart(stem, boxes, edges[1], edges[2])
     for stem in setup.new_images:
         parts["new"].append(data_dir / f"{stem}.xml")
         counts["new"] += len(voc_boxes(data_dir / f"{stem}.xml"))
@@ -217,7 +218,7 @@ def image_of(label: str | Path) -> str:
 
 def train(
     data_dir: Path, parts: dict[str, list[Path]], run: Path, args: argparse.Namespace
-) -> tuple[float | None, str]:
+) -> tuple[float, str]:
     """``python -m jobs.train`` from scratch; (seconds, its stdout)."""
     labels = [*map(str, parts["train"]), *(str(tree_labels(data_dir, stem)) for stem in args.chips)]
     val = [arg for xml in parts["val"] for arg in ("--val", str(xml))]
@@ -351,14 +352,14 @@ def main() -> None:
     args.chips = [c for c in chips.split(",") if c]
     if not set(args.chips) <= set(CHIPS):
         parser.error(f"--chips: choose from {','.join(CHIPS)}, got {','.join(args.chips)}")
+    if args.new and not args.evaluate_only:
+        parser.error("--new: only with --evaluate-only")
     data_dir = args.cache / "deepforest_data"
     licence = extract_data(fetch_wheel(args.cache), data_dir)
     parts, counts = split_images(data_dir, setup)
     if args.evaluate_only:
         _evaluate_only(parser, args, parts)
         return
-    if args.new:
-        parser.error("--new: only with --evaluate-only")
     counts["train"] += sum(len(voc_boxes(data_dir / f"{stem}.xml")) for stem in args.chips)
     seconds, log = train(data_dir, parts, args.out / "run", args)
     rows = [json.loads(line) for line in (args.out / "run" / "metrics.jsonl").read_text().splitlines()]
