@@ -287,9 +287,13 @@ def _evaluate_only(
     """Evaluate OUT/run/best on the setup's new ground or on ``--new``; write ``OUT/evaluated-<new>.json``.
 
     Refused when ``--setup`` trained on other images than the run did, or
-    when a ``--new`` file's image trained or validated the run.
+    when a ``--new`` file's image trained or validated the run; a missing run or
+    file is one line naming it.
     """
-    spec = json.loads((args.out / "run" / "train_spec.json").read_text())
+    spec_file = args.out / "run" / "train_spec.json"
+    if not spec_file.is_file():
+        parser.error(f"--evaluate-only: {spec_file} not found: OUT holds no run of this bench")
+    spec = json.loads(spec_file.read_text())
     trained = {image_of(label) for label in spec["labels"]}
     if trained - set(CHIPS) != {image_of(xml) for xml in parts["train"]}:
         parser.error(
@@ -301,6 +305,9 @@ def _evaluate_only(
         parser.error(
             f"--new: {sorted(image_of(x) for x in new)} include an image the run trained or validated on"
         )
+    missing = [str(f) for xml in new for f in (xml, xml.with_suffix(".png")) if not f.is_file()]
+    if missing:
+        parser.error(f"--new: not found: {', '.join(missing)} (a VOC file needs its PNG beside it)")
     result = {
         "run": str(args.out / "run"),
         "new": [xml.stem for xml in new],

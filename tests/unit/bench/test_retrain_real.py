@@ -108,3 +108,17 @@ def test_evaluate_only_on_a_blocks_run_scores_its_own_new_rows_pooled_and_per_im
     assert result["num_gt"] == 3 and result["calibrated_threshold"] == 0.5
     assert set(result["per_image"]) == {"A.rows70-100", "B.rows70-100"}
     assert result["iou0.4"]["tp"] + result["iou0.4"]["fn"] == 3
+
+
+def test_evaluate_only_names_a_missing_run_or_new_file_in_one_line(tmp_path, capsys):
+    closed, opened = retrain_real.CLOSED_STAND, retrain_real.OPEN_STAND
+    dense = {"train": [Path(f"/d/{closed}.rows0-80.xml")], "new": [Path(f"/d/{opened}.xml")]}
+    with pytest.raises(SystemExit):
+        _evaluate_only(tmp_path / "nothing", "dense", dense)
+    assert "train_spec.json not found" in capsys.readouterr().err
+    out = _run(tmp_path, [f"/d/{closed}.train.xml"], [f"/d/{closed}.val.xml"])
+    _image(tmp_path, "C", [(0, 10, 10, 20)])
+    (tmp_path / "C.png").unlink()
+    with pytest.raises(SystemExit):
+        _evaluate_only(out, "dense", dense, new=[tmp_path / "C.xml"])
+    assert f"not found: {tmp_path / 'C.png'}" in capsys.readouterr().err
