@@ -121,12 +121,13 @@ def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
     warning = overlap_warning(loader.info.min_overlap_px, opts["overlap_px"])
     if warning:
         click.echo(warning, err=True)
-    with ray_session(opts["address"], _log_dir(out_dir), verbose=opts["verbose"]):
+    log_dir = _log_dir(out_dir)
+    with ray_session(opts["address"], log_dir, verbose=opts["verbose"]):
         try:
             report = run_detect(job, log=lambda m: click.echo(m, err=True))
         except PipelineError as exc:
             raise UserError(str(exc)) from None
-    _summarise(report, out_dir)
+    _summarise(report, out_dir, log_dir)
     if report.num_failed:
         sys.exit(1)
 
@@ -261,8 +262,9 @@ def _log_dir(out: str) -> Path:
     return Path(out) / LOG_DIR
 
 
-def _summarise(report: Any, out: str) -> None:
+def _summarise(report: Any, out: str, log_dir: Path) -> None:
     from pipeline.report import REPORT_FILE
+    from pipeline.sources import is_s3_uri
     from pipeline.storage import open_store
 
     counts = report.counts()
@@ -272,6 +274,7 @@ def _summarise(report: Any, out: str) -> None:
         f"{counts['done']} scene(s) done, {counts['exists']} already done, {counts['failed']} failed, "
         f"{counts['skipped']} skipped; {summary['num_detections']} detections, "
         f"{summary['tiles_per_s']} tiles/s; report: {store.uri(REPORT_FILE)}"
+        + (f"; Ray's logs: {log_dir}" if is_s3_uri(out) else "")  # not under OUT: say where
     )
 
 

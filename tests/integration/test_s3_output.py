@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
@@ -202,6 +203,9 @@ def test_cli_detect_bucket_to_bucket_then_query(ray_cluster, bucket, tmp_path, m
     )
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "s3:").exists()
+    # Ray's logs cannot go under an s3:// OUT: the summary says where they went instead
+    logs = result.output.rsplit("Ray's logs: ", 1)[-1].strip()
+    assert logs != result.output.strip() and Path(logs).is_dir(), result.output
     result = CliRunner().invoke(
         cli,
         [
