@@ -20,13 +20,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from pipeline.errors import SourceError
+from pipeline.errors import PipelineError, SourceError
 
 RASTER_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff")
 GLOB_CHARACTERS = "*?["
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+DEFAULT_MAX_ATTEMPTS = 5  # S3 requests: botocore's "standard" retries, unless AWS_MAX_ATTEMPTS says otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,34 @@ class Listing:
 def s3_endpoint_url() -> str | None:
     """The S3 endpoint from the environment, as AWS tools read it."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def retry_settings() -> tuple[str, int]:
+    """``(mode, max_attempts)`` from ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` (default standard, 5).
+
+    Raises:
+        PipelineError: a value that is not a retry mode or not a positive integer.
+    """
+    mode = os.environ.get("AWS_RETRY_MODE", "standard")
+    if mode not in ("standard", "adaptive"):
+        raise PipelineError(f"AWS_RETRY_MODE={mode!r}: expected 'standard' or 'adaptive'")
+    raw = os.environ.get("AWS_MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS))
+    try:
+        attempts = int(raw)
+    except ValueError:
+        attempts = 0
+    if attempts < 1:
+        raise PipelineError(f"AWS_MAX_ATTEMPTS={raw!r}: expected a whole number >= 1")
+    return mode, attempts
+
+
+def s3_client(mode: str = "standard", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
+    """A boto3 S3 client for the configured endpoint, retrying with backoff (``retry_settings``)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": mode, "max_attempts": max_attempts}, connect_timeout=10, read_timeout=60)
+    return boto3.client("s3", endpoint_url=s3_endpoint_url(), config=config)
 
 
 def is_s3_uri(uri: str) -> bool:
@@ -124,14 +154,13 @@ def _split(uris: list[str], extensions: tuple[str, ...]) -> Listing:
 
 
 def _list_s3(source: str) -> list[str]:
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     parsed = urlparse(source)
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
     if not bucket:
         raise SourceError(f"{source!r}: no bucket name; expected s3://bucket/prefix")
-    client = boto3.client("s3", endpoint_url=s3_endpoint_url())
+    client = s3_client(*retry_settings())
     uris = []
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

@@ -45,12 +45,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pipeline.errors import OutputError
-from pipeline.sources import is_s3_uri, s3_endpoint_url
+from pipeline.sources import is_s3_uri, retry_settings, s3_client, s3_endpoint_url
 
 RESERVED_PREFIXES: tuple[str, ...] = (".", "_")
 """Names in an output that are not detections: temp files, ``_run.json``, ``_logs``."""
 
-DEFAULT_MAX_ATTEMPTS = 5
 PARQUET_SUFFIX = ".parquet"
 # user metadata key of the token that marks an object as written by one write-once put
 WRITE_TOKEN = "aerialdet-write"
@@ -59,25 +58,6 @@ WRITE_TOKEN = "aerialdet-write"
 def is_detection_name(name: str) -> bool:
     """Whether ``name`` is a detection file: ``*.parquet`` not starting with a reserved prefix."""
     return name.endswith(PARQUET_SUFFIX) and not name.startswith(RESERVED_PREFIXES)
-
-
-def retry_settings() -> tuple[str, int]:
-    """``(mode, max_attempts)`` from ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` (default standard, 5).
-
-    Raises:
-        OutputError: a value that is not a retry mode or not a positive integer.
-    """
-    mode = os.environ.get("AWS_RETRY_MODE", "standard")
-    if mode not in ("standard", "adaptive"):
-        raise OutputError(f"AWS_RETRY_MODE={mode!r}: expected 'standard' or 'adaptive'")
-    raw = os.environ.get("AWS_MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS))
-    try:
-        attempts = int(raw)
-    except ValueError:
-        attempts = 0
-    if attempts < 1:
-        raise OutputError(f"AWS_MAX_ATTEMPTS={raw!r}: expected a whole number >= 1")
-    return mode, attempts
 
 
 def _check_name(name: str) -> str:
@@ -275,15 +255,7 @@ class S3Store(OutputStore):
     def client(self) -> Any:
         """The boto3 S3 client, with retries configured (made once per process)."""
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                retries={"mode": self.mode, "max_attempts": self.max_attempts},
-                connect_timeout=10,
-                read_timeout=60,
-            )
-            self._client = boto3.client("s3", endpoint_url=s3_endpoint_url(), config=config)
+            self._client = s3_client(self.mode, self.max_attempts)
         return self._client
 
     def key(self, name: str) -> str:

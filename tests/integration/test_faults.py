@@ -19,6 +19,7 @@ from pipeline.errors import OutputError
 from pipeline.query import QueryError, read_detections
 from pipeline.ray_stages import DetectConfig, DetectJob, run_detect
 from pipeline.report import read_report
+from pipeline.sources import list_scenes
 from pipeline.standin import StandinLoader
 from pipeline.storage import open_store
 from pipeline.tiling import TilingConfig
@@ -99,6 +100,17 @@ def test_an_endpoint_that_keeps_failing_names_the_key(bucket, flaky):
     assert "503" in message or "Connection" in message, message
     with pytest.raises(QueryError, match=f"{bucket}/det"):
         read_detections(f"s3://{bucket}/det")
+
+
+def test_a_source_bucket_is_listed_through_a_flaky_endpoint(bucket, flaky):
+    s3 = boto3.client("s3")
+    names = [f"in/s{i}.tif" for i in range(3)]
+    for name in names:
+        s3.put_object(Bucket=bucket, Key=name, Body=b"not read by the listing")
+    proxy = flaky(share=0.5, seed=1, max_in_a_row=2, attempts=3)
+    listings = [list_scenes(f"s3://{bucket}/in/") for _ in range(6)]
+    assert all(listing.scenes == tuple(f"s3://{bucket}/{n}" for n in names) for listing in listings)
+    assert proxy.failed > 0  # some listings met a failure and were retried
 
 
 # -- detect through a flaky endpoint ------------------------------------------------------------

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, PipelineError
 from pipeline.report import REPORT_FILE, RunReport, SceneReport, read_report
 from pipeline.storage import LocalStore, S3Store, is_detection_name, open_store, retry_settings
 
@@ -98,7 +98,7 @@ def test_retry_settings_follow_aws_variables(monkeypatch, env, expected):
 @pytest.mark.parametrize(("key", "value"), [("AWS_RETRY_MODE", "legacyish"), ("AWS_MAX_ATTEMPTS", "0")])
 def test_bad_retry_settings_are_named(monkeypatch, key, value):
     monkeypatch.setenv(key, value)
-    with pytest.raises(OutputError, match=key):
+    with pytest.raises(PipelineError, match=key):
         retry_settings()
 
 
