@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 # Train a small model on synthetic scenes, detect on held-out scenes, evaluate,
-# and draw a quicklook. About 10 minutes on 2 CPU cores.
+# and draw a quicklook. About 5 minutes on 2 idle CPU cores.
 demo: install
 	@echo "== synth: 6 training scenes, 2 held-out scenes"
 	@$(BIN)/aerialdet synth $(DEMO)/train --scenes 6 --size-px 1024 --seed 1

@@ -33,9 +33,9 @@ Examples:
   $ ray job submit --working-dir . -- python -m jobs.detect scenes/ --model ckpt --out out/
 
 --model takes a checkpoint directory or a training run (`aerialdet train
---out RUN`: its best/, else last/). Exit status: 0 when every scene is done
-(or already was), 1 when some scenes failed (listed in OUT/_run.json),
-2 on bad usage.
+--out RUN`: its best/, else last/). Exit status: 0 when no scene failed
+(skipped ones, not rasters or held by another live run, do not count),
+1 when some scenes failed (listed in OUT/_run.json), 2 on bad usage.
 """
 
 
@@ -93,7 +93,12 @@ Examples:
 )
 @click.option("--amp", is_flag=True, hidden=True, help="Deprecated: --precision fp16.")
 @overwrite_option
-@click.option("--drivers", default="GTiff", show_default=True, help="GDAL drivers allowed to open scenes.")
+@click.option(
+    "--drivers",
+    default="GTiff",
+    show_default=True,
+    help="GDAL drivers allowed to open scenes, comma-separated (e.g. GTiff,JP2OpenJPEG).",
+)
 @click.option(
     "--max-scene-px",
     default=None,

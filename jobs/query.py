@@ -117,6 +117,7 @@ def _write_detections(gdf: Any, fmt: str, output: str | None, limit: int) -> Non
     type=click.Choice(["table", "geojson", "gpkg", "csv", "parquet"]),
     default="table",
     show_default=True,
+    help="table prints; csv and geojson print or go to -o; gpkg and parquet need -o.",
 )
 @click.option("-o", "--output", default=None, help="Output file (required for gpkg and parquet).")
 @click.option("--limit", default=20, show_default=True, type=int, help="Rows shown by --format table.")
@@ -171,19 +172,26 @@ def _one_scene(gdf: Any, scene: str) -> str:
     return uri
 
 
-@click.command("quicklook")
+QUICKLOOK_EPILOG = """\b
+Example:
+  $ aerialdet quicklook out/ --scene scene_000.tif -o scene_000.png
+"""
+
+
+@click.command("quicklook", epilog=QUICKLOOK_EPILOG)
 @click.argument("path")
 @click.option("--scene", required=True, help="Scene URI (as in the `scene` column) or its file name.")
 @click.option("-o", "--output", required=True, help="PNG to write (its folder must exist).")
 @min_score_option(0.3)
-@click.option("--max-size-px", default=1024, show_default=True, type=click.IntRange(min=64))
+@click.option(
+    "--max-size-px",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=64),
+    help="Longest side of the PNG; the scene is read at a coarser overview to fit.",
+)
 def quicklook_command(path: str, scene: str, output: str, min_score: float, max_size_px: int) -> None:
-    r"""Draw the detections of one scene of PATH (a folder or s3://bucket/prefix) over a view of it.
-
-    \b
-    Example:
-      $ aerialdet quicklook out/ --scene scene_000.tif -o scene_000.png
-    """
+    """Draw the detections of one scene of PATH (a folder or s3://bucket/prefix) over a view of it."""
     from rasterio.errors import RasterioIOError
 
     from pipeline.query import read_detections

@@ -31,8 +31,21 @@ def _writable_dir(out_dir: str) -> Path:
 
 @click.command("synth", epilog=EPILOG)
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--scenes", "num_scenes", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--size-px", default=2048, show_default=True, type=click.IntRange(min=64))
+@click.option(
+    "--scenes",
+    "num_scenes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Scenes to write.",
+)
+@click.option(
+    "--size-px",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=64),
+    help="Width and height of each scene.",
+)
 @click.option(
     "--gsd-m", default=0.3, show_default=True, type=click.FloatRange(min=0.01), help="Metres per pixel."
 )

@@ -526,6 +526,7 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     default="resnet18",
     show_default=True,
     type=click.Choice(BACKBONES),
+    help="ResNet depth under the FPN (--backbone-weights must be of the same depth).",
 )
 @click.option(
     "--init",
@@ -558,7 +559,13 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
 @tile_size_option(
     256, "Training tile edge: images of every label format are cut into random tiles of this size."
 )
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Tiles per step per worker.",
+)
 @click.option(
     "--lr", default=1e-3, show_default=True, type=finite_float_range(1e-8, 1.0), help="Peak learning rate."
 )
@@ -606,11 +613,25 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     "optimizer steps (e.g. a tenth of the run; about 7% slower steps on a CPU). 0: the weights as trained "
     "[default: 0; a resumed run keeps its own].",
 )
-@click.option("--max-steps-per-epoch", default=None, type=click.IntRange(min=1))
 @click.option(
-    "--cpus-per-worker", default=None, type=click.IntRange(min=1), help="[default: all CPUs / workers]"
+    "--max-steps-per-epoch",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Cap on an epoch's steps (for quick runs).",
 )
-@click.option("--max-failures", default=1, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--cpus-per-worker",
+    default=None,
+    type=click.IntRange(min=1),
+    help="CPUs (and torch threads) per worker [default: this machine's CPUs / --workers].",
+)
+@click.option(
+    "--max-failures",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Worker failures tolerated; each restarts the workers from the last checkpoint.",
+)
 @seed_option
 @progress_option
 @address_option
