@@ -97,7 +97,9 @@ Examples:
     "--drivers",
     default="GTiff",
     show_default=True,
-    help="GDAL drivers allowed to open scenes, comma-separated (e.g. GTiff,JP2OpenJPEG).",
+    callback=lambda ctx, param, value: _parse_drivers(value),
+    help="GDAL drivers allowed to open scenes, comma-separated (e.g. GTiff,JP2OpenJPEG); "
+    "files with their extensions are listed.",
 )
 @click.option(
     "--max-scene-px",
@@ -149,6 +151,23 @@ def _check_crs_options(opts: dict[str, Any]) -> None:
             except CRSError as exc:
                 hint = "--" + flag.replace("_", "-")
                 raise click.BadParameter(f"{value!r} is not a CRS ({exc})", param_hint=hint) from None
+
+
+def _parse_drivers(value: str) -> tuple[str, ...]:
+    """``--drivers GTiff,JP2OpenJPEG`` -> GDAL raster driver names, each checked to exist."""
+    import rasterio
+
+    drivers = tuple(name.strip() for name in value.split(",") if name.strip())
+    with rasterio.Env() as env:
+        known = env.drivers()
+    unknown = [name for name in drivers if name not in known]
+    if unknown or not drivers:
+        raise click.BadParameter(
+            f"{', '.join(unknown) or repr(value)}: not a GDAL driver here; "
+            "give GDAL short names, e.g. GTiff,JP2OpenJPEG,PNG,JPEG (`gdalinfo --formats` lists them)",
+            param_hint="--drivers",
+        )
+    return drivers
 
 
 def _check_source(source: str) -> None:
@@ -217,7 +236,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
         ),
         read=ReadConfig(
             bands=opts["bands"] or loader.info.bands,
-            drivers=tuple(opts["drivers"].split(",")),
+            drivers=opts["drivers"],
             assume_crs=opts["assume_crs"],
         ),
         merge=MergeConfig(strategy=opts["merge_strategy"], class_agnostic=opts["class_agnostic"]),

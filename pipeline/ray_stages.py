@@ -49,7 +49,7 @@ from pipeline.errors import PipelineError
 from pipeline.finishing import FinishSettings, PreparedScene, SceneOutcome, prepare_scene, write_prepared
 from pipeline.merging import MergeConfig
 from pipeline.output import choose_output_crs, scene_output_name
-from pipeline.reading import ReadConfig, open_scene, read_tiles
+from pipeline.reading import ReadConfig, open_scene, read_tiles, scene_extensions
 from pipeline.report import RunReport, SceneReport, new_run_id
 from pipeline.sources import list_scenes
 from pipeline.storage import open_store
@@ -365,7 +365,7 @@ def _new_report(job: DetectJob) -> RunReport:
 
 def _scenes_to_do(job: DetectJob, claims: ClaimKeeper, report: RunReport, log: Log) -> dict[str, SceneInfo]:
     """List the source, skip scenes done or claimed by a live run, claim and open the rest."""
-    listing = list_scenes(job.source)
+    listing = list_scenes(job.source, extensions=scene_extensions(job.read.drivers))
     report.num_listed = len(listing.scenes) + len(listing.skipped)
     for uri, reason in listing.skipped:
         report.add(SceneReport(uri, "skipped", error=f"{uri}: {reason}"))

@@ -43,6 +43,23 @@ DEFAULT_DRIVERS: tuple[str, ...] = ("GTiff",)
 _GONE_MESSAGES = ("No such file or directory", "does not exist in the file system")
 
 
+def scene_extensions(drivers: Sequence[str]) -> tuple[str, ...]:
+    """File extensions (``.tif``) of the scenes that ``drivers`` open, from GDAL's driver metadata.
+
+    A source is listed by these, so widening ``ReadConfig.drivers`` (``detect
+    --drivers GTiff,JP2OpenJPEG``) also lists the files those drivers read.
+    ``COG`` counts as ``GTiff`` (GDAL reads COGs with the GTiff driver).
+
+    Example:
+        >>> scene_extensions(("GTiff",))
+        ('.tif', '.tiff')
+    """
+    from rasterio.drivers import raster_driver_extensions
+
+    wanted = {"GTiff" if driver == "COG" else driver for driver in drivers}
+    return tuple(sorted(f".{ext}" for ext, driver in raster_driver_extensions().items() if driver in wanted))
+
+
 @dataclass(frozen=True, slots=True)
 class ReadConfig:
     """How scenes are opened and read.

@@ -48,6 +48,19 @@ def _cases(tmp_path):
             ],
             "--overlap-px",
         ),
+        "detect unknown driver": (
+            [
+                "detect",
+                str(tmp_path),
+                "--model",
+                "standin:blobs",
+                "--out",
+                str(tmp_path / "o"),
+                "--drivers",
+                "GTif",
+            ],
+            "GTif: not a GDAL driver",
+        ),
         "detect huge tile": (
             [
                 "detect",

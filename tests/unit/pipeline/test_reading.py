@@ -6,7 +6,14 @@ import rasterio
 from rasterio.transform import Affine
 
 from pipeline.errors import InvalidSceneError, TileReadError
-from pipeline.reading import ReadConfig, block_cache_mb, open_scene, read_footprint, read_tiles
+from pipeline.reading import (
+    ReadConfig,
+    block_cache_mb,
+    open_scene,
+    read_footprint,
+    read_tiles,
+    scene_extensions,
+)
 from pipeline.tiling import TilingConfig, tile_scene
 
 
@@ -242,3 +249,10 @@ def test_one_band_scene_read_as_three_channels_and_partial_nan_becomes_zero(tmp_
         dst.write(data)
     image = next(read_tiles(str(wet), tiles, ReadConfig())).image
     assert not np.isnan(image).any() and image[1, 0, 0] == 0.0 and image[0, 0, 0] == 2.0
+
+
+def test_scene_extensions_follow_the_drivers():
+    assert scene_extensions(("GTiff",)) == (".tif", ".tiff")
+    assert scene_extensions(("COG",)) == (".tif", ".tiff")  # GDAL reads COGs with GTiff
+    widened = scene_extensions(("GTiff", "JP2OpenJPEG", "PNG"))
+    assert {".jp2", ".png", ".tif", ".tiff"} <= set(widened) and ".jpg" not in widened
