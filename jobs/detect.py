@@ -154,20 +154,13 @@ def _check_crs_options(opts: dict[str, Any]) -> None:
 
 
 def _parse_drivers(value: str) -> tuple[str, ...]:
-    """``--drivers GTiff,JP2OpenJPEG`` -> GDAL raster driver names, each checked to exist."""
-    import rasterio
+    """``--drivers GTiff,jp2openjpeg`` -> GDAL's driver names, each checked to open scene files."""
+    from pipeline.reading import canonical_drivers
 
-    drivers = tuple(name.strip() for name in value.split(",") if name.strip())
-    with rasterio.Env() as env:
-        known = env.drivers()
-    unknown = [name for name in drivers if name not in known]
-    if unknown or not drivers:
-        raise click.BadParameter(
-            f"{', '.join(unknown) or repr(value)}: not a GDAL driver here; "
-            "give GDAL short names, e.g. GTiff,JP2OpenJPEG,PNG,JPEG (`gdalinfo --formats` lists them)",
-            param_hint="--drivers",
-        )
-    return drivers
+    try:
+        return canonical_drivers([name.strip() for name in value.split(",") if name.strip()])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--drivers") from None
 
 
 def _check_source(source: str) -> None:

@@ -141,7 +141,10 @@ def address_option(f: F) -> F:
 def verbose_option(f: F) -> F:
     """``--verbose``: show Ray's own output as well as writing it to the log files."""
     return click.option(
-        "-v", "--verbose", is_flag=True, help=f"Show Ray's logs too (always written under OUT/{LOG_DIR}/)."
+        "-v",
+        "--verbose",
+        is_flag=True,
+        help=f"Show Ray's logs too (always written to OUT/{LOG_DIR}/, or for an s3:// OUT a local folder the summary names).",
     )(f)
 
 

@@ -43,12 +43,47 @@ DEFAULT_DRIVERS: tuple[str, ...] = ("GTiff",)
 _GONE_MESSAGES = ("No such file or directory", "does not exist in the file system")
 
 
+# A VRT can point at any local file or object the worker can reach: not a scene driver.
+REFUSED_DRIVERS = ("VRT",)
+
+
+def listable_drivers() -> dict[str, str]:
+    """GDAL raster drivers a source can be listed for, ``{lower-case name: GDAL's name}``.
+
+    Those GDAL gives a file extension, less ``REFUSED_DRIVERS``; ``cog`` maps
+    to ``GTiff`` (GDAL's COG driver only writes; GTiff reads COGs).
+    """
+    from rasterio.drivers import raster_driver_extensions
+
+    names = set(raster_driver_extensions().values()) - set(REFUSED_DRIVERS)
+    return {name.lower(): name for name in names} | {"cog": "GTiff"}
+
+
+def canonical_drivers(names: Sequence[str]) -> tuple[str, ...]:
+    """GDAL's spelling of each driver name, given in any case (``gtiff`` -> ``GTiff``).
+
+    Raises:
+        ValueError: naming the drivers that are unknown, list no files, or are refused.
+    """
+    known = listable_drivers()
+    bad = [name for name in names if name.lower() not in known]
+    if bad or not names:
+        refused = [name for name in bad if name.upper() in REFUSED_DRIVERS]
+        why = " (a VRT can point at any file; gdal_translate it to a GeoTIFF)" if refused else ""
+        raise ValueError(
+            f"{', '.join(bad) or 'no driver'}: not a GDAL raster driver that opens scene files here{why}; "
+            "give GDAL short names, e.g. GTiff,JP2OpenJPEG,PNG,JPEG"
+        )
+    return tuple(dict.fromkeys(known[name.lower()] for name in names))
+
+
 def scene_extensions(drivers: Sequence[str]) -> tuple[str, ...]:
     """File extensions (``.tif``) of the scenes that ``drivers`` open, from GDAL's driver metadata.
 
     A source is listed by these, so widening ``ReadConfig.drivers`` (``detect
     --drivers GTiff,JP2OpenJPEG``) also lists the files those drivers read.
-    ``COG`` counts as ``GTiff`` (GDAL reads COGs with the GTiff driver).
+    ``COG`` counts as ``GTiff`` (GDAL reads COGs with the GTiff driver); names
+    match in any case; ``REFUSED_DRIVERS`` list nothing.
 
     Example:
         >>> scene_extensions(("GTiff",))
@@ -56,8 +91,11 @@ def scene_extensions(drivers: Sequence[str]) -> tuple[str, ...]:
     """
     from rasterio.drivers import raster_driver_extensions
 
-    wanted = {"GTiff" if driver == "COG" else driver for driver in drivers}
-    return tuple(sorted(f".{ext}" for ext, driver in raster_driver_extensions().items() if driver in wanted))
+    wanted = {"gtiff" if name.lower() == "cog" else name.lower() for name in drivers}
+    wanted -= {name.lower() for name in REFUSED_DRIVERS}
+    return tuple(
+        sorted(f".{ext}" for ext, name in raster_driver_extensions().items() if name.lower() in wanted)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +143,9 @@ def gdal_options(config: ReadConfig) -> dict[str, object]:
         "VSI_CACHE_SIZE": 64 * 1024 * 1024,
         "GDAL_HTTP_MAX_RETRY": 4,  # GDAL does not retry HTTP reads by default
         "GDAL_HTTP_RETRY_DELAY": 1,
-        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
+        # object-store reads only of the files a source lists (no sidecar probes)
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ",".join(_both_cases(scene_extensions(config.drivers))),
+        "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",  # should a VRT ever open: no raw reads of other files
     }
     endpoint = s3_endpoint_url()
     if endpoint:
@@ -116,6 +156,10 @@ def gdal_options(config: ReadConfig) -> dict[str, object]:
     if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
         options["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
     return options
+
+
+def _both_cases(extensions: Sequence[str]) -> list[str]:
+    return [case for ext in extensions for case in (ext, ext.upper())]
 
 
 @contextmanager

@@ -74,7 +74,9 @@ def s3_client(mode: str = "standard", max_attempts: int = DEFAULT_MAX_ATTEMPTS) 
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": mode, "max_attempts": max_attempts}, connect_timeout=10, read_timeout=60)
+    # total_max_attempts counts the first try (botocore's "max_attempts" key counts only retries)
+    retries = {"mode": mode, "total_max_attempts": max_attempts}
+    config = Config(retries=retries, connect_timeout=10, read_timeout=60)
     return boto3.client("s3", endpoint_url=s3_endpoint_url(), config=config)
 
 
@@ -160,7 +162,10 @@ def _list_s3(source: str) -> list[str]:
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
     if not bucket:
         raise SourceError(f"{source!r}: no bucket name; expected s3://bucket/prefix")
-    client = s3_client(*retry_settings())
+    try:
+        client = s3_client(*retry_settings())
+    except PipelineError as exc:
+        raise SourceError(f"cannot list {source!r}: {exc}") from None
     uris = []
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

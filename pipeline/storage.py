@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, PipelineError
 from pipeline.sources import is_s3_uri, retry_settings, s3_client, s3_endpoint_url
 
 RESERVED_PREFIXES: tuple[str, ...] = (".", "_")
@@ -241,7 +241,10 @@ class S3Store(OutputStore):
         self.location = location
         self.bucket = parsed.netloc
         self.prefix = location[5:].partition("/")[2].strip("/")
-        self.mode, self.max_attempts = retry_settings()
+        try:
+            self.mode, self.max_attempts = retry_settings()
+        except PipelineError as exc:
+            raise OutputError(f"{location}: {exc}") from None
         self.retries = 0
         self._client: Any = None
 

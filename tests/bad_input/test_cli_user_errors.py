@@ -59,7 +59,7 @@ def _cases(tmp_path):
                 "--drivers",
                 "GTif",
             ],
-            "GTif: not a GDAL driver",
+            "GTif: not a GDAL raster driver",
         ),
         "detect huge tile": (
             [

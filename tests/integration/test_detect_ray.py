@@ -273,30 +273,31 @@ def test_calibrated_scores_drop_low_detections_unless_min_score_is_given(ray_clu
     assert len(detections(tmp_path / "all")) == len(OBJECTS)
 
 
-def test_drivers_widen_what_is_listed_and_opened(ray_cluster, tmp_path):
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_drivers_widen_what_is_listed_and_opened(ray_cluster, s3_server, tmp_path, where):
     # a JPEG 2000 copy of a GeoTIFF scene: skipped by default, detected like the GeoTIFF with --drivers
     import rasterio
 
     from pipeline.reading import ReadConfig
 
     tif = write_scene(tmp_path / "in" / "a.tif", OBJECTS[4:], width=300, height=300, transform=NORTH_UP)
+    jp2 = tmp_path / "in" / "b.jp2"
     with rasterio.open(tif) as src:
         profile = {**src.profile, "driver": "JP2OpenJPEG", "QUALITY": 100, "REVERSIBLE": "YES"}
         for key in ("tiled", "blockxsize", "blockysize", "interleave", "compress"):
             profile.pop(key, None)
-        with rasterio.open(tmp_path / "in" / "b.jp2", "w", **profile) as dst:
+        with rasterio.open(jp2, "w", **profile) as dst:
             dst.write(src.read())
-    default = run(str(tmp_path / "in"), tmp_path / "default")
+    source = str(tmp_path / "in")
+    if where == "bucket":  # GDAL reads objects only of the extensions it is told: the drivers' too
+        _bucket(s3_server, "orthos", {"in/a.tif": tif, "in/b.jp2": jp2})
+        source = "s3://orthos/in/"
+    default = run(source, tmp_path / "default")
     assert default["counts"]["done"] == 1 and default["counts"]["skipped"] == 1
-    widened = run(
-        str(tmp_path / "in"), tmp_path / "widened", read=ReadConfig(drivers=("GTiff", "JP2OpenJPEG"))
-    )
+    widened = run(source, tmp_path / "widened", read=ReadConfig(drivers=("GTiff", "JP2OpenJPEG")))
     assert widened["counts"]["done"] == 2, widened["scenes"]
     gdf = detections(tmp_path / "widened")
     by_scene = {Path(scene).suffix: part for scene, part in gdf.groupby("scene")}
     assert len(by_scene[".jp2"]) == len(by_scene[".tif"]) == len(OBJECTS[4:])
-    assert (
-        by_scene[".jp2"]
-        .geometry.reset_index(drop=True)
-        .equals(by_scene[".tif"].geometry.reset_index(drop=True))
-    )
+    jp2_boxes, tif_boxes = (by_scene[suffix].geometry.reset_index(drop=True) for suffix in (".jp2", ".tif"))
+    assert jp2_boxes.equals(tif_boxes)

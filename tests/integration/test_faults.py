@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, SourceError
 from pipeline.query import QueryError, read_detections
 from pipeline.ray_stages import DetectConfig, DetectJob, run_detect
 from pipeline.report import read_report
@@ -91,10 +91,11 @@ def test_a_write_whose_answer_was_lost_is_still_ours(bucket, flaky):
 
 def test_an_endpoint_that_keeps_failing_names_the_key(bucket, flaky):
     write_detections(f"s3://{bucket}/det", "/data/a.tif")
-    flaky(always_fail=True, attempts=2)
+    proxy = flaky(always_fail=True, attempts=2)
     store = open_store(f"s3://{bucket}/det")
     with pytest.raises(OutputError) as info:
         store.write_bytes_once("x-12345678.parquet", b"data")
+    assert proxy.requests == 2  # AWS_MAX_ATTEMPTS counts the first try, as in the AWS CLI
     message = str(info.value)
     assert f"s3://{bucket}/det/x-12345678.parquet" in message and "after 2 attempt(s)" in message
     assert "503" in message or "Connection" in message, message
@@ -111,6 +112,11 @@ def test_a_source_bucket_is_listed_through_a_flaky_endpoint(bucket, flaky):
     listings = [list_scenes(f"s3://{bucket}/in/") for _ in range(6)]
     assert all(listing.scenes == tuple(f"s3://{bucket}/{n}" for n in names) for listing in listings)
     assert proxy.failed > 0  # some listings met a failure and were retried
+    proxy.always_fail = True
+    requests = proxy.requests
+    with pytest.raises(SourceError, match=f"cannot list 's3://{bucket}/in/'"):
+        list_scenes(f"s3://{bucket}/in/")
+    assert proxy.requests - requests == 3  # AWS_MAX_ATTEMPTS, the first try included
 
 
 # -- detect through a flaky endpoint ------------------------------------------------------------

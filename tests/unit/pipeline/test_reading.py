@@ -9,6 +9,7 @@ from pipeline.errors import InvalidSceneError, TileReadError
 from pipeline.reading import (
     ReadConfig,
     block_cache_mb,
+    canonical_drivers,
     open_scene,
     read_footprint,
     read_tiles,
@@ -256,3 +257,15 @@ def test_scene_extensions_follow_the_drivers():
     assert scene_extensions(("COG",)) == (".tif", ".tiff")  # GDAL reads COGs with GTiff
     widened = scene_extensions(("GTiff", "JP2OpenJPEG", "PNG"))
     assert {".jp2", ".png", ".tif", ".tiff"} <= set(widened) and ".jpg" not in widened
+    assert scene_extensions(("gtiff", "VRT")) == (".tif", ".tiff")  # any case; a VRT never listed
+
+
+def test_driver_names_take_gdal_spelling_and_refuse_what_lists_nothing():
+    assert canonical_drivers(["gtiff", "jp2openjpeg", "COG"]) == ("GTiff", "JP2OpenJPEG")
+    for names, expected in [
+        (["VRT"], "can point at any file"),
+        (["ENVI"], "ENVI"),
+        (["GTiff", "Nope"], "Nope"),
+    ]:
+        with pytest.raises(ValueError, match=expected):
+            canonical_drivers(names)

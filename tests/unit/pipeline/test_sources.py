@@ -108,8 +108,6 @@ def test_missing_and_empty_sources(tmp_path):
 @pytest.mark.parametrize(("key", "value"), [("AWS_RETRY_MODE", "legacyish"), ("AWS_MAX_ATTEMPTS", "0")])
 def test_a_bad_retry_setting_for_a_bucket_source_is_named(monkeypatch, key, value):
     # the source listing takes the same retry settings as the output store, checked the same way
-    from pipeline.errors import PipelineError
-
     monkeypatch.setenv(key, value)
-    with pytest.raises(PipelineError, match=key):
+    with pytest.raises(SourceError, match=key):
         list_scenes("s3://bucket/scenes/")

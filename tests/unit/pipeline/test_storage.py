@@ -100,6 +100,8 @@ def test_bad_retry_settings_are_named(monkeypatch, key, value):
     monkeypatch.setenv(key, value)
     with pytest.raises(PipelineError, match=key):
         retry_settings()
+    with pytest.raises(OutputError, match=key):  # what a store's callers catch
+        S3Store("s3://bucket/out")
 
 
 def test_s3_store_pickles_without_its_client():
