@@ -44,6 +44,17 @@ def test_blocks_cut_each_image_into_train_validation_and_new_rows(tmp_path):
     assert retrain_real.voc_boxes(parts["new"][0]).tolist() == [[0.0, 10.0, 10.0, 25.0]]
 
 
+def test_train_from_leaves_the_top_rows_out_and_keeps_the_other_bands(tmp_path):
+    # blocks-half: rows 0-29 unused, 30-59 train; validation and new rows as in blocks
+    _image(tmp_path, "A", [(0, 5, 10, 15), (0, 40, 10, 50), (0, 61, 10, 68), (0, 80, 10, 95)])
+    setup = retrain_real.Setup({"A": (0.6, 0.7)}, chips=False, train_from=0.3)
+    parts, counts = retrain_real.split_images(tmp_path, setup)
+    assert [p.name for p in parts["train"]] == ["A.rows30-60.xml"]
+    assert [p.name for p in parts["new"]] == ["A.rows70-100.xml"]
+    assert counts == {"train": 1, "val": 1, "new": 1}
+    assert retrain_real.voc_boxes(parts["train"][0]).tolist() == [[0.0, 10.0, 10.0, 20.0]]
+
+
 def test_a_whole_new_image_is_listed_as_it_is(tmp_path):
     _image(tmp_path, "A", [(0, 10, 10, 20)])
     _image(tmp_path, "B", [(0, 10, 10, 20), (20, 10, 30, 20)])
