@@ -25,6 +25,7 @@ INPUTS = {
 def _cases(tmp_path):
     missing = str(tmp_path / "no" / "such")
     bad_parquet, bad_xml, a_file = (str(tmp_path / name) for name in INPUTS)
+    detect = ["detect", str(tmp_path), "--model", "standin:blobs", "--out", str(tmp_path / "o")]
     return {
         # detect
         "detect missing source": (
@@ -36,42 +37,15 @@ def _cases(tmp_path):
             "--model",
         ),
         "detect bad overlap": (
-            [
-                "detect",
-                str(tmp_path),
-                "--model",
-                "standin:blobs",
-                "--out",
-                str(tmp_path / "o"),
-                "--overlap-px",
-                "-3",
-            ],
+            [*detect, "--overlap-px", "-3"],
             "--overlap-px",
         ),
         "detect unknown driver": (
-            [
-                "detect",
-                str(tmp_path),
-                "--model",
-                "standin:blobs",
-                "--out",
-                str(tmp_path / "o"),
-                "--drivers",
-                "GTif",
-            ],
+            [*detect, "--drivers", "GTif"],
             "GTif: not a GDAL raster driver",
         ),
         "detect huge tile": (
-            [
-                "detect",
-                str(tmp_path),
-                "--model",
-                "standin:blobs",
-                "--out",
-                str(tmp_path / "o"),
-                "--tile-size-px",
-                "100000",
-            ],
+            [*detect, "--tile-size-px", "100000"],
             "--tile-size-px",
         ),
         "detect out under a file": (
