@@ -82,8 +82,8 @@ def scene_extensions(drivers: Sequence[str]) -> tuple[str, ...]:
 
     A source is listed by these, so widening ``ReadConfig.drivers`` (``detect
     --drivers GTiff,JP2OpenJPEG``) also lists the files those drivers read.
-    ``COG`` counts as ``GTiff`` (GDAL reads COGs with the GTiff driver); names
-    match in any case; ``REFUSED_DRIVERS`` list nothing.
+    Names are read as ``listable_drivers`` reads them (any case, ``COG`` as
+    ``GTiff``); ``REFUSED_DRIVERS`` and unknown names list nothing.
 
     Example:
         >>> scene_extensions(("GTiff",))
@@ -91,11 +91,9 @@ def scene_extensions(drivers: Sequence[str]) -> tuple[str, ...]:
     """
     from rasterio.drivers import raster_driver_extensions
 
-    wanted = {"gtiff" if name.lower() == "cog" else name.lower() for name in drivers}
-    wanted -= {name.lower() for name in REFUSED_DRIVERS}
-    return tuple(
-        sorted(f".{ext}" for ext, name in raster_driver_extensions().items() if name.lower() in wanted)
-    )
+    known = listable_drivers()
+    wanted = {known[name.lower()] for name in drivers if name.lower() in known}
+    return tuple(sorted(f".{ext}" for ext, name in raster_driver_extensions().items() if name in wanted))
 
 
 @dataclass(frozen=True, slots=True)
