@@ -62,6 +62,29 @@ def write_scene(
     return path
 
 
+def write_voc(
+    path: Path,
+    image: str,
+    boxes: Sequence[Sequence[float]],
+    *,
+    labels: Sequence[str] | None = None,
+    size: tuple[int, int] | None = None,
+) -> Path:
+    """Write a Pascal VOC file naming ``image``: ``boxes`` xyxy px, each ``Tree`` unless ``labels`` says.
+
+    ``size`` = (width, height) adds the ``<size>`` element.
+    """
+    names = labels or ["Tree"] * len(boxes)
+    body = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+        f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        for name, (x1, y1, x2, y2) in zip(names, boxes, strict=True)
+    )
+    head = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
+    path.write_text(f"<annotation><filename>{image}</filename>{head}{body}</annotation>")
+    return path
+
+
 @pytest.fixture
 def make_scene(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_scene(name, objects, **kwargs)`` -> path of a GeoTIFF in tmp_path."""

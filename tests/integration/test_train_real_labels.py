@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from retinanet.checkpoint import read_meta
+from tests.conftest import write_voc
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +42,7 @@ def _forest(folder, name, size_px, num_trees, seed):
         rgb[crown] = colour * shade[crown, None] + rng.normal(0, 8, (int(crown.sum()), 3))
         objects.append((cx - r, cy - r, cx + r, cy + r))
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(folder / f"{name}.png")
-    body = "".join(
-        f"<object><name>Tree</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
-        f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
-        for a, b, c, d in objects
-    )
-    (folder / f"{name}.xml").write_text(
-        f"<annotation><filename>{name}.png</filename><size><width>{size_px}</width>"
-        f"<height>{size_px}</height><depth>3</depth></size>{body}</annotation>"
-    )
-    return str(folder / f"{name}.xml")
+    return str(write_voc(folder / f"{name}.xml", f"{name}.png", objects, size=(size_px, size_px)))
 
 
 def test_train_from_scratch_on_voc_images_validates_and_writes_best(tmp_path):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import write_voc
+
 _SPEC = importlib.util.spec_from_file_location(
     "retrain_real", Path(__file__).resolve().parents[3] / "bench" / "retrain_real.py"
 )
@@ -20,14 +22,7 @@ _SPEC.loader.exec_module(retrain_real)
 def _image(data_dir, stem, boxes, height=100, width=40):
     """A ``height`` x ``width`` PNG and its VOC file with ``boxes`` (xyxy px)."""
     Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(data_dir / f"{stem}.png")
-    objects = "".join(
-        f"<object><name>Tree</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
-        f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-        for x1, y1, x2, y2 in boxes
-    )
-    (data_dir / f"{stem}.xml").write_text(
-        f"<annotation><filename>{stem}.png</filename>{objects}</annotation>"
-    )
+    write_voc(data_dir / f"{stem}.xml", f"{stem}.png", boxes)
 
 
 def test_blocks_cut_each_image_into_train_validation_and_new_rows(tmp_path):

@@ -13,6 +13,7 @@ from pipeline.merging import MergedBoxes
 from pipeline.output import write_scene_detections
 from pipeline.reading import ReadConfig, open_scene
 from retinanet.synth import CLASS_NAMES, SynthConfig, write_scenes
+from tests.conftest import write_voc
 
 _register_optional()
 UTM33 = CRS.from_epsg(32633)
@@ -218,14 +219,7 @@ def _chip_detections(tmp_path):
         transform = from_origin(500000 + 1000 * i, 5000000, 0.1, 0.1)
         with rasterio.open(tmp_path / f"{name}.tif", "w", transform=transform, **profile) as dst:
             dst.write(np.full((3, 96, 96), 90, np.uint8))
-        body = "".join(
-            f"<object><name>Tree</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
-            f"<ymax>{y2}</ymax></bndbox></object>"
-            for x1, y1, x2, y2 in boxes
-        )
-        (tmp_path / f"{name}.xml").write_text(
-            f"<annotation><filename>{name}.tif</filename>{body}</annotation>"
-        )
+        write_voc(tmp_path / f"{name}.xml", f"{name}.tif", boxes)
     out = tmp_path / "det"
     scene = open_scene(str(tmp_path / "a.tif"), ReadConfig())
     merged = MergedBoxes(

@@ -7,6 +7,7 @@ from PIL import Image
 
 from retinanet.labeled_tiles import LabeledTiles, read_labels, split_by_group
 from retinanet.synth import SynthConfig, write_scenes
+from tests.conftest import write_voc
 
 
 @pytest.fixture
@@ -107,13 +108,7 @@ def test_geopackage_labels_with_bad_rows(tmp_path):
 
 def _voc(path, image, objects):
     """A VOC file: objects = [(class, (xmin, ymin, xmax, ymax)), ...]."""
-    body = "".join(
-        f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
-        f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-        for name, (x1, y1, x2, y2) in objects
-    )
-    path.write_text(f"<annotation><filename>{image}</filename>{body}</annotation>")
-    return path
+    return write_voc(path, image, [box for _, box in objects], labels=[name for name, _ in objects])
 
 
 def test_a_class_first_seen_in_a_later_file_is_added(chips):

@@ -20,6 +20,7 @@ from retinanet.train_loop import (
     weight_average,
 )
 from retinanet.train_report import METRICS_FILE, EpochProgress, read_metrics, summary_lines
+from tests.conftest import write_voc
 
 BANDS = BandConfig(mean=(100, 110, 80), std=(50, 50, 50))
 
@@ -117,16 +118,11 @@ def _voc_chip(folder, name, objects, size=64):
     from PIL import Image
 
     pixels = np.full((size, size, 3), 90, np.uint8)
-    body = ""
-    for cls, x, y, side in objects:
+    for _, x, y, side in objects:
         pixels[y : y + side, x : x + side] = (30, 170, 40)
-        body += (
-            f"<object><name>{cls}</name><bndbox><xmin>{x}</xmin><ymin>{y}</ymin>"
-            f"<xmax>{x + side}</xmax><ymax>{y + side}</ymax></bndbox></object>"
-        )
     Image.fromarray(pixels).save(folder / f"{name}.png")
-    (folder / f"{name}.xml").write_text(f"<annotation><filename>{name}.png</filename>{body}</annotation>")
-    return folder / f"{name}.xml"
+    boxes = [(x, y, x + side, y + side) for _, x, y, side in objects]
+    return write_voc(folder / f"{name}.xml", f"{name}.png", boxes, labels=[cls for cls, *_ in objects])
 
 
 def test_validation_on_voc_images_counts_their_boxes(tmp_path):

@@ -25,6 +25,7 @@ from retinanet.model import build_model
 from retinanet.ray_train import write_epoch
 from retinanet.synth import SynthConfig, write_scenes
 from retinanet.train_loop import TrainConfig, evaluate_model, min_epoch_tiles, schedule, steps_per_epoch
+from tests.conftest import write_voc
 
 SQUARES = [(10, 12, 14), (50, 40, 18), (30, 70, 12)]  # (x, y, side)
 
@@ -54,12 +55,7 @@ def _coco(d):
 def _voc(d):
     files = []
     for i in range(3):
-        objs = "".join(
-            f"<object><name>Tree</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{e}</ymax></bndbox></object>"
-            for a, b, c, e in _chip(d, f"v{i}")
-        )
-        (d / f"v{i}.xml").write_text(f"<annotation><filename>v{i}.png</filename>{objs}</annotation>")
-        files.append(d / f"v{i}.xml")
+        files.append(write_voc(d / f"v{i}.xml", f"v{i}.png", _chip(d, f"v{i}")))
     return files
 
 
