@@ -19,11 +19,11 @@ from jobs.options import (
     overwrite_option,
     precision_option,
     progress_option,
-    ray_session,
     run_standalone,
     tile_size_option,
     verbose_option,
 )
+from jobs.ray_session import ray_session
 
 EPILOG = """\b
 Examples:

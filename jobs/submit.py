@@ -8,7 +8,7 @@ succeeded, 1 failed or stopped, 2 on bad usage or when the job API cannot be
 reached or refuses the token).
 
 What travels with the job: the non-secret object-store and GDAL settings of
-this shell (``jobs.options.forwarded_env``: ``AWS_ENDPOINT_URL``,
+this shell (``jobs.job_env.forwarded_env``: ``AWS_ENDPOINT_URL``,
 ``AWS_REGION``, ``GDAL_*`` ...), as the job's environment.  Credentials never
 do: Ray records a job's runtime environment in its logs and job table, so the
 cluster's nodes must hold their own (environment variables on the nodes, a
@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from jobs.options import UserError, forwarded_env, one_line
+from jobs.job_env import forwarded_env
+from jobs.options import UserError, one_line
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient

@@ -40,12 +40,12 @@ from jobs.options import (
     overwrite_option,
     precision_option,
     progress_option,
-    ray_session,
     run_standalone,
     seed_option,
     tile_size_option,
     verbose_option,
 )
+from jobs.ray_session import ray_session
 from retinanet.config import BACKBONES, BOX_LOSSES, BoxLoss
 
 EPILOG = """\b
