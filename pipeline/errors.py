@@ -33,3 +33,21 @@ class TileReadError(PipelineError, OSError):
 
 class OutputError(PipelineError, OSError):
     """Detections could not be written, or an output path holds no detections."""
+
+
+def first_line(exc: BaseException) -> str:
+    r"""The root cause of ``exc`` in one line, at most 500 characters.
+
+    Ray wraps a worker's error in pages of context (the remote traceback,
+    colour codes); the last ``SomeError: message`` line is the cause.  Any
+    other exception gives its first non-empty line.
+
+    Example:
+        >>> first_line(RuntimeError("Traceback ...\n  File x\nValueError: bad band 4\n"))
+        'ValueError: bad band 4'
+    """
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return (causes[-1] if causes else next((line for line in lines if line), type(exc).__name__))[:500]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pyproj import CRS
 
-from pipeline.errors import OutputError
+from pipeline.errors import InvalidSceneError, OutputError
 from pipeline.geoparquet import DetectionColumns, build_table, crs_label, encode_geoparquet
 from pipeline.georef import boxes_to_geometry, scene_footprint
 from pipeline.manifest import record
@@ -106,6 +106,36 @@ def choose_output_crs(scene_crs_wkts: list[str], to_crs: str | None) -> CRS:
     if len(crss) == 1:
         return crss.pop()
     return CRS.from_user_input("OGC:CRS84")
+
+
+def check_reachable(scene: SceneInfo, out_crs_wkt: str) -> None:
+    """Refuse, before any tile is read, a scene whose CRS cannot be transformed to the output's.
+
+    The scene's four corners are transformed; a local (engineering) CRS or a
+    datum without a path to the output's CRS fails here, not after inference.
+
+    Raises:
+        InvalidSceneError: naming the scene, its CRS, the output's CRS and ``--to-crs``.
+    """
+    from pyproj import Transformer
+    from pyproj.exceptions import ProjError
+
+    src, dst = CRS.from_wkt(scene.crs_wkt), CRS.from_wkt(out_crs_wkt)
+    if src == dst:
+        return
+    cols = np.array([0, scene.width_px, scene.width_px, 0], dtype=np.float64)
+    rows = np.array([0, 0, scene.height_px, scene.height_px], dtype=np.float64)
+    xs, ys = scene.transform * (cols, rows)
+    try:
+        tx, ty = Transformer.from_crs(src, dst, always_xy=True).transform(xs, ys, errcheck=True)
+        ok = bool(np.isfinite(tx).all() and np.isfinite(ty).all())
+    except ProjError:
+        ok = False
+    if not ok:
+        raise InvalidSceneError(
+            f"{scene.uri}: its CRS ({src.name}) cannot be transformed to the output's CRS ({dst.to_string()}); "
+            "detect it into another --out, or choose a --to-crs every scene can reach for a new output"
+        )
 
 
 def scene_columns(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,20 +143,18 @@ def unsafe_s3_key_reason(uri: str) -> str | None:
     return None
 
 
-def _split(uris: list[str], extensions: tuple[str, ...]) -> Listing:
-    scenes, skipped = [], []
-    for uri in sorted(set(uris)):
-        unsafe = unsafe_s3_key_reason(uri) if is_s3_uri(uri) else None
-        if unsafe:
-            skipped.append((uri, unsafe))
-        elif uri.lower().endswith(extensions):
-            scenes.append(uri)
-        else:
-            skipped.append((uri, f"not a raster by extension (expected one of {', '.join(extensions)})"))
-    return Listing(tuple(scenes), tuple(skipped))
+def classify(uri: str, extensions: tuple[str, ...]) -> str | None:
+    """Why a listed (normalised) URI is not a scene to process, or None when it is one."""
+    unsafe = unsafe_s3_key_reason(uri) if is_s3_uri(uri) else None
+    if unsafe:
+        return unsafe
+    if uri.lower().endswith(extensions):
+        return None
+    return f"not a raster by extension (expected one of {', '.join(extensions)})"
 
 
-def _list_s3(source: str) -> list[str]:
+def _iter_s3(source: str) -> Iterator[str]:
+    """The object URIs under an S3 prefix, one listing page at a time (keys in S3's sorted order)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     parsed = urlparse(source)
@@ -166,28 +165,65 @@ def _list_s3(source: str) -> list[str]:
         client = s3_client(*retry_settings())
     except PipelineError as exc:
         raise SourceError(f"cannot list {source!r}: {exc}") from None
-    uris = []
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 if not obj["Key"].endswith("/"):
-                    uris.append(f"s3://{bucket}/{obj['Key']}")
+                    yield f"s3://{bucket}/{obj['Key']}"
     except (BotoCoreError, ClientError) as exc:
         raise SourceError(f"cannot list {source!r}: {exc}. Check AWS_ENDPOINT_URL and credentials") from exc
-    return uris
 
 
-def _list_local(source: str) -> list[str]:
+def _walk(folder: Path) -> Iterator[str]:
+    """Files under ``folder``, depth first, each folder's entries in name order; hidden ones left out."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield os.path.join(root, name)
+
+
+def _iter_local(source: str) -> Iterator[str]:
     path = Path(source)
     if path.is_file():  # before the glob test: `what?.tif` is a file name, not a pattern
-        return [str(path)]
-    if path.is_dir():
-        return [str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    if is_glob(source):
-        return expand_glob(source)
-    raise SourceError(
-        f"source {source!r} does not exist (expected a file, folder, glob or s3://bucket/prefix)"
-    )
+        yield str(path)
+    elif path.is_dir():
+        yield from _walk(path)
+    elif is_glob(source):
+        yield from expand_glob(source)
+    else:
+        raise SourceError(
+            f"source {source!r} does not exist (expected a file, folder, glob or s3://bucket/prefix)"
+        )
+
+
+def iter_listing(
+    source: str, *, extensions: tuple[str, ...] = RASTER_EXTENSIONS
+) -> Iterator[tuple[str, str | None]]:
+    """List a source lazily: ``(uri, None)`` for each candidate scene, ``(uri, reason)`` for a skipped file.
+
+    S3 prefixes are read a page (1000 keys) at a time and folders walked as
+    they go, so the first scene is known before the last key is listed and
+    memory stays flat in the number of files.  URIs are normalised
+    (``normalize_scene_uri``); the order is deterministic (S3's key order, or
+    each folder's names sorted).
+
+    Raises:
+        SourceError: the source does not exist, cannot be listed, or holds no files at all
+            (raised when the listing ends empty).
+    """
+    seen_any = False
+    local_seen: set[str] = set()  # two links to one file are one scene; S3 keys are unique already
+    for raw in _iter_s3(source) if is_s3_uri(source) else _iter_local(source):
+        seen_any = True
+        uri = normalize_scene_uri(raw)
+        if not is_s3_uri(uri):
+            if uri in local_seen:
+                continue
+            local_seen.add(uri)
+        yield uri, classify(uri, extensions)
+    if not seen_any:
+        raise SourceError(f"source {source!r} holds no files")
 
 
 def list_scenes(source: str, *, extensions: tuple[str, ...] = RASTER_EXTENSIONS) -> Listing:
@@ -208,7 +244,11 @@ def list_scenes(source: str, *, extensions: tuple[str, ...] = RASTER_EXTENSIONS)
         >>> list_scenes("scenes/").scenes  # doctest: +SKIP
         ('/home/me/scenes/a.tif', '/home/me/scenes/b.tif')
     """
-    uris = _list_s3(source) if is_s3_uri(source) else _list_local(source)
-    if not uris:
-        raise SourceError(f"source {source!r} holds no files")
-    return _split([normalize_scene_uri(u) for u in uris], extensions)
+    scenes: set[str] = set()
+    skipped: dict[str, str] = {}
+    for uri, reason in iter_listing(source, extensions=extensions):
+        if reason is None:
+            scenes.add(uri)
+        else:
+            skipped[uri] = reason
+    return Listing(tuple(sorted(scenes)), tuple(sorted(skipped.items())))

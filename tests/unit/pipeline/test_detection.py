@@ -128,27 +128,33 @@ def test_uint8_and_float32_tiles_give_the_same_detections():
 
 
 def test_tile_detector_takes_mixed_dtypes_and_reports_its_threads():
-    from pipeline.ray_stages import STATUS_NODATA, STATUS_OK, TileDetector, _row
+    from pipeline.executor import TileStatus
+    from pipeline.ray_stages import TileDetector, TileRow
 
     tiles = _tiles(128, 64, 64)
     u8 = np.zeros((3, 64, 64), np.uint8)
     u8[0, 8:16, 8:16] = 255
     u16 = np.zeros((3, 64, 64), np.uint16)
     u16[1, 0:4, 0:6] = 255
-    rows = [_row(tiles[0], STATUS_OK, u8), _row(tiles[1], STATUS_OK, u16), _row(tiles[1], STATUS_NODATA)]
-    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
-    batch["status"] = batch["status"].astype(str)
+    rows = [TileRow(tiles[0], TileStatus.OK, u8), TileRow(tiles[1], TileStatus.OK, u16)]
+    nodata = [TileRow(tiles[1], TileStatus.NODATA)]
     threads = torch.get_num_threads()
     try:
-        actor = TileDetector(StandinLoader(), Precision.AUTO, num_threads=2, use_gpu=False, num_channels=3)
-        out = actor(batch)
+        actor = TileDetector(StandinLoader(), Precision.AUTO, num_threads=2, use_gpu=False, batch_size=4)
+        out = actor.detect(rows, nodata)  # two read groups in one call
+        about = actor.ready()
     finally:
         torch.set_num_threads(threads)
-    assert "torch_threads=2" in out["actor"][0]
-    assert "precision=" + resolve_precision("auto", "cpu").value in out["actor"][0]
-    assert out["detections"][2] == b""
-    assert np.frombuffer(out["detections"][0], np.float32).reshape(-1, 6)[:, :4].tolist() == [[8, 8, 16, 16]]
-    assert np.frombuffer(out["detections"][1], np.float32).reshape(-1, 6)[:, :4].tolist() == [[0, 0, 6, 4]]
+    assert "torch_threads=2" in about
+    assert "precision=" + resolve_precision("auto", "cpu").value in about
+    assert [(o[1], o[2]) for o in out] == [
+        (tiles[0].index, "ok"),
+        (tiles[1].index, "ok"),
+        (tiles[1].index, "nodata"),
+    ]
+    assert out[2][4] == b""
+    assert np.frombuffer(out[0][4], np.float32).reshape(-1, 6)[:, :4].tolist() == [[8, 8, 16, 16]]
+    assert np.frombuffer(out[1][4], np.float32).reshape(-1, 6)[:, :4].tolist() == [[0, 0, 6, 4]]
 
 
 def test_prepared_model_is_channels_last_on_cpu_with_the_same_detections():

@@ -208,24 +208,23 @@ def test_nodata_pixels_are_zero_in_the_scene_dtype(make_scene):
     assert read.image[0, 0, 0] == 255 and read.image[:, 20:, 20:].max() == 0  # the 7s became 0
 
 
-def test_read_group_rows_carry_scene_dtype_bytes_and_no_pixels_for_nodata(make_scene, tmp_path):
-    import pickle
-
-    from pipeline.ray_stages import STATUS_ERROR, STATUS_NODATA, STATUS_OK, read_group, tile_pixels
+def test_read_group_rows_carry_scene_dtype_pixels_and_no_pixels_for_nodata(make_scene, tmp_path):
+    from pipeline.executor import TileStatus
+    from pipeline.ray_stages import read_group
 
     path = make_scene("nd3.tif", [(0, 0, 10, 10, 0)], width=128, height=64, nodata=7, fill=7)
     plan = tile_scene(str(path), 128, 64, TilingConfig(tile_size_px=64, overlap_px=0))
     tiles = [plan[0], plan[1]]
-    rows = read_group({"tiles": pickle.dumps(tiles)}, ReadConfig())
-    assert [r["status"] for r in rows] == [STATUS_OK, STATUS_NODATA]
-    assert rows[0]["dtype"] == "uint8" and len(rows[0]["pixels"]) == 3 * 64 * 64  # 1 byte a sample
+    rows = read_group(tiles, ReadConfig())
+    assert [r.status for r in rows] == [TileStatus.OK, TileStatus.NODATA]
+    assert rows[0].pixels.dtype == np.uint8 and rows[0].pixels.shape == (3, 64, 64)  # 1 byte a sample
     expected = next(read_tiles(str(path), tiles[:1], ReadConfig())).image
-    assert np.array_equal(tile_pixels(tiles[0], rows[0]["pixels"], rows[0]["dtype"], 3), expected)
-    assert rows[1]["pixels"] == b""
+    assert np.array_equal(rows[0].pixels, expected)
+    assert rows[1].pixels is None
     gone = tmp_path / "gone.tif"
     bad = tile_scene(str(gone), 64, 64, TilingConfig(tile_size_px=64, overlap_px=0))
-    (row,) = read_group({"tiles": pickle.dumps([bad[0]])}, ReadConfig())
-    assert row["status"] == STATUS_ERROR and row["pixels"] == b"" and "gone.tif" in row["error"]
+    (row,) = read_group([bad[0]], ReadConfig())
+    assert row.status is TileStatus.ERROR and row.pixels is None and "gone.tif" in row.error
 
 
 def test_one_band_scene_read_as_three_channels_and_partial_nan_becomes_zero(tmp_path):

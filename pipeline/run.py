@@ -1,0 +1,397 @@
+"""The detect run as plain code: one streaming lifecycle behind a small executor seam.
+
+Every scene goes through the same steps, a bounded window of them at a time::
+
+    list (lazily)  -> skipped / exists / held by another run -> its line at once
+    claim          -> as the scene enters the window, never for the whole bucket
+    open           -> headers in batches (``Executor.open_headers``)
+    plan           -> lazy tile plan, checked against the size limits
+    stream         -> tile groups to the executor while it has room; results back
+    finish         -> merge + encode on the executor (``Executor.submit_finish``)
+    record         -> write the file from the driver, append the scene's line
+    release        -> drop the claim; the scene leaves the window
+
+The window holds at most ``DetectJob.window_scenes`` scenes (claimed, opened,
+in flight or finishing), so the driver's memory, its claims and the time to
+the first tile do not grow with the bucket.  The lifecycle is single-threaded:
+the executor is asked for what came back (``Executor.wait``), nothing else
+runs beside it but the claim renewals (``pipeline.claims.ClaimKeeper``).
+
+An ``Executor`` does the work: ``pipeline.ray_stages.RayExecutor`` on a Ray
+cluster (read tasks, model actors, finish tasks) in production;
+``tests/unit/pipeline/inline_executor.py`` in-process in the unit tests, which
+so drive claims, accounting, finishing, failing scenes and broken streams
+without a cluster.
+
+The output CRS is fixed once per output (``pipeline.dataset``): ``--to-crs``,
+else the CRS of the first batch of scenes opened when they share one, else
+OGC:CRS84; it is recorded in ``OUT/_dataset.json`` and every later run keeps it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+from pipeline.claims import ClaimKeeper, try_claim
+from pipeline.dataset import fix_output_crs
+from pipeline.errors import PipelineError, first_line
+from pipeline.executor import Executor, Finished, TileGroup, TileResult, TileStatus
+from pipeline.finishing import FinishSettings, write_prepared
+from pipeline.job import DetectJob, check_bands, min_scores
+from pipeline.output import check_reachable, scene_output_name
+from pipeline.reading import scene_extensions
+from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
+from pipeline.sources import iter_listing
+from pipeline.storage import OutputStore, open_store
+from pipeline.tiling import check_scene_size, group_tile_rows, tile_scene
+from pipeline.types import SceneInfo, TileDetections, TileSpec
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class _Scene:
+    """A scene in the window: its plan, what was submitted and what came back."""
+
+    info: SceneInfo
+    plan: Sequence[TileSpec]
+    groups: Iterator[list[TileSpec]]
+    submitted: int = 0
+    seen: int = 0
+    nodata: int = 0
+    listed_all: bool = False  # every group submitted (or the scene failed)
+    error: str | None = None
+    finishing: bool = False
+    received: list[TileDetections] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    tiles_by_node: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def all_back(self) -> bool:
+        return self.listed_all and self.seen == self.submitted
+
+
+def new_record(job: DetectJob, store: OutputStore | None) -> RunRecord:
+    """The run's record, with the resolved configuration."""
+    return RunRecord(
+        run_id=new_run_id(),
+        source=job.source,
+        output=job.out_dir,
+        model=job.model.info.model_id,
+        store=store,
+        config={
+            "tiling": asdict(job.tiling),
+            "read": asdict(job.read),
+            "merge": asdict(job.merge),
+            "detect": asdict(job.detect),
+            "to_crs": job.to_crs,
+            "min_score": job.min_score,
+            "score_thresholds": dict(zip(job.model.info.class_names, job.model.info.score_thresholds or ())),
+            "window_scenes": job.window_scenes,
+            "model_actors": [],
+        },
+    )
+
+
+class DetectRun:
+    """One run of the lifecycle over a job with an executor; ``run()`` returns its record.
+
+    Args:
+        job: the run's settings.
+        executor: where reads, inference and finishes run.
+        log: one-line messages (failed scenes, warnings).
+        progress: called with ``(tiles done, tiles planned so far, scenes recorded)``.
+        stall_warning_s: say so once when nothing has come back for this long.
+    """
+
+    def __init__(
+        self,
+        job: DetectJob,
+        executor: Executor,
+        *,
+        log: Log = print,
+        progress: Callable[[int, int, int], None] | None = None,
+        stall_warning_s: float = 300.0,
+    ) -> None:
+        check_bands(job)
+        self.job, self.executor, self.log = job, executor, log
+        self.progress = progress or (lambda done, planned, scenes: None)
+        self.stall_warning_s = stall_warning_s
+        self.store = open_store(job.out_dir)
+        self.record = new_record(job, self.store)
+        self.claims = ClaimKeeper(self.store, self.record.run_id)
+        self.listing = iter_listing(job.source, extensions=scene_extensions(job.read.drivers))
+        self.listing_done = False
+        self.window: dict[str, _Scene] = {}
+        self.settings: FinishSettings | None = None
+        self.tiles_done = self.tiles_planned = 0
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def run(self) -> RunRecord:
+        """Run to the end (or until stopped); the record is finished and written in every case."""
+        try:
+            self._loop()
+        except Exception as exc:  # the run itself broke (e.g. no model actor could start)
+            self._abort(f"run aborted: {first_line(exc)}")
+        except BaseException as exc:  # KeyboardInterrupt, SIGTERM turned into an exception: stop cleanly
+            self._abort(f"run stopped ({type(exc).__name__})", stopped=True)
+            raise
+        finally:
+            self._close()
+        return self.record
+
+    def _loop(self) -> None:
+        last_event = time.time()
+        warned = False
+        while True:
+            self._admit()
+            self._feed()
+            if not self.window and self.listing_done:
+                if "first_tiles" in self.record.marks:
+                    self.record.mark("last_tiles")
+                return
+            events = self.executor.wait(timeout_s=0.5)
+            for event in events:
+                self._on_event(event)
+            self.record.flush_if_due()
+            if events:
+                last_event, warned = time.time(), False
+            elif not warned and time.time() - last_event > self.stall_warning_s:
+                warned = True
+                self.log(
+                    f"WARNING nothing has come back for {self.stall_warning_s:.0f} s: the cluster may lack the "
+                    "CPUs or GPUs the model actors and read tasks need (`ray status` shows what waits)"
+                )
+
+    def _close(self) -> None:
+        try:
+            self.executor.close()
+        finally:
+            self.claims.stop()
+            self.record.storage_retries = self.store.retries
+            self.record.finish()
+            self.record.close()
+
+    def _abort(self, reason: str, *, stopped: bool = False) -> None:
+        """Record every scene of the window as failed with ``reason`` and release it."""
+        self.log(f"FAILED {reason}")
+        if stopped:
+            self.record.stopped = reason
+        for uri in list(self.window):
+            self._record(SceneReport(uri, SceneStatus.FAILED, error=f"{uri}: {reason}"))
+        self.listing_done = True
+
+    # -- list, claim, open, plan ----------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        """Bring scenes into the window until it is full or the listing ends."""
+        while not self.listing_done and len(self.window) < self.job.window_scenes:
+            room = self.job.window_scenes - len(self.window)
+            batch = self._claim_next(min(room, self.job.header_batch))
+            if batch:
+                self._open(batch)
+            self.record.mark("scenes_opened")
+
+    def _claim_next(self, num: int) -> list[str]:
+        """Up to ``num`` listed scenes claimed for this run; the others listed meanwhile get their line."""
+        claimed: list[str] = []
+        while len(claimed) < num:
+            try:
+                uri, reason = next(self.listing)
+            except StopIteration:
+                self.listing_done = True
+                break
+            self.record.num_listed += 1
+            if reason is not None:
+                self.record.add(SceneReport(uri, SceneStatus.SKIPPED, error=f"{uri}: {reason}"))
+            elif uri in self.window:  # listed twice (a folder and a glob naming one file)
+                self.record.num_listed -= 1
+            elif self._claimed(uri):
+                claimed.append(uri)
+        return claimed
+
+    def _claimed(self, uri: str) -> bool:
+        """Claim ``uri`` for this run; else record it as ``exists`` or held by another live run."""
+        name = scene_output_name(uri)
+        if not self.job.overwrite and self.store.exists(name):
+            self.record.add(SceneReport(uri, SceneStatus.EXISTS, output=self.store.uri(name)))
+            return False
+        held = try_claim(self.store, name, self.record.run_id)
+        if held is not None:
+            until = time.strftime("%H:%M:%S", time.localtime(held.expires_at))
+            error = (
+                f"{uri}: run {held.run_id} (pid {held.pid} on {held.host}) is processing it "
+                f"(claim valid until {until}); re-run this command later to pick up what it leaves"
+            )
+            self.record.add(SceneReport(uri, SceneStatus.SKIPPED, error=error))
+            return False
+        if not self.job.overwrite and self.store.exists(name):  # finished by another run while we looked
+            self.claims.drop(name)
+            self.record.add(SceneReport(uri, SceneStatus.EXISTS, output=self.store.uri(name)))
+            return False
+        self.claims.hold(name)
+        return True
+
+    def _open(self, uris: list[str]) -> None:
+        """Open the claimed scenes' headers; plan each, or fail it alone with its reason."""
+        headers = self.executor.open_headers(uris)
+        opened = [h for h in headers if isinstance(h, SceneInfo)]
+        if self.settings is None and opened:
+            out_crs = fix_output_crs(
+                self.store, [h.crs_wkt for h in opened], self.job.to_crs, self.record.run_id
+            )
+            self.record.crs = out_crs.to_string()
+            self.settings = FinishSettings(
+                out_dir=self.job.out_dir,
+                out_crs_wkt=out_crs.to_wkt(),
+                merge=self.job.merge,
+                class_names=self.job.model.info.class_names,
+                min_score_per_class=min_scores(self.job),
+                model_id=self.job.model.info.model_id,
+                run_id=self.record.run_id,
+                replace=self.job.overwrite,
+            )
+        for uri, header in zip(uris, headers):
+            if isinstance(header, str):
+                self._fail_now(uri, header)
+                continue
+            try:
+                assert self.settings is not None
+                check_scene_size(uri, header.width_px, header.height_px, self.job.tiling)
+                check_reachable(header, self.settings.out_crs_wkt)
+            except PipelineError as exc:
+                self._fail_now(uri, str(exc))
+                continue
+            plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling)
+            groups = group_tile_rows(
+                plan, self.job.tiling.tile_rows_per_task, self.job.tiling.max_tiles_per_task
+            )
+            self.window[uri] = _Scene(header, plan, groups)
+            self.tiles_planned += len(plan)
+
+    def _fail_now(self, uri: str, error: str) -> None:
+        self.log(f"FAILED {error}")
+        self.record.add(SceneReport(uri, SceneStatus.FAILED, error=error))
+        self.claims.drop(scene_output_name(uri))
+
+    # -- stream, finish, record, release -------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        """Submit tile groups, oldest scene first, while the executor has room."""
+        for uri, scene in list(self.window.items()):
+            while not scene.listed_all and self.executor.has_room():
+                group = next(scene.groups, None)
+                if group is None:
+                    scene.listed_all = True
+                    break
+                self.executor.submit_tiles(TileGroup(uri, tuple(group)))
+                scene.submitted += len(group)
+            if scene.all_back and not scene.finishing:
+                self._finish(uri, scene)  # a scene with no tile to wait for
+            if not self.executor.has_room():
+                return
+
+    def _on_event(self, event: TileResult | Finished) -> None:
+        if isinstance(event, Finished):
+            self._write(event)
+            return
+        scene = self.window.get(event.scene_uri)
+        if scene is None:
+            return  # a tile of a scene already recorded (it failed): dropped
+        self.record.mark("first_tiles")
+        scene.seen += 1
+        self.tiles_done += 1
+        if event.status is TileStatus.ERROR:
+            scene.error = scene.error or event.error
+            scene.listed_all = True  # a scene failing on a tile reads no more of its tiles
+        elif event.status is TileStatus.NODATA:
+            scene.nodata += 1
+        else:
+            assert event.detections is not None
+            scene.received.append(event.detections)
+            scene.tiles_by_node[event.node_id] = scene.tiles_by_node.get(event.node_id, 0) + 1
+            actors = self.record.config["model_actors"]
+            if event.actor and event.actor not in actors:
+                actors.append(event.actor)
+                actors.sort()
+        self.progress(self.tiles_done, self.tiles_planned, self.record.num_lines)
+        if scene.all_back and not scene.finishing:
+            self._finish(event.scene_uri, scene)
+
+    def _finish(self, uri: str, scene: _Scene) -> None:
+        """All of a scene's tiles are back: fail it, or hand it to the executor to merge and encode."""
+        scene.finishing = True
+        if scene.error is not None:
+            self._record_scene(uri, scene, SceneStatus.FAILED, error=scene.error)
+            return
+        assert self.settings is not None
+        # by tile index, not arrival: equal scores are broken the same way in every run
+        tiles = sorted(scene.received, key=lambda td: td.tile.index)
+        self.executor.submit_finish(scene.info, tiles, self.settings)
+
+    def _write(self, event: Finished) -> None:
+        """Write a finished scene from the driver (its own credentials), record it, release it."""
+        scene = self.window[event.scene_uri]
+        assert self.settings is not None
+        outcome = write_prepared(self.store, scene.info, event.prepared, self.settings)
+        self._record_scene(
+            event.scene_uri,
+            scene,
+            SceneStatus(outcome.status),
+            output=outcome.output,
+            error=outcome.error,
+            num_detections=outcome.num_detections,
+        )
+
+    def _record_scene(self, uri: str, scene: _Scene, status: SceneStatus, **fields: object) -> None:
+        line = SceneReport(
+            uri,
+            status,
+            num_tiles=len(scene.plan),
+            num_tiles_skipped_nodata=scene.nodata,
+            seconds=round(time.time() - scene.started, 3),
+            tiles_by_node=dict(sorted(scene.tiles_by_node.items())),
+            **fields,  # type: ignore[arg-type]
+        )
+        if line.error:
+            self.log(f"FAILED {line.error}")
+        self._record(line)
+
+    def _record(self, line: SceneReport) -> None:
+        """The scene's line, its claim released, the scene out of the window."""
+        self.record.add(line)
+        self.window.pop(line.uri, None)
+        try:
+            self.claims.drop(scene_output_name(line.uri))
+        except Exception as exc:  # the scene is recorded; its claim runs out with its lease
+            self.log(f"WARNING {line.uri}: cannot release its claim: {first_line(exc)}")
+        self.progress(self.tiles_done, self.tiles_planned, self.record.num_lines)
+
+
+def run_job(
+    job: DetectJob, executor: Executor, *, log: Log = print, progress: bool | None = None
+) -> RunRecord:
+    """Run ``job`` on ``executor`` with a progress bar (``job.progress`` unless ``progress`` says otherwise).
+
+    Returns:
+        The run's record (written to ``OUT/_run.json`` and its scene lines);
+        ``num_failed`` says whether any scene failed.
+    """
+    from tqdm import tqdm
+
+    show = job.progress if progress is None else progress
+    bar = tqdm(total=0, unit="tile", disable=not show, dynamic_ncols=True, smoothing=0.1)
+
+    def update(done: int, planned: int, scenes: int) -> None:
+        bar.total = max(planned, done)
+        bar.n = done
+        bar.set_postfix_str(f"scenes {scenes}", refresh=False)
+        bar.refresh()
+
+    try:
+        return DetectRun(job, executor, log=bar.write if show else log, progress=update).run()
+    finally:
+        bar.close()
