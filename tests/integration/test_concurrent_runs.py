@@ -5,7 +5,6 @@ Before: both runs did every scene (double work, and the last writer won every fi
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 
+from pipeline.report import read_report
 from tests.conftest import write_scene
 from tests.integration.conftest import standin_detect_args
 
@@ -36,5 +36,5 @@ def test_two_concurrent_runs_do_each_scene_once(tmp_path):
     assert done == 4, [stdout for _, stdout, _ in results]  # each scene inferred by one run only
     gdf = gpd.read_parquet(out)
     assert len(gdf) == 4 * len(OBJECTS) and gdf["scene"].nunique() == 4
-    last = json.loads((out / "_run.json").read_text())
+    last = read_report(out)
     assert sum(last["counts"].values()) == 4  # the last run accounts for every scene it listed

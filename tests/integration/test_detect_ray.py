@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import boto3
@@ -14,6 +13,7 @@ from rasterio.transform import Affine
 
 from pipeline.merging import MergeConfig
 from pipeline.ray_stages import DetectConfig, DetectJob, run_detect
+from pipeline.report import read_report
 from pipeline.standin import StandinLoader
 from pipeline.tiling import TilingConfig
 from tests.conftest import write_scene
@@ -46,7 +46,7 @@ def run(src: str, out: Path, **kw) -> dict:
         **kw,
     )
     report = run_detect(cfg, log=lambda m: None)
-    return json.loads((out / "_run.json").read_text()) | {"_report": report}
+    return read_report(out) | {"_report": report}
 
 
 def detections(out: Path) -> gpd.GeoDataFrame:
@@ -141,7 +141,7 @@ def test_bad_scenes_fail_alone_and_are_reported(ray_cluster, s3_server, tmp_path
         source = "s3://mixed/scenes/"
     result = CliRunner().invoke(cli, ["detect", *standin_detect_args(source, str(out))])
     assert result.exit_code == 1, result.output
-    rep = json.loads((out / "_run.json").read_text())
+    rep = read_report(out)
     by_name = {Path(s["uri"]).name: s for s in rep["scenes"]}
     assert by_name["good1.tif"]["status"] == "done" and by_name["good2.tif"]["status"] == "done"
     assert by_name["good1.tif"]["num_detections"] == 2 and by_name["good1.tif"]["num_tiles"] == 9
@@ -213,7 +213,7 @@ def test_run_that_breaks_records_every_scene_as_failed(ray_cluster, tmp_path):
         progress=False,
     )
     report = run_detect(job, log=lambda m: None)
-    rep = json.loads((tmp_path / "out" / "_run.json").read_text())
+    rep = read_report(tmp_path / "out")
     assert report.num_failed == 1 and rep["finished_at"] is not None
     assert "run aborted" in rep["scenes"][0]["error"] and "no such device" in rep["scenes"][0]["error"]
 
@@ -227,7 +227,7 @@ def test_precision_and_threads_reach_the_model_actor(ray_cluster, tmp_path, prec
     args = standin_detect_args(str(tmp_path / "in"), str(tmp_path / "out"))
     result = CliRunner().invoke(cli, ["detect", *args, "--precision", precision])
     assert result.exit_code == 0, result.output
-    rep = json.loads((tmp_path / "out" / "_run.json").read_text())
+    rep = read_report(tmp_path / "out")
     assert rep["config"]["detect"]["precision"] == precision
     # 2-CPU cluster: the actor holds 1.5 CPUs and torch runs ceil(1.5) = 2 threads in it
     (actor,) = rep["config"]["model_actors"]

@@ -23,6 +23,7 @@ import boto3
 import geopandas as gpd
 import pytest
 
+from pipeline.report import read_report
 from tests.conftest import write_scene
 from tests.integration.conftest import free_port, standin_detect_args
 
@@ -139,7 +140,7 @@ def test_ray_job_submit_with_token(ray_head, tmp_path):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in (result.stdout + result.stderr).lower()
-    report = json.loads((out / "_run.json").read_text())
+    report = read_report(out)
     assert report["counts"]["done"] == 1
     gdf = gpd.read_parquet(out)
     assert sorted(gdf["label"]) == ["blue", "red"]
@@ -161,7 +162,7 @@ def test_submit_detect_reads_s3_with_the_nodes_credentials(ray_head, token_file,
     assert result.returncode == 0, printed[-3000:]
     assert "SUCCEEDED" in result.stderr
     assert token not in printed and NODE_SECRET not in printed
-    report = json.loads((out / "_run.json").read_text())
+    report = read_report(out)
     assert report["counts"]["done"] == 1
     gdf = gpd.read_parquet(out)
     assert sorted(gdf["label"]) == ["blue", "red"]

@@ -10,7 +10,6 @@ scenes with one file name in different folders -> two outputs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -20,6 +19,7 @@ import rasterio
 from rasterio.transform import Affine
 
 from pipeline.ray_stages import DetectJob, run_detect
+from pipeline.report import read_report
 from pipeline.standin import StandinLoader
 from pipeline.tiling import TilingConfig
 from tests.conftest import write_scene
@@ -68,7 +68,7 @@ def test_each_bad_scene_gets_its_outcome_and_good_ones_are_done(ray_cluster, tmp
         progress=False,
     )
     run_detect(job, log=lambda m: None)
-    report = json.loads((tmp_path / "out" / "_run.json").read_text())
+    report = read_report(tmp_path / "out")
     by = {str(Path(s["uri"]).relative_to(src.resolve())): s for s in report["scenes"]}
     assert set(by) == {
         "good.tif",
