@@ -14,12 +14,17 @@ calls the client makes before its HTTP PUT of the zip).
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from jobs import submit
+from jobs.job_env import forwarded_env
 from tests.deploy._deploy_files import ROOT
+from tests.deploy.test_submit import TOKEN
 
 CANARY = "canary-SECRET-25b7c0d4e9"
 
@@ -103,3 +108,69 @@ def test_the_uploaded_package_holds_the_code_and_none_of_the_planted_secrets(tmp
             assert f"{folder}/{planted}" in err
         assert f"{folder}/.aws/" in err and f"{folder}/.ssh/" in err
     assert "jobs/settings.py" in err
+
+
+def test_no_secret_part_of_the_environment_reaches_the_job(monkeypatch, capsys):
+    for name, value in {
+        "GDAL_HTTP_COOKIE": f"session={CANARY}",
+        "HTTPS_PROXY": f"http://u:{CANARY}@proxy:3128",
+        "AWS_ENDPOINT_URL": f"http://u:{CANARY}@host:9000",
+        "AERIALDET_SECRET": "x",
+        "GDAL_CURL_CA_BUNDLE": "/x",
+        "RAY_AUTH_TOKEN": TOKEN,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    with submit.prepared_runtime_env(ROOT) as runtime_env:
+        recorded = json.dumps(runtime_env)  # what Ray keeps in its job table
+
+    env = runtime_env["env_vars"]
+    assert CANARY not in recorded and TOKEN not in recorded
+    assert not {"GDAL_HTTP_COOKIE", "HTTPS_PROXY", "AERIALDET_SECRET", "GDAL_CURL_CA_BUNDLE"} & set(env)
+    assert env["AWS_ENDPOINT_URL"] == "http://host:9000"
+    # the same for `--address` (jobs/ray_session.py passes forwarded_env() to ray.init)
+    assert forwarded_env() == env
+    err = capsys.readouterr().err
+    assert "AWS_ENDPOINT_URL" in err and CANARY not in err
+
+
+def test_aerialdet_variables_travel_by_name_only(monkeypatch):
+    monkeypatch.setenv("AERIALDET_SECRET", "x")
+    monkeypatch.setenv("AERIALDET_DB", f"postgres://u:{CANARY}@db/x")
+    monkeypatch.setenv("AERIALDET_TEST_FAIL_AT_STEP", "3")  # read by retinanet/ray_train.py on workers
+    env = forwarded_env()
+    assert {name for name in env if name.startswith("AERIALDET_")} == {"AERIALDET_TEST_FAIL_AT_STEP"}
+
+
+def test_ca_bundles_and_other_paths_stay_on_the_driver(monkeypatch):
+    """Issue 24: a path on the driver's disk means nothing on a node; nodes configure their own CA bundle."""
+    paths = (
+        "GDAL_CURL_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "AWS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "GDAL_HTTP_COOKIEFILE",
+    )
+    for name in paths:
+        monkeypatch.setenv(name, f"/home/me/{name.lower()}.pem")
+    monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "30")
+    env = forwarded_env()
+    assert not set(paths) & set(env)
+    assert env["GDAL_HTTP_TIMEOUT"] == "30"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "forwarded"),
+    [
+        ("AWS_ENDPOINT_URL", f"https://me:{CANARY}@minio.internal:9000", "https://minio.internal:9000"),
+        ("AWS_ENDPOINT_URL_S3", f"http://{CANARY}@[::1]:9000/", "http://[::1]:9000/"),
+        ("AWS_S3_ENDPOINT", f"me:{CANARY}@minio:9000", "minio:9000"),  # GDAL's form: no scheme
+    ],
+)
+def test_a_url_loses_its_userinfo_with_one_warning_naming_the_variable(
+    monkeypatch, capsys, name, value, forwarded
+):
+    monkeypatch.setenv(name, value)
+    assert forwarded_env()[name] == forwarded
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and CANARY not in lines[0]
