@@ -1,18 +1,21 @@
 """``aerialdet submit detect|train``: run a job on a remote Ray cluster through its job API.
 
-A thin wrapper over Ray's ``JobSubmissionClient``: it uploads the working
-directory (without ``.venv``, ``.git``, data and outputs), runs
+A thin wrapper over Ray's ``JobSubmissionClient``: it uploads the project's
+own code (``jobs.job_upload``: ``pyproject.toml``, ``README.md``,
+``pipeline/``, ``retinanet/``, ``jobs/`` and nothing else, less any file that
+looks like a secret, which it names), runs
 ``python -m jobs.detect ARGS`` or ``python -m jobs.train ARGS`` on the
 cluster, streams the job's logs and exits with the job's status (0
 succeeded, 1 failed or stopped, 2 on bad usage or when the job API cannot be
 reached or refuses the token).
 
-What travels with the job: the non-secret object-store and GDAL settings of
-this shell (``jobs.job_env.forwarded_env``: ``AWS_ENDPOINT_URL``,
-``AWS_REGION``, ``GDAL_*`` ...), as the job's environment.  Credentials never
-do: Ray records a job's runtime environment in its logs and job table, so the
-cluster's nodes must hold their own (environment variables on the nodes, a
-mounted credentials file, or an IAM role).
+What travels with the job: the named, non-secret object-store and GDAL
+settings of this shell (``jobs.job_env.FORWARDED_ENV``: ``AWS_ENDPOINT_URL``
+without any ``user:password@``, ``AWS_REGION``, GDAL performance options ...),
+as the job's environment.  Credentials, cookies, proxies and file paths (a CA
+bundle) never do: Ray records a job's runtime environment in its logs and job
+table, so the cluster's nodes must hold their own (environment variables on
+the nodes, a mounted credentials file, or an IAM role).
 
 Token authentication: the job API of a Ray 2.52+ cluster started with
 ``RAY_AUTH_MODE=token`` wants ``Authorization: Bearer TOKEN``.  The token is
@@ -24,11 +27,14 @@ as that header; it is never printed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import shlex
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -36,6 +42,7 @@ from urllib.parse import urlsplit
 import click
 
 from jobs.job_env import forwarded_env
+from jobs.job_upload import stage_project
 from jobs.options import UserError, one_line
 
 if TYPE_CHECKING:
@@ -48,22 +55,6 @@ AGENT_WAIT_S = 60.0
 # The jobs a submission may run: name -> the module the cluster runs with `python -m`.
 JOB_MODULES = {"detect": "jobs.detect", "train": "jobs.train"}
 
-# Never uploaded (gitignore syntax, relative to the working directory): the
-# environment, history, data, outputs and rasters/tables of any size.
-WORKING_DIR_EXCLUDES = [
-    ".venv/",
-    ".git/",
-    "/data/",
-    "/outputs/",
-    "/demo_out/",
-    "*.parquet",
-    "*.tif",
-    "*.tiff",
-    "__pycache__/",
-    ".pytest_cache/",
-    ".env",
-]
-
 EPILOG = """\b
 Examples:
   $ aerialdet submit detect s3://aerialdet/scenes/ --model /outputs/runs/demo/best --out /outputs/detections
@@ -75,9 +66,12 @@ Examples:
 \b
 ARGS are the job's own arguments (`aerialdet detect --help`, `aerialdet
 train --help`); paths in them are paths on the cluster's nodes.  The job
-runs with this shell's AWS_ENDPOINT_URL, AWS_REGION and GDAL_* settings but
-never its credentials: the cluster's nodes hold their own (environment on
-the nodes, a mounted credentials file, or an IAM role).  Anyone who can
+runs with this shell's AWS_ENDPOINT_URL (without user:password@), AWS_REGION
+and GDAL performance settings but never its credentials, cookies, proxies or
+CA bundle paths: the cluster's nodes hold their own (environment on the
+nodes, a mounted credentials file, or an IAM role).  Only the project's code
+is uploaded (pyproject.toml, README.md, pipeline/, retinanet/, jobs/), less
+any file that looks like a secret.  Anyone who can
 reach the job API can run code on the cluster: keep it on 127.0.0.1 and use
 an SSH tunnel or kubectl port-forward, with token authentication on.
 Exit status: 0 the job succeeded, 1 it failed or was stopped, 2 bad usage,
@@ -86,11 +80,11 @@ unreachable job API or refused token.
 
 
 def job_env() -> dict[str, str]:
-    """The job's environment: forwarded object-store/GDAL settings minus anything credential-like.
+    """The job's environment: the allowlisted object-store/GDAL settings (``jobs.job_env.FORWARDED_ENV``).
 
     Returns:
-        Variable name -> value; never ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-        ``AWS_SESSION_TOKEN`` or a name matching SECRET/TOKEN/PASSWORD/KEY/...
+        Variable name -> value, URLs without ``user:password@``; never a credential,
+        cookie, header, proxy or file path.
     """
     return forwarded_env()
 
@@ -106,12 +100,35 @@ def job_entrypoint(job: str, args: tuple[str, ...] | list[str]) -> str:
 
 
 def job_runtime_env(working_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Ray runtime env of a submission: the working directory (with excludes) and ``job_env()``."""
-    return {
-        "working_dir": str(working_dir),
-        "excludes": list(WORKING_DIR_EXCLUDES),
-        "env_vars": job_env(),
-    }
+    """Ray runtime env of a submission: ``working_dir`` (a staged directory) and ``job_env()``."""
+    return {"working_dir": str(working_dir), "env_vars": job_env()}
+
+
+@contextlib.contextmanager
+def prepared_runtime_env(project_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The runtime env ``submit`` passes to Ray: the project's own code, staged, and ``job_env()``.
+
+    The allowlisted paths of ``project_dir`` (``jobs.job_upload.UPLOADED_PATHS``)
+    are copied into a temporary directory, which is the ``working_dir`` Ray
+    zips and uploads; it is deleted on exit.  Files left out because they look
+    like secrets (or are links, or sit in hidden folders) are named in one
+    warning line on stderr.
+
+    Args:
+        project_dir: the aerialdet project root (``--working-dir``).
+
+    Yields:
+        The runtime env dict for ``JobSubmissionClient.submit_job``.
+    """
+    with tempfile.TemporaryDirectory(prefix="aerialdet-submit-") as staged:
+        left_out = stage_project(project_dir, staged)
+        if left_out:
+            click.echo(
+                f"warning: not uploaded from {project_dir} (they look like secrets, or are links or "
+                f"in hidden folders): {', '.join(left_out)}",
+                err=True,
+            )
+        yield job_runtime_env(staged)
 
 
 def read_token(token_file: str | None) -> str:
@@ -272,7 +289,8 @@ def _submit(
         )
     token = read_token(token_file)
     client = _client(address, token)
-    job_id = _submit_with_retry(client, job, args, working_dir, address, token)
+    with prepared_runtime_env(Path(working_dir).resolve()) as runtime_env:
+        job_id = _submit_with_retry(client, job, args, runtime_env, address, token)
     click.echo(f"submitted job {job_id} to {address}", err=True)
     if not wait:
         click.echo(job_id)
@@ -291,7 +309,12 @@ def _submit(
 
 
 def _submit_with_retry(
-    client: JobSubmissionClient, job: str, args: tuple[str, ...], working_dir: str, address: str, token: str
+    client: JobSubmissionClient,
+    job: str,
+    args: tuple[str, ...],
+    runtime_env: dict[str, Any],
+    address: str,
+    token: str,
 ) -> str:
     """Submit; a head that has just started refuses jobs until its agent is up, so retry that for a while."""
     deadline = time.monotonic() + AGENT_WAIT_S
@@ -299,7 +322,7 @@ def _submit_with_retry(
         try:
             return client.submit_job(
                 entrypoint=job_entrypoint(job, args),
-                runtime_env=job_runtime_env(Path(working_dir).resolve()),
+                runtime_env=runtime_env,
                 metadata={"aerialdet_job": job},
             )
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -338,7 +361,8 @@ def _job_subcommand(job: str) -> click.Command:
         type=click.Path(exists=True, file_okay=False),
         default=".",
         show_default=True,
-        help="Project directory uploaded with the job (without .venv, .git, data, outputs, *.parquet, *.tif).",
+        help="Project directory whose code (pyproject.toml, README.md, pipeline/, retinanet/, jobs/) is "
+        "uploaded with the job, less files that look like secrets.",
     )
     @click.option(
         "--wait/--no-wait", default=True, help="Stream the logs and wait for the end [default: wait]."

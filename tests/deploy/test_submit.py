@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobs import submit
+from jobs.job_upload import stage_project
 from tests.conftest import free_port
 from tests.deploy._deploy_files import ROOT
 
@@ -48,11 +49,39 @@ def test_job_env_forwards_endpoint_and_region_but_no_credential(monkeypatch):
     assert not {"GDAL_HTTP_USERPWD", "GDAL_HTTP_HEADERS", "AERIALDET_API_KEY"} & set(env)
 
 
-def test_runtime_env_uploads_the_project_without_env_data_or_outputs(tmp_path):
-    rt = submit.job_runtime_env(tmp_path)
-    assert rt["working_dir"] == str(tmp_path)
-    for pattern in (".venv/", ".git/", "/data/", "/outputs/", "/demo_out/", "*.parquet", "*.tif", ".env"):
-        assert pattern in rt["excludes"]
+def test_runtime_env_uploads_the_project_code_only(tmp_path):
+    """The staged working_dir holds every file of the project's packages, and nothing else of the checkout."""
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    assert stage_project(ROOT, staged) == []  # the project itself holds nothing that looks like a secret
+    code = {
+        str(p.relative_to(ROOT))
+        for top in ("jobs", "pipeline", "retinanet")
+        for p in (ROOT / top).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert {str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file()} == code | {
+        "pyproject.toml",
+        "README.md",
+    }
+    rt = submit.job_runtime_env(staged)
+    assert rt == {"working_dir": str(staged), "env_vars": submit.job_env()}
+
+
+def test_rasters_tables_and_caches_in_the_code_folders_stay_behind_silently(tmp_path):
+    project, staged = tmp_path / "p", tmp_path / "s"
+    for name in (
+        "jobs/detect.py",
+        "jobs/scene.tif",
+        "jobs/x.TIFF",
+        "jobs/t.parquet",
+        "jobs/__pycache__/a.pyc",
+    ):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("x")
+    staged.mkdir()
+    assert stage_project(project, staged) == []
+    assert [str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file()] == ["jobs/detect.py"]
 
 
 def test_entrypoint_runs_the_job_module_with_quoted_args():
