@@ -25,6 +25,10 @@ ENV PYTHONUNBUFFERED=1 \
 # user) so that Docker copies this ownership into a new volume.
 USER root
 RUN mkdir -p /outputs /app && chown ray:users /outputs /app
+# docker-compose.yml's check-env runs this (root-owned, read-only for ray)
+# against the example's values before any service that holds a secret starts.
+COPY deploy/check-env.sh /app/deploy/check-env.sh
+COPY .env.example /app/deploy/env.example
 USER ray
 
 RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} ${TORCH_PINS}
