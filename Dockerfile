@@ -21,10 +21,23 @@ ENV PYTHONUNBUFFERED=1 \
     RAY_AUTH_MODE=token \
     RAY_USAGE_STATS_ENABLED=0
 
+# The base image gives its `ray` user passwordless sudo (`ray ALL=NOPASSWD:
+# ALL` in /etc/sudoers, and the sudo group): code in any container, job code
+# included, could become root. Take that away, and the sudo package with it,
+# and fail the build if anything of it is left.
 # Outputs go to a named volume mounted here; created (owned by the non-root
 # user) so that Docker copies this ownership into a new volume.
 USER root
-RUN mkdir -p /outputs /app && chown ray:users /outputs /app
+RUN { ! id -nG ray | grep -qw sudo || gpasswd -d ray sudo; } \
+    && SUDO_FORCE_REMOVE=yes apt-get purge -y sudo \
+    && rm -rf /etc/sudoers /etc/sudoers.d \
+    && ! command -v sudo \
+    && ! id -nG ray | grep -qw sudo \
+    && mkdir -p /outputs /app && chown ray:users /outputs /app
+# docker-compose.yml's check-env runs this (root-owned, read-only for ray)
+# against the example's values before any service that holds a secret starts.
+COPY deploy/check-env.sh /app/deploy/check-env.sh
+COPY .env.example /app/deploy/env.example
 USER ray
 
 RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} ${TORCH_PINS}
