@@ -165,7 +165,9 @@ def _parse_drivers(value: str) -> tuple[str, ...]:
 
 def _check_source(source: str) -> None:
     """A local SOURCE that is neither a glob nor an existing path is a usage error, caught before Ray starts."""
-    if source.startswith("s3://") or any(ch in source for ch in "*?["):
+    from pipeline.sources import is_glob, is_s3_uri
+
+    if is_s3_uri(source) or is_glob(source):
         return
     if not Path(source).exists():
         raise click.BadParameter(
@@ -200,8 +202,8 @@ def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:
 
 
 def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> Any:
+    from pipeline.job import DetectConfig, DetectJob
     from pipeline.merging import MergeConfig
-    from pipeline.ray_stages import DetectConfig, DetectJob
     from pipeline.reading import ReadConfig
     from pipeline.tiling import TilingConfig
 

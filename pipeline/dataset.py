@@ -59,10 +59,20 @@ def fix_output_crs(store: OutputStore, scene_crs_wkts: list[str], to_crs: str | 
         store.write_bytes_once(DATASET_FILE, json.dumps(entry, indent=2).encode())
         recorded = recorded_crs(store)  # ours, or that of a run that wrote it first
         assert recorded is not None
-    if to_crs and CRS.from_user_input(to_crs) != recorded:
+    check_to_crs(store, to_crs)
+    return recorded
+
+
+def check_to_crs(store: OutputStore, to_crs: str | None) -> None:
+    """Refuse a ``--to-crs`` other than the CRS the output's detections are already in.
+
+    Raises:
+        PipelineError: naming both CRSs, what to pass and the alternative.
+    """
+    recorded = recorded_crs(store)
+    if to_crs and recorded is not None and CRS.from_user_input(to_crs) != recorded:
         raise PipelineError(
             f"--to-crs {to_crs} differs from the CRS of the detections already in this output "
             f"({recorded.to_string()}, recorded in {DATASET_FILE}); pass --to-crs {recorded.to_string()} "
             "or write to a new --out"
         )
-    return recorded

@@ -125,7 +125,7 @@ def check_reachable(scene: SceneInfo, out_crs_wkt: str) -> None:
         return
     cols = np.array([0, scene.width_px, scene.width_px, 0], dtype=np.float64)
     rows = np.array([0, 0, scene.height_px, scene.height_px], dtype=np.float64)
-    xs, ys = scene.transform * (cols, rows)
+    xs, ys = scene.transform @ (cols, rows)
     try:
         tx, ty = Transformer.from_crs(src, dst, always_xy=True).transform(xs, ys, errcheck=True)
         ok = bool(np.isfinite(tx).all() and np.isfinite(ty).all())

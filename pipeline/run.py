@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from pipeline.claims import ClaimKeeper, try_claim
-from pipeline.dataset import fix_output_crs
+from pipeline.dataset import check_to_crs, fix_output_crs
 from pipeline.errors import PipelineError, first_line
 from pipeline.executor import Executor, Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, write_prepared
@@ -117,9 +117,11 @@ class DetectRun:
     ) -> None:
         check_bands(job)
         self.job, self.executor, self.log = job, executor, log
+        self.opening: list[str] = []  # claimed, headers being opened
         self.progress = progress or (lambda done, planned, scenes: None)
         self.stall_warning_s = stall_warning_s
         self.store = open_store(job.out_dir)
+        check_to_crs(self.store, job.to_crs)  # before any claim: a resume never changes the output's CRS
         self.record = new_record(job, self.store)
         self.claims = ClaimKeeper(self.store, self.record.run_id)
         self.listing = iter_listing(job.source, extensions=scene_extensions(job.read.drivers))
@@ -180,8 +182,9 @@ class DetectRun:
         self.log(f"FAILED {reason}")
         if stopped:
             self.record.stopped = reason
-        for uri in list(self.window):
+        for uri in [*self.opening, *self.window]:
             self._record(SceneReport(uri, SceneStatus.FAILED, error=f"{uri}: {reason}"))
+        self.opening = []
         self.listing_done = True
 
     # -- list, claim, open, plan ----------------------------------------------------------------------------
@@ -237,6 +240,7 @@ class DetectRun:
 
     def _open(self, uris: list[str]) -> None:
         """Open the claimed scenes' headers; plan each, or fail it alone with its reason."""
+        self.opening = uris
         headers = self.executor.open_headers(uris)
         opened = [h for h in headers if isinstance(h, SceneInfo)]
         if self.settings is None and opened:
@@ -271,6 +275,7 @@ class DetectRun:
             )
             self.window[uri] = _Scene(header, plan, groups)
             self.tiles_planned += len(plan)
+        self.opening = []
 
     def _fail_now(self, uri: str, error: str) -> None:
         self.log(f"FAILED {error}")

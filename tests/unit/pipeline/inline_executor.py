@@ -74,9 +74,13 @@ class InlineExecutor:
             group = self.groups.popleft()
             self.groups_run += 1
             tiles = {t.index: t for t in group.tiles}
-            for uri, index, status, error, packed in self.detector.detect(read_group(group.tiles, self.job.read)):
+            for uri, index, status, error, packed in self.detector.detect(
+                read_group(group.tiles, self.job.read)
+            ):
                 found = unpack_detections(tiles[index], packed) if status == "ok" else None
-                events.append(TileResult(uri, index, TileStatus(status), error, found, actor=self.detector.about))
+                events.append(
+                    TileResult(uri, index, TileStatus(status), error, found, actor=self.detector.about)
+                )
         if self.finishes:
             scene, tiles, settings = self.finishes.popleft()
             events.append(Finished(scene.uri, prepare_scene(scene, tiles, settings)))
