@@ -3,6 +3,8 @@
 =============  ====================================================  ==========================
 stage          what it produces                                      module
 =============  ====================================================  ==========================
+run            the lifecycle: list, claim, open, plan, stream, finish ``pipeline.run``
+               record, release (a bounded window of scenes)           (``pipeline.executor``: seam)
 list           scene URIs of a folder, glob or ``s3://`` prefix      ``pipeline.sources``
 open           ``SceneInfo`` from a scene's header (no pixels)        ``pipeline.reading``
 tile           ``TileSpec`` windows with overlap and cores            ``pipeline.tiling``
@@ -10,7 +12,7 @@ read           ``[C, H, W]`` tiles in the scene's dtype               ``pipeline
 detect         ``TileDetections`` in tile pixels                      ``pipeline.detection``
 merge          scene-pixel boxes, one per object (cross-tile NMS)     ``pipeline.merging``
 georeference   CRS polygons from box corners                          ``pipeline.georef``
-write          one GeoParquet 1.1 file per scene + ``_run.json``      ``pipeline.output``,
+write          one GeoParquet 1.1 file per scene + the run record     ``pipeline.output``,
                                                                       ``pipeline.geoparquet``,
                                                                       ``pipeline.report``
 finish         merge + encode (a Ray task), then write (the driver)   ``pipeline.finishing``
@@ -18,8 +20,10 @@ query          GeoDataFrames / SQL over the output                    ``pipeline
 look           a PNG of a scene with its detections                   ``pipeline.quicklook``
 =============  ====================================================  ==========================
 
-``pipeline.ray_stages.run_detect`` wires the stages into a Ray Data graph;
-every other module runs and is tested without Ray.  The model comes in as a
+``pipeline.run.DetectRun`` drives the lifecycle through an ``Executor``;
+``pipeline.ray_stages.RayExecutor`` (the only Ray code) runs reads, model
+actors and finishes on a cluster, and ``run_detect`` wires the two.  Every
+other module runs and is tested without Ray.  The model comes in as a
 ``ModelLoader`` (``pipeline.detection``): the pipeline never imports a model
 package.
 """
@@ -31,6 +35,10 @@ from pipeline.lazy import lazy_exports
 # Public names and the module each lives in.  They load on first use, so
 # ``import pipeline`` loads neither torch nor Ray (and never ``retinanet``).
 _EXPORTS = {
+    "DetectConfig": "pipeline.job",
+    "DetectJob": "pipeline.job",
+    "DetectRun": "pipeline.run",
+    "Executor": "pipeline.executor",
     "InvalidSceneError": "pipeline.errors",
     "MergeConfig": "pipeline.merging",
     "ModelInfo": "pipeline.detection",
@@ -46,10 +54,12 @@ _EXPORTS = {
     "TileSpec": "pipeline.types",
     "TilingConfig": "pipeline.tiling",
     "detect_tiles": "pipeline.detection",
+    "iter_listing": "pipeline.sources",
     "list_scenes": "pipeline.sources",
     "merge_scene": "pipeline.merging",
     "open_scene": "pipeline.reading",
     "read_detections": "pipeline.query",
+    "read_report": "pipeline.report",
     "read_tiles": "pipeline.reading",
     "scene_px_to_crs": "pipeline.georef",
     "tile_scene": "pipeline.tiling",

@@ -45,6 +45,7 @@ class TileResult:
         detections: what the model found (status ``ok``), tile pixels.
         node_id: the node whose model actor inferred it.
         actor: the actor's self-description (device, threads, precision).
+        actor_id: the actor's id (Ray's), for the scene's line.
     """
 
     scene_uri: str
@@ -54,6 +55,7 @@ class TileResult:
     detections: TileDetections | None = None
     node_id: str = "local"
     actor: str = ""
+    actor_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,9 +145,9 @@ class TileDetector:
             f"torch_threads={torch.get_num_threads()} precision={self.precision.value}"
         )
 
-    def ready(self) -> str:
-        """Answers once the model is loaded (the driver's health probe)."""
-        return self.about
+    def ready(self) -> tuple[str, str]:
+        """``(self-description, node id)`` once the model is loaded (the driver's health probe)."""
+        return self.about, self.node_id
 
     def detect(self, *groups: list[TileRow]) -> list[tuple[str, int, str, str, bytes]]:
         """Detect on the ``ok`` rows of ``groups``; nodata/error rows pass through.
@@ -245,6 +245,8 @@ class RayExecutor:
         self.busy = [0] * pool
         self.healthy = [False] * pool  # until its first probe answers
         self.about = [""] * pool  # each actor's self-description, from its last probe
+        self.node_ids = [""] * pool  # where each actor runs now (from its last probe)
+        self.actor_ids = [actor._actor_id.hex() for actor in self.actors]
         self.probes = {actor.ready.remote(): i for i, actor in enumerate(self.actors)}
         self.read_task = ray.remote(num_cpus=READ_TASK_CPUS, max_retries=3)(read_group)
         self.header_task = ray.remote(num_cpus=FINISH_TASK_CPUS, max_retries=2)(open_headers)
@@ -334,7 +336,7 @@ class RayExecutor:
     def _probed(self, ref: Any) -> None:
         index = self.probes.pop(ref)
         try:
-            self.about[index] = str(self.ray.get(ref))
+            self.about[index], self.node_ids[index] = self.ray.get(ref)
             self.healthy[index] = True
         except self.ray.exceptions.RayActorError as exc:
             if exc.actor_init_failed:
@@ -371,8 +373,9 @@ class RayExecutor:
                 TileStatus(status),
                 error,
                 unpack_detections(tiles[(uri, index)], packed) if status == TileStatus.OK.value else None,
-                node_id=about.split(" ", 1)[0].removeprefix("node="),
+                node_id=self.node_ids[call.actor],
                 actor=about,
+                actor_id=self.actor_ids[call.actor],
             )
             for uri, index, status, error, packed in rows
         ]

@@ -67,6 +67,7 @@ class _Scene:
     received: list[TileDetections] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     tiles_by_node: dict[str, int] = field(default_factory=dict)
+    actor_ids: set[str] = field(default_factory=set)
 
     @property
     def all_back(self) -> bool:
@@ -318,6 +319,8 @@ class DetectRun:
             assert event.detections is not None
             scene.received.append(event.detections)
             scene.tiles_by_node[event.node_id] = scene.tiles_by_node.get(event.node_id, 0) + 1
+            if event.actor_id:
+                scene.actor_ids.add(event.actor_id)
             actors = self.record.config["model_actors"]
             if event.actor and event.actor not in actors:
                 actors.append(event.actor)
@@ -359,6 +362,7 @@ class DetectRun:
             num_tiles_skipped_nodata=scene.nodata,
             seconds=round(time.time() - scene.started, 3),
             tiles_by_node=dict(sorted(scene.tiles_by_node.items())),
+            actor_ids=sorted(scene.actor_ids),
             **fields,  # type: ignore[arg-type]
         )
         if line.error:

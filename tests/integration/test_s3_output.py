@@ -15,7 +15,7 @@ from jobs.cli import _register_optional, cli
 from pipeline.errors import OutputError
 from pipeline.output import OutputExistsError, scene_output_name, write_scene_detections
 from pipeline.query import QueryError, dataset_files, read_detections, summary
-from pipeline.report import REPORT_FILE, RunReport, SceneReport, read_report
+from pipeline.report import REPORT_FILE, RunRecord, SceneReport, read_report
 from pipeline.storage import S3Store, open_store
 from tests.unit.pipeline.test_query import write_detections
 
@@ -138,13 +138,18 @@ def test_empty_or_missing_s3_output_is_one_line(bucket, monkeypatch):
 
 
 def test_run_report_to_s3(bucket):
-    report = RunReport(run_id="r", source="in", output=f"s3://{bucket}/det", model="m", num_listed=1)
-    report.add(SceneReport("a.tif", "done", num_tiles=1, tiles_by_node={"n": 1}))
-    report.finish()
-    assert report.write(f"s3://{bucket}/det") == f"s3://{bucket}/det/{REPORT_FILE}"
-    report.add(SceneReport("a.tif", "failed", error="a.tif: later"))
-    report.write(f"s3://{bucket}/det")  # rewritten in place (not write-once)
-    assert read_report(f"s3://{bucket}/det")["counts"]["failed"] == 1
+    from pipeline.storage import open_store
+
+    store = open_store(f"s3://{bucket}/det")
+    record = RunRecord(run_id="r", source="in", output=f"s3://{bucket}/det", model="m", store=store)
+    record.num_listed = 1
+    record.add(SceneReport("a.tif", "done", num_tiles=1, tiles_by_node={"n": 1}))
+    record.finish()
+    assert record.close() == f"s3://{bucket}/det/{REPORT_FILE}"
+    rep = read_report(f"s3://{bucket}/det")
+    assert rep["counts"]["done"] == 1 and [s["uri"] for s in rep["scenes"]] == ["a.tif"]
+    record.write_summary()  # the summary is rewritten in place (not write-once)
+    assert read_report(f"s3://{bucket}/det")["counts"]["done"] == 1
     with pytest.raises(OutputError, match=f"s3://{bucket}/other/{REPORT_FILE}"):
         read_report(f"s3://{bucket}/other")
 

@@ -142,7 +142,7 @@ def test_tile_detector_takes_mixed_dtypes_and_reports_its_threads():
     try:
         actor = TileDetector(StandinLoader(), Precision.AUTO, num_threads=2, use_gpu=False, batch_size=4)
         out = actor.detect(rows, nodata)  # two read groups in one call
-        about = actor.ready()
+        about, _ = actor.ready()
     finally:
         torch.set_num_threads(threads)
     assert "torch_threads=2" in about

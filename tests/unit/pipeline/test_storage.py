@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
 import pytest
 
 from pipeline.errors import OutputError, PipelineError
-from pipeline.report import REPORT_FILE, RunReport, SceneReport, read_report
 from pipeline.storage import LocalStore, S3Store, is_detection_name, open_store, retry_settings
 
 
@@ -111,52 +109,3 @@ def test_s3_store_pickles_without_its_client():
     assert isinstance(store, S3Store)
     store._client = object()  # a live client must not travel to Ray workers
     assert pickle.loads(pickle.dumps(store))._client is None
-
-
-# -- the run report -----------------------------------------------------------------------------
-
-
-def _report(num_listed: int | None) -> RunReport:
-    report = RunReport(run_id="r", source="in", output="out", model="m", num_listed=num_listed)
-    report.add(SceneReport("a.tif", "done", num_tiles=4, tiles_by_node={"n1": 3, "n2": 1}, actor_ids=["x"]))
-    report.add(SceneReport("b.tif", "done", num_tiles=2, tiles_by_node={"n2": 2}, retries=1))
-    report.add(SceneReport("c.tif", "exists"))
-    report.add(SceneReport("d.txt", "skipped"))
-    report.add(SceneReport("e.tif", "failed", error="e.tif: broken"))
-    return report
-
-
-def test_report_accounts_for_every_listed_uri(tmp_path):
-    report = _report(num_listed=6)
-    assert report.num_pending == 1  # one scene still running: no line yet
-    with pytest.raises(AssertionError, match="accounts for 5 of 6"):
-        report.finish()
-    report.add(SceneReport("f.tif", "failed", error="f.tif: run aborted"))
-    report.finish()
-    body = report.to_json()
-    assert body["num_listed"] == 6 and body["num_pending"] == 0
-    assert sum(body["counts"].values()) == body["num_listed"]
-
-
-def test_report_nodes_retries_and_actors(tmp_path):
-    report = _report(num_listed=5)
-    report.storage_retries = 3
-    report.started_at, report.finished_at = 100.0, 102.0
-    body = report.to_json()
-    # done scenes only: n1 3 tiles (a), n2 1 (a) + 2 (b); over 2 s
-    assert body["nodes"] == {
-        "n1": {"num_tiles": 3, "num_scenes": 1, "tiles_per_s": 1.5},
-        "n2": {"num_tiles": 3, "num_scenes": 2, "tiles_per_s": 1.5},
-    }
-    assert body["retries"] == {"storage": 3, "scenes": 1}
-    line = next(s for s in body["scenes"] if s["uri"] == "a.tif")
-    assert line["node_ids"] == ["n1", "n2"] and line["actor_ids"] == ["x"]
-
-
-def test_report_written_through_the_store_and_read_back(tmp_path):
-    report = _report(num_listed=5)
-    path = report.write(tmp_path / "out")
-    assert path == tmp_path / "out" / REPORT_FILE
-    assert json.loads(path.read_text())["counts"] == {"done": 2, "exists": 1, "failed": 1, "skipped": 1}
-    assert read_report(tmp_path / "out")["run_id"] == "r"
-    assert sorted(os.listdir(tmp_path / "out")) == [REPORT_FILE]
