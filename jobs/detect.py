@@ -107,6 +107,12 @@ Examples:
     type=click.IntRange(min=1),
     help="Refuse scenes with more pixels than this (width x height) [default: 10 gigapixels].",
 )
+@click.option(
+    "--max-tiles-per-scene",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Refuse scenes that plan more tiles than this [default: 100,000].",
+)
 @progress_option
 @address_option
 @verbose_option
@@ -228,6 +234,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
             tile_size_px=tile,
             overlap_px=overlap,
             **({"max_scene_px": opts["max_scene_px"]} if opts["max_scene_px"] else {}),
+            **({"max_tiles_per_scene": opts["max_tiles_per_scene"]} if opts["max_tiles_per_scene"] else {}),
         ),
         read=ReadConfig(
             bands=opts["bands"] or loader.info.bands,

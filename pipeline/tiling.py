@@ -35,6 +35,8 @@ from pipeline.types import TileSpec
 # 10 gigapixels (100,000 x 100,000 px, 12,500 tiles of 1024/128 px): far above any
 # single aerial scene seen so far, far below a header that lies about its size.
 DEFAULT_MAX_SCENE_PX = 10_000_000_000
+# 100,000 tiles of 1024/128 px cover a 283,000 px square: 8x a 10-gigapixel square scene's 12,500
+DEFAULT_MAX_TILES_PER_SCENE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,9 @@ class TilingConfig:
             uint8 RGB; 8 tiles are 24 MB.
         max_scene_px: largest scene (width x height pixels) that is planned;
             ``check_scene_size`` refuses larger ones.
+        max_tiles_per_scene: most tiles one scene may plan; a degenerate shape
+            (2,147,483,647 x 1 px passes the pixel limit and planned 2.4
+            million tiles) is refused by ``check_scene_size``.
     """
 
     tile_size_px: int = 1024
@@ -59,6 +64,7 @@ class TilingConfig:
     tile_rows_per_task: int = 1
     max_tiles_per_task: int = 8
     max_scene_px: int = DEFAULT_MAX_SCENE_PX
+    max_tiles_per_scene: int = DEFAULT_MAX_TILES_PER_SCENE
 
     def __post_init__(self) -> None:
         if self.tile_size_px <= 0:
@@ -74,6 +80,8 @@ class TilingConfig:
             raise ValueError(f"max_tiles_per_task must be >= 1, got {self.max_tiles_per_task}")
         if self.max_scene_px < 1:
             raise ValueError(f"max_scene_px must be >= 1, got max_scene_px={self.max_scene_px}")
+        if self.max_tiles_per_scene < 1:
+            raise ValueError(f"max_tiles_per_scene must be >= 1, got {self.max_tiles_per_scene}")
 
     @property
     def stride_px(self) -> int:
@@ -232,6 +240,18 @@ def check_scene_size(scene_uri: str, width_px: int, height_px: int, config: Tili
             f"{scene_uri}: scene is {width_px:,} x {height_px:,} px ({num_px:,} pixels), over the limit of "
             f"{config.max_scene_px:,} pixels; pass --max-scene-px {num_px} to process it anyway"
         )
+    num_tiles = _num_starts(width_px, config) * _num_starts(height_px, config)
+    if num_tiles > config.max_tiles_per_scene:
+        raise InvalidSceneError(
+            f"{scene_uri}: scene is {width_px:,} x {height_px:,} px, which plans {num_tiles:,} tiles of "
+            f"{config.tile_size_px} px, over the limit of {config.max_tiles_per_scene:,}; pass "
+            f"--max-tiles-per-scene {num_tiles} to process it anyway"
+        )
+
+
+def _num_starts(length_px: int, config: TilingConfig) -> int:
+    """``len(tile_starts(length_px, config))`` without building the list."""
+    return 1 + math.ceil(max(0, length_px - config.tile_size_px) / config.stride_px)
 
 
 def group_tile_rows(

@@ -202,3 +202,21 @@ def test_scene_over_the_limit_is_refused_naming_file_size_limit_and_option():
     check_scene_size("50k.tif", 50_000, 50_000, TilingConfig())  # a real large scene passes
     with pytest.raises(ValueError, match="max_scene_px"):
         TilingConfig(max_scene_px=0)
+
+
+def test_degenerate_shapes_are_refused_by_their_tile_count():
+    # issue 24: 2,147,483,647 x 1 px is 2.1 gigapixels (under the pixel limit) but 2.4 million tiles
+    with pytest.raises(InvalidSceneError) as info:
+        check_scene_size("strip.tif", 2_147_483_647, 1, TilingConfig())
+    message = str(info.value)
+    assert (
+        "strip.tif" in message and "2,396,745 tiles" in message and "--max-tiles-per-scene 2396745" in message
+    )
+    with pytest.raises(InvalidSceneError, match="669,643 tiles"):  # the 16 x 600,000,000 px strip
+        check_scene_size("tall.tif", 16, 600_000_000, TilingConfig())
+    check_scene_size("50k.tif", 50_000, 50_000, TilingConfig())  # 3,136 tiles: fine
+    cfg = TilingConfig(max_tiles_per_scene=4)
+    check_scene_size("four.tif", 1920, 1920, cfg)  # exactly 2 x 2 tiles
+    assert len(tile_scene("four.tif", 1920, 1920, cfg)) == 4
+    with pytest.raises(ValueError, match="max_tiles_per_scene"):
+        TilingConfig(max_tiles_per_scene=0)
