@@ -17,13 +17,14 @@ one place that moves boxes between the tile and scene frames
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 from rasterio.transform import Affine
 
-AffineLike = Affine | Sequence[float]
+AffineLike: TypeAlias = "Affine | Sequence[float]"
 
 
 def as_affine(transform: AffineLike) -> Affine:
@@ -43,7 +44,7 @@ def as_affine(transform: AffineLike) -> Affine:
     """
     if isinstance(transform, Affine):
         return transform
-    values = tuple(float(v) for v in transform)
+    values = tuple(float(v) for v in transform)  # six or nine coefficients
     if len(values) not in (6, 9) or (len(values) == 9 and values[6:] != (0.0, 0.0, 1.0)):
         raise ValueError(f"an affine transform is 6 numbers (a, b, c, d, e, f), got {transform!r}")
     return Affine(*values[:6])
@@ -105,11 +106,12 @@ def clip_boxes_px(
         ([[0.0, 1.0, 5.0, 3.0], [64.0, 1.0, 64.0, 3.0]], [True, False])
     """
     boxes = np.asarray(boxes_xyxy_px)
-    dtype = np.float32 if boxes.dtype == np.float32 else np.float64
-    boxes = np.array(boxes, dtype=dtype).reshape(-1, 4)
+    boxes = np.array(boxes, dtype=np.float32 if boxes.dtype == np.float32 else np.float64).reshape(-1, 4)
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width_px)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height_px)
-    return boxes, (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    x1, y1, x2, y2 = boxes.T.astype(np.float64)  # typed for the comparison; exact for float32 too
+    keep: np.ndarray = (x2 > x1) & (y2 > y1)
+    return boxes, keep
 
 
 def box_corners_px(boxes_xyxy_px: np.ndarray) -> np.ndarray:
@@ -195,7 +197,8 @@ def corners_to_polygons(corners: np.ndarray) -> np.ndarray:
     if len(corners) == 0:
         return np.empty(0, dtype=object)
     ring = np.concatenate([corners, corners[:, :1]], axis=1)  # (N, 5, 2)
-    return shapely.polygons(ring)
+    polygons: np.ndarray = shapely.polygons(ring)
+    return polygons
 
 
 def corners_to_bounds(corners: np.ndarray) -> np.ndarray:

@@ -182,14 +182,16 @@ def _cut_by_interior_edge(
         ],
         axis=1,
     )
-    return (touches & interior).any(axis=1)
+    near: np.ndarray = (touches & interior).any(axis=1)
+    return near
 
 
 def _centre_in_core(boxes: np.ndarray, cores: np.ndarray) -> np.ndarray:
     """[N] bool: box centre lies in its tile's half-open core [lo, hi)."""
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    return (cx >= cores[:, 0]) & (cx < cores[:, 2]) & (cy >= cores[:, 1]) & (cy < cores[:, 3])
+    inside: np.ndarray = (cx >= cores[:, 0]) & (cx < cores[:, 2]) & (cy >= cores[:, 1]) & (cy < cores[:, 3])
+    return inside
 
 
 def ios_suppress(
@@ -247,7 +249,8 @@ def _ios_over(mine: np.ndarray, cand: np.ndarray, threshold: float) -> np.ndarra
     inter = np.maximum(iw, 0) * np.maximum(ih, 0)
     area_m = (mine[:, 2] - mine[:, 0]) * (mine[:, 3] - mine[:, 1])
     area_c = (cand[:, 2] - cand[:, 0]) * (cand[:, 3] - cand[:, 1])
-    return inter > threshold * np.maximum(np.minimum(area_m[:, None], area_c[None, :]), 1e-9)
+    over: np.ndarray = inter > threshold * np.maximum(np.minimum(area_m[:, None], area_c[None, :]), 1e-9)
+    return over
 
 
 def _batched_nms(
@@ -261,12 +264,13 @@ def _batched_nms(
     import torch
     from torchvision.ops import batched_nms
 
-    return batched_nms(
+    kept: np.ndarray = batched_nms(
         torch.as_tensor(boxes, dtype=torch.float64),
         torch.as_tensor(scores, dtype=torch.float64),
         torch.as_tensor(groups),
         iou_threshold,
     ).numpy()
+    return kept
 
 
 def _strategy_keep(c: _Candidates, config: MergeConfig) -> np.ndarray:

@@ -162,7 +162,7 @@ class TileDetector:
         packed: dict[int, bytes] = {}
         for start in range(0, len(ok), self.batch_size):
             batch = ok[start : start + self.batch_size]
-            images = np.stack([row.pixels for row in batch])  # (B, C, H, W), the scenes' dtype
+            images = np.stack([row.pixels for row in batch if row.pixels is not None])  # (B, C, H, W)
             found = detect_tiles(
                 self.model, images, [row.tile for row in batch], device=self.device, precision=self.precision
             )
@@ -229,13 +229,13 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.ray, self.job = ray, job
-        nodes = ray.nodes()
+        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
         pool, gpus, cpus = actor_resources(job.detect, nodes)
-        actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0)(
+        actor_class: Any = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0)(
             TileDetector
         )
         node_ids = _cpu_node_ids(nodes) if gpus == 0 else []
-        self.actors = []
+        self.actors: list[Any] = []  # ray.actor.ActorHandle[TileDetector]; Ray's stubs type .remote poorly
         for i in range(pool):
             options: dict[str, Any] = {}
             if i < len(node_ids):  # one actor per node; soft: a restarted actor may go elsewhere
@@ -248,9 +248,9 @@ class RayExecutor:
         self.node_ids = [""] * pool  # where each actor runs now (from its last probe)
         self.actor_ids = [actor._actor_id.hex() for actor in self.actors]
         self.probes = {actor.ready.remote(): i for i, actor in enumerate(self.actors)}
-        self.read_task = ray.remote(num_cpus=READ_TASK_CPUS, max_retries=3)(read_group)
-        self.header_task = ray.remote(num_cpus=FINISH_TASK_CPUS, max_retries=2)(open_headers)
-        self.finish_task = ray.remote(num_cpus=FINISH_TASK_CPUS, max_retries=2)(prepare_scene)
+        self.read_task: Any = ray.remote(num_cpus=READ_TASK_CPUS, max_retries=3)(read_group)
+        self.header_task: Any = ray.remote(num_cpus=FINISH_TASK_CPUS, max_retries=2)(open_headers)
+        self.finish_task: Any = ray.remote(num_cpus=FINISH_TASK_CPUS, max_retries=2)(prepare_scene)
         self.max_groups = max_groups_in_flight or max(4, 3 * pool)
         self.reads: dict[Any, TileGroup] = {}
         self.ready_reads: list[tuple[Any, TileGroup]] = []
@@ -324,7 +324,8 @@ class RayExecutor:
             if not free:
                 return
             actor = min(free, key=lambda i: self.busy[i])
-            reads, num_tiles = [], 0
+            reads: list[tuple[Any, TileGroup]] = []
+            num_tiles = 0
             while self.ready_reads and (not reads or num_tiles < self.job.detect.batch_size):
                 ref, group = self.ready_reads.pop(0)
                 reads.append((ref, group))

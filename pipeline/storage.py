@@ -328,7 +328,7 @@ class S3Store(OutputStore):
             head = self._call("head_object", name, Bucket=self.bucket, Key=self.key(name))
         except ClientError:  # gone again, or not visible yet: not ours
             return False
-        return head.get("Metadata", {}).get(WRITE_TOKEN) == token
+        return bool(head.get("Metadata", {}).get(WRITE_TOKEN) == token)
 
     def write_text(self, name: str, text: str) -> None:  # noqa: D102
         self.write_bytes_once(name, text.encode(), replace=True)
