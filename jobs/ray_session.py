@@ -2,7 +2,9 @@
 
 ``ray_session`` connects to Ray quietly: Ray's own logs (driver, workers,
 raylet) go to files under the run's output, and the user sees only what
-aerialdet prints (``--verbose`` shows Ray's output too).
+aerialdet prints (``--verbose`` shows Ray's output too).  A private cluster
+is closed to the machine's other users (``jobs.private_cluster``), and
+SIGTERM or SIGINT stop a session in order (``RunStopped``).
 """
 
 from __future__ import annotations
@@ -11,14 +13,92 @@ import contextlib
 import io
 import logging
 import os
-import shutil
+import signal
 import sys
-import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from jobs.job_env import forwarded_env
+from jobs.private_cluster import (
+    LOOPBACK,
+    keep_logs,
+    make_private_dir,
+    make_private_log_dir,
+    private_cluster_env,
+    ray_temp_dir,
+)
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class RunStopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived during a Ray session: the run stops in order.
+
+    Raised in the main thread by ``ray_session``'s signal handler, so every
+    ``finally`` on the way runs (in-flight work released, the report
+    finished); ``ray_session`` then shuts Ray down, keeps the logs and exits
+    with ``exit_status``.  A ``KeyboardInterrupt``, so code that cleans up
+    after Ctrl-C does the same for SIGTERM.
+
+    Attributes:
+        signum: the signal received.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status for death by this signal: 143 for SIGTERM, 130 for SIGINT."""
+        return 128 + self.signum
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT raise ``RunStopped`` once in the main thread; later ones wait for the clean-up."""
+
+    def __init__(self) -> None:
+        self.saved = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+        self.received: int | None = None  # the first signal: the command's exit status says it
+        self.quiet = False  # cleaning up: a signal is remembered, not raised
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+        if first and not self.quiet:
+            raise RunStopped(signum)
+
+    def install(self) -> None:
+        """Handle the signals here (again after ``ray.init``: Ray's C++ handler aborts on SIGTERM)."""
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def cleaning_up(self) -> None:
+        """From now on a signal is remembered, not raised: it must not cut the clean-up short."""
+        self.quiet = True
+
+    def restore(self) -> None:
+        """Put back the handlers found at the start."""
+        for sig, old in self.saved.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopSignals | None]:
+    """SIGTERM / SIGINT -> ``RunStopped`` for the duration; None off the main thread (no handler possible)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    stops = _StopSignals()
+    stops.install()
+    try:
+        yield stops
+    finally:
+        stops.restore()
 
 
 @contextlib.contextmanager
@@ -40,7 +120,9 @@ def _std_streams_to_file(log_path: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in fds}
-    with open(log_path, "ab") as log:
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+        with contextlib.suppress(OSError):
+            os.chmod(log_path, 0o600)  # a driver.log of an earlier run, made before logs were private
         for fd in fds:
             os.dup2(log.fileno(), fd)
     old_out, old_err = sys.stdout, sys.stderr
@@ -83,7 +165,7 @@ def _ray_logger_to_file(log_path: Path) -> Iterator[None]:
         handler.close()
 
 
-def _init_ray(address: str | None, temp_dir: str | None, verbose: bool, num_cpus: int | None) -> None:
+def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpus: int | None) -> None:
     import ray
 
     common: dict[str, Any] = {
@@ -102,20 +184,14 @@ def _init_ray(address: str | None, temp_dir: str | None, verbose: bool, num_cpus
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         # No dashboard either: nobody browses a cluster that lives for one command,
         # and its processes took CPU from the model on a small machine (bench/RESULTS.md).
-        ray.init(address="local", num_cpus=num_cpus, _temp_dir=temp_dir, include_dashboard=False, **common)
-
-
-def _keep_logs(temp_dir: str, log_dir: Path) -> None:
-    """Move the private cluster's logs to ``log_dir/ray/<temp dir name>`` and delete its temp dir."""
-    session = Path(temp_dir) / "session_latest"
-    logs = session.resolve() / "logs" if session.exists() else None
-    try:
-        if logs is not None and logs.is_dir():
-            # one folder per run: runs sharing an output keep each other's logs
-            shutil.move(str(logs), str(log_dir / "ray" / Path(temp_dir).name))
-    except OSError as exc:  # a full disk must not hide the run's own result
-        print(f"warning: Ray's logs could not be kept under {log_dir}: {exc}", file=sys.stderr)
-    shutil.rmtree(temp_dir, ignore_errors=True)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            _temp_dir=str(temp_dir),
+            _node_ip_address=LOOPBACK,  # with private_cluster_env: every listener on 127.0.0.1
+            include_dashboard=False,
+            **common,
+        )
 
 
 @contextlib.contextmanager
@@ -126,15 +202,22 @@ def ray_session(
     verbose: bool = False,
     num_cpus: int | None = None,
 ) -> Iterator[None]:
-    """Connect to Ray for one command; quiet unless ``verbose``.
+    """Connect to Ray for one command; quiet unless ``verbose``; SIGTERM / SIGINT stop it in order.
 
     Joins ``address`` (else ``$RAY_ADDRESS``, as under ``ray job submit``),
     else starts a private local cluster (``address="local"``: never one that
-    already runs on the machine) in a temporary directory only this user can
-    read, and shuts it down at the end.  Ray's logs go to ``log_dir``:
-    ``driver.log`` (the driver's Ray loggers and C++ output) and ``ray/``
-    (the private cluster's own log directory).  When Ray is already
-    initialised (tests, notebooks) the session is used as it is.
+    already runs on the machine) closed to other users: its temp dir sits in
+    a 0700 parent, it authenticates with a fresh token kept in a 0600 file
+    there, and it listens on 127.0.0.1 only (``jobs.private_cluster``); it is
+    shut down at the end.  Ray's logs go to ``log_dir`` (made 0700):
+    ``driver.log`` (the driver's Ray loggers and C++ output, 0600) and
+    ``ray/`` (a copy of the private cluster's own log directory).  When Ray
+    is already initialised (tests, notebooks) the session is used as it is.
+
+    While the session is open, SIGTERM and SIGINT raise ``RunStopped`` in
+    the main thread; once Ray is shut down and the logs are kept, the
+    command exits with status 143 (SIGTERM) or 130 (SIGINT) after one line,
+    ``stopped by SIGTERM``, on stderr.
 
     Args:
         address: Ray address, or None.
@@ -148,32 +231,71 @@ def ray_session(
         yield
         return
     log_path = Path(log_dir)
-    log_path.mkdir(parents=True, exist_ok=True)
-    temp_dir = None
-    if not (address or os.environ.get("RAY_ADDRESS")):
-        # mode 700; under /tmp because Ray's unix sockets live in it (paths <= 107 bytes)
-        temp_dir = tempfile.mkdtemp(prefix="aerialdet-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
-    reaper = _start_reaper(temp_dir) if temp_dir else None
+    make_private_log_dir(log_path)
+    with _stop_on_signals() as stops:
+        try:
+            if address or os.environ.get("RAY_ADDRESS"):
+                with _connected(address, None, log_path, verbose, num_cpus, stops):
+                    yield
+            else:
+                with _private_cluster(log_path, verbose, num_cpus, stops):
+                    yield
+        except BaseException:
+            if stops is None or stops.received is None:
+                raise
+            # stopped: RunStopped, or whatever the code it interrupted made of it
+    if stops is not None and stops.received is not None:
+        print(f"stopped by {signal.Signals(stops.received).name}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + stops.received)
+
+
+@contextlib.contextmanager
+def _private_cluster(
+    log_path: Path, verbose: bool, num_cpus: int | None, stops: _StopSignals | None
+) -> Iterator[None]:
+    """A private cluster in a fresh 0700 parent, reaped if this process dies; its logs kept at the end."""
+    parent = make_private_dir()
+    reaper = _start_reaper(str(parent))
     try:
-        with contextlib.ExitStack() as quiet:
-            if not verbose:
-                quiet.enter_context(_std_streams_to_file(log_path / "driver.log"))
-                quiet.enter_context(_ray_logger_to_file(log_path / "driver.log"))
-            try:
-                _init_ray(address, temp_dir, verbose, num_cpus)
+        with private_cluster_env(parent):
+            with _connected(None, ray_temp_dir(parent), log_path, verbose, num_cpus, stops):
                 yield
-            finally:
-                ray.shutdown()  # also after a half-started init
     finally:
         try:
-            if temp_dir is not None:
-                _keep_logs(temp_dir, log_path)
+            keep_logs(parent, log_path)
         finally:
             if reaper is not None:
                 os.close(reaper)  # the reaper then ends whatever of the cluster is left
 
 
-def _start_reaper(temp_dir: str) -> int | None:
+@contextlib.contextmanager
+def _connected(
+    address: str | None,
+    temp_dir: Path | None,
+    log_path: Path,
+    verbose: bool,
+    num_cpus: int | None,
+    stops: _StopSignals | None,
+) -> Iterator[None]:
+    """``ray.init`` ... ``ray.shutdown``, quiet unless ``verbose``; the stop handlers re-installed after init."""
+    import ray
+
+    with contextlib.ExitStack() as quiet:
+        if not verbose:
+            quiet.enter_context(_std_streams_to_file(log_path / "driver.log"))
+            quiet.enter_context(_ray_logger_to_file(log_path / "driver.log"))
+        try:
+            _init_ray(address, temp_dir, verbose, num_cpus)
+            if stops is not None:
+                stops.install()  # Ray's core worker put its own (abort on SIGTERM) in place
+            yield
+        finally:
+            if stops is not None:
+                stops.cleaning_up()
+            ray.shutdown()  # also after a half-started init
+
+
+def _start_reaper(parent: str) -> int | None:
     """Start ``jobs.reaper`` for a private cluster; returns the pipe end whose closing releases it.
 
     If this process dies (even by SIGKILL) the pipe closes and the reaper kills
@@ -186,7 +308,7 @@ def _start_reaper(temp_dir: str) -> int | None:
     read_end, write_end = os.pipe()  # not inherited by Ray's processes (O_CLOEXEC)
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "jobs.reaper", temp_dir],
+            [sys.executable, "-m", "jobs.reaper", parent],
             stdin=read_end,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
