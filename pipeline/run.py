@@ -140,7 +140,7 @@ class DetectRun:
         except Exception as exc:  # the run itself broke (e.g. no model actor could start)
             self._abort(f"run aborted: {first_line(exc)}")
         except BaseException as exc:  # KeyboardInterrupt, SIGTERM turned into an exception: stop cleanly
-            self._abort(f"run stopped ({type(exc).__name__})", stopped=True)
+            self._abort(f"run stopped ({str(exc) or type(exc).__name__})", stopped=True)
             raise
         finally:
             self._close()

@@ -101,3 +101,12 @@ def test_signal_stops_the_run_in_order(tmp_path, sig, status):
     assert parents and not any(p.exists() for p in parents)  # its temp dir too
     kept = out / "_logs" / "ray"
     assert kept.is_dir() and any(kept.rglob("raylet.out")), "Ray's logs were not kept"
+    from pipeline.claims import read_claim
+    from pipeline.report import read_report
+    from pipeline.storage import LocalStore
+
+    rep = read_report(out)  # the record is finished, says why, and no scene stays claimed
+    assert rep["finished_at"] is not None and (rep["stopped"] or "").startswith("run stopped"), rep
+    store = LocalStore(out)
+    for name in store.list_names("_claim."):
+        assert read_claim(store, name[len("_claim.") : -len(".json")]).expires_at == 0.0
