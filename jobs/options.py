@@ -44,6 +44,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         NotADirectoryError,
         IsADirectoryError,
         FileExistsError,
+        ConnectionError,  # a --address nothing answers on (jobs.ray_session.check_reachable)
     )
 
 

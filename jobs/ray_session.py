@@ -165,6 +165,37 @@ def _ray_logger_to_file(log_path: Path) -> Iterator[None]:
         handler.close()
 
 
+def check_reachable(address: str, *, timeout_s: float = 10.0) -> None:
+    """Refuse, within ``timeout_s``, a ``--address`` nothing answers on (Ray itself retries for minutes).
+
+    ``host:port`` and ``ray://host:port`` are checked with one TCP connection;
+    ``auto`` and other forms are left to Ray.
+
+    Raises:
+        ConnectionError: naming the address, the reason and what to check.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    parsed = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise ConnectionError(
+            f"--address {address}: cannot reach a Ray cluster there ({reason} within {timeout_s:.0f} s); "
+            "check the address and that the head node runs (`ray status` on it)"
+        ) from None
+
+
 def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpus: int | None) -> None:
     import ray
 
@@ -173,6 +204,7 @@ def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpu
         "logging_level": logging.INFO if verbose else logging.WARNING,
     }
     if address:
+        check_reachable(address)
         ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **common)
     elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's runtime env applies
         ray.init(**common)

@@ -25,3 +25,33 @@ def test_relative_out_becomes_absolute_for_the_workers(tmp_path, monkeypatch):
 
 def test_s3_out_is_left_as_given(tmp_path):
     assert _job(tmp_path, "s3://bucket/det").out_dir == "s3://bucket/det"
+
+
+def test_unreachable_address_is_one_line_within_seconds(tmp_path):
+    # issue 24: an --address nothing answers on hung 400 s with nothing said; now one line, exit 2
+    import socket
+    import time
+
+    from click.testing import CliRunner
+
+    from jobs.cli import _register_optional, cli
+    from pipeline.standin import STANDIN_SOURCE
+
+    _register_optional()
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "in").mkdir()
+    args = ["detect", str(tmp_path / "in"), "--model", STANDIN_SOURCE, "--out", str(tmp_path / "o")]
+    started = time.time()
+    result = CliRunner().invoke(cli, [*args, "--address", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2, result.output
+    assert f"--address 127.0.0.1:{port}: cannot reach a Ray cluster there" in result.output
+    assert "Traceback" not in result.output and time.time() - started < 30
+
+
+def test_s3_source_in_any_case_is_not_taken_for_a_missing_folder():
+    # issue 20: `detect S3://bucket/scenes/` was refused as "does not exist"
+    from jobs.detect import _check_source
+
+    _check_source("S3://bucket/scenes/")  # no error: listed from S3 later
