@@ -1,0 +1,60 @@
+"""Detect on a cluster of 1-CPU worker nodes and a head with no CPU: it must finish (issue 24).
+
+Before, each CPU model actor asked for ``max(1, node CPUs - 0.5)``: on a 1-CPU
+node the actor took the whole node, the read tasks (0.5 CPU) could never be
+scheduled, and the run waited forever with no message.  Actors now ask for a
+node's CPUs but the half a read needs, at least half a CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pipeline.job import DetectJob
+from pipeline.ray_stages import run_detect
+from pipeline.standin import StandinLoader
+from pipeline.tiling import TilingConfig
+from tests.conftest import write_scene
+
+pytestmark = pytest.mark.integration
+OBJECTS = [(10, 10, 30, 30, 0), (150, 40, 170, 60, 1), (60, 200, 90, 220, 2)]
+
+
+@pytest.fixture(scope="module")
+def one_cpu_nodes():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    node_args = {"object_store_memory": 80 * 1024**2}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **node_args})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1, **node_args)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_detect_finishes_on_one_cpu_nodes(one_cpu_nodes, tmp_path):
+    for i in range(3):
+        write_scene(tmp_path / "in" / f"s{i}.tif", OBJECTS, width=256, height=256)
+    job = DetectJob(
+        source=str(tmp_path / "in"),
+        out_dir=str(tmp_path / "out"),
+        model=StandinLoader(),
+        tiling=TilingConfig(tile_size_px=128, overlap_px=32),
+        progress=False,
+    )
+    result: dict[str, object] = {}
+    runner = threading.Thread(
+        target=lambda: result.update(record=run_detect(job, log=lambda m: None)), daemon=True
+    )
+    runner.start()
+    runner.join(timeout=300)
+    assert not runner.is_alive(), "detect made no progress on 1-CPU nodes"
+    record = result["record"]
+    assert record.counts()["done"] == 3  # type: ignore[attr-defined]
+    assert len(record.config["model_actors"]) == 2  # type: ignore[attr-defined]  # one actor per node
