@@ -46,15 +46,17 @@ from retinanet.checkpoint_import import (
 )
 from retinanet.checkpoint_meta import (
     FORMAT_VERSION,
+    MAX_CLASSES,
     META_FILE,
     SAFETENSORS_FILE,
     TRAIN_STATE_FILE,
     WEIGHTS_FILE,
+    check_score_thresholds,
     config_of,
     read_config,
     read_meta,
 )
-from retinanet.checkpoint_weights import load_into, load_state_dict_file, torch_load
+from retinanet.checkpoint_weights import check_declared_sizes, load_into, load_state_dict_file, torch_load
 from retinanet.config import ModelConfig
 from retinanet.errors import CheckpointError
 from retinanet.model import build_model
@@ -62,12 +64,15 @@ from retinanet.model import build_model
 __all__ = [
     "FORMAT_VERSION",
     "IMAGENET_BANDS_UINT8",
+    "MAX_CLASSES",
     "META_FILE",
     "SAFETENSORS_FILE",
     "TRAIN_STATE_FILE",
     "WEIGHTS_FILE",
     "CheckpointError",
     "LoadedCheckpoint",
+    "check_declared_sizes",
+    "check_score_thresholds",
     "checkpoint_id",
     "import_deepforest",
     "import_model",
@@ -248,7 +253,8 @@ def load_dir(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
     meta = read_meta(ckpt)
     config = config_of(meta, ckpt)
     weights = weights_path(ckpt)
-    state = load_state_dict_file(weights)
+    state = load_state_dict_file(weights, mmap=True)
+    check_declared_sizes(state, config, str(weights))  # before meta.json's sizes allocate a model
     model = build_model(config)
     load_into(model, state, str(weights))
     model.to(device).eval()

@@ -10,7 +10,6 @@ dict (``aerialdet train --backbone-weights``).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torchvision.models.detection.retinanet import RetinaNet
 
-from retinanet.checkpoint_meta import SAFETENSORS_FILE
+from retinanet.checkpoint_meta import SAFETENSORS_FILE, read_json_object
 from retinanet.checkpoint_weights import load_into, load_state_dict_file
 from retinanet.config import BandConfig, ModelConfig, NormLayer, P6Input
 from retinanet.errors import CheckpointError
@@ -109,7 +108,7 @@ def import_deepforest(
     raw = load_state_dict_file(src)
     state = _strip_prefix(raw, "model.") if any(k.startswith("model.") for k in raw) else raw
     if class_names is None and config_json.is_file():
-        cfg = json.loads(config_json.read_text())
+        cfg = read_json_object(config_json)  # size-capped; too deep or not JSON: one line
         label_dict = cfg.get("label_dict")
         if isinstance(label_dict, dict):
             class_names = tuple(sorted(label_dict, key=lambda k: label_dict[k]))
