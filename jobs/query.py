@@ -109,7 +109,13 @@ def _write_detections(gdf: Any, fmt: str, output: str | None, limit: int) -> Non
 @click.option("--label", "labels", multiple=True, help="Class name (repeatable).")
 @min_score_option(None)
 @click.option("--scene", "scenes", multiple=True, help="Scene URI or file name (repeatable).")
-@click.option("--sql", default=None, help="SQL over the filtered view `detections`.")
+@click.option(
+    "--sql",
+    default=None,
+    help="SQL over the filtered view `detections`, run as written by full DuckDB: this is shell access: "
+    "it can read and write any file this user can (COPY, read_text, ATTACH). Never pass SQL you did "
+    "not write; the other options never become SQL.",
+)
 @click.option("--summary", is_flag=True, help="Counts per scene and class, score histogram, area.")
 @click.option(
     "--format",

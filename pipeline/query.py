@@ -13,6 +13,11 @@ file list is a Python list given to ``read_parquet`` (each path glob-escaped,
 since DuckDB expands every path as a glob).  Only SQL that the caller writes
 (``run_sql``'s ``sql``, ``read_detections``' ``where``) is parsed as SQL.
 
+Connections (``pipeline.query_sql``): extension auto-install and auto-load
+are off everywhere; ``run_sql`` is full DuckDB, i.e. shell access for the
+owner; every other query runs locked to the output's files, and ``where=``
+must be a plain expression (no subquery, no file-reading function).
+
 An ``s3://bucket/prefix`` output (or one ``s3://.../x.parquet`` file) is read
 through pyarrow's S3 filesystem (``storage.s3_arrow_filesystem``: the
 endpoint of ``AWS_ENDPOINT_URL``, retries with backoff), since DuckDB's
@@ -38,42 +43,15 @@ from typing import Any
 import numpy as np
 from pyproj import CRS, Transformer
 
-from pipeline.errors import OutputError
 from pipeline.geoparquet import read_geo_metadata
 from pipeline.manifest import read_manifest
 from pipeline.output import RESERVED_PREFIXES
+from pipeline.query_sql import QueryError, check_where, connect, lock_to_files
 from pipeline.sources import expand_glob, is_glob, is_s3_uri, normalize_scene_uri
 from pipeline.storage import open_store, s3_arrow_filesystem
 
 ARROW_SOURCE = "aerialdet_files"
 """Name under which an S3 dataset's Arrow scan is registered with DuckDB (the view reads it)."""
-
-
-class QueryError(OutputError, ValueError):
-    """A query cannot run: bad filter value, column, bbox, CRS or SQL."""
-
-
-def connect() -> Any:
-    """A DuckDB connection with the spatial extension loaded from its wheel."""
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        import duckdb_extension_spatial
-
-        ext = (
-            Path(duckdb_extension_spatial.__file__).parent
-            / "extensions"
-            / f"v{duckdb.__version__}"
-            / "spatial.duckdb_extension"
-        )
-        con.load_extension(str(ext))
-    except (ImportError, duckdb.Error) as exc:
-        raise QueryError(
-            f"cannot load DuckDB's spatial extension ({exc}); install duckdb-extension-spatial "
-            f"matching duckdb {duckdb.__version__}"
-        ) from exc
-    return con
 
 
 def _s3_files(uri: str) -> list[str]:
@@ -292,8 +270,15 @@ def filter_expression(crs: CRS, f: Filters) -> Any:
     return reduce(lambda a, b: a & b, terms) if terms else None
 
 
-def open_view(path: str | Path, f: Filters = Filters()) -> tuple[Any, CRS]:
-    """A DuckDB connection with a ``detections`` view of ``path`` filtered by ``f``."""
+def open_view(path: str | Path, f: Filters = Filters(), *, locked: bool = True) -> tuple[Any, CRS]:
+    """A DuckDB connection with a ``detections`` view of ``path`` filtered by ``f``.
+
+    Args:
+        path: output directory, GeoParquet file, glob or ``s3://`` prefix.
+        f: the filters.
+        locked: the connection reads only the view's files and its settings
+            are locked (``run_sql`` alone passes False: the owner's own SQL).
+    """
     import duckdb
 
     files = dataset_files(path)
@@ -309,6 +294,8 @@ def open_view(path: str | Path, f: Filters = Filters()) -> tuple[Any, CRS]:
         if condition is not None:
             relation = relation.filter(condition)
         relation.create_view("detections")
+        if locked:
+            lock_to_files(con, files)
     except duckdb.Error as exc:
         raise QueryError(_one_line(exc)) from exc
     return con, crs
@@ -331,10 +318,16 @@ def _one_line(exc: Exception) -> str:
 
 
 def run_sql(path: str | Path, sql: str, f: Filters = Filters()) -> Any:
-    """Run ``sql`` (the caller's own SQL) against the ``detections`` view; returns a pyarrow Table."""
+    """Run ``sql`` (the caller's own SQL) against the ``detections`` view; returns a pyarrow Table.
+
+    This is full DuckDB, i.e. shell access: the SQL can read and write any
+    file this user can (``COPY``, ``read_text``, ``ATTACH``, ``INSTALL ...
+    FROM``).  Give it only SQL you wrote; ``read_detections``' ``where=``
+    is the restricted form.
+    """
     import duckdb
 
-    con, _ = open_view(path, f)
+    con, _ = open_view(path, f, locked=False)
     try:
         return con.execute(sql).to_arrow_table()
     except (duckdb.Error, OSError) as exc:
@@ -348,7 +341,8 @@ def read_table(path: str | Path, f: Filters = Filters(), *, where: str | None = 
         path: output directory, GeoParquet file or glob.
         f: the filters.
         where: an extra SQL boolean expression written by the caller (one
-            expression; never build it from untrusted values: use ``f``).
+            expression, checked by ``check_where``; never build it from
+            untrusted values: use ``f``).
 
     Returns:
         The table, with the files' columns in their order (``geoparquet.SCHEMA``
@@ -363,6 +357,7 @@ def read_table(path: str | Path, f: Filters = Filters(), *, where: str | None = 
     try:
         relation = con.table("detections")
         if where:
+            check_where(con, where)
             relation = relation.filter(where)  # parsed as one expression: no second statement
         table = relation.project("* REPLACE (ST_AsWKB(geometry) AS geometry)").to_arrow_table()
     except (duckdb.Error, OSError) as exc:
@@ -390,7 +385,8 @@ def read_detections(
         min_score: minimum score.
         scenes: scene URIs or file names to keep.
         where: an extra SQL boolean expression over the columns, written by
-            the caller (never from untrusted values: use the filters above).
+            the caller (never from untrusted values: use the filters above);
+            no subqueries or file-reading functions (``check_where``).
 
     Raises:
         QueryError: bad filter, column or path (one-line message).

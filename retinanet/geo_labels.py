@@ -6,10 +6,19 @@ or relative to the label file).  Steps: read the table, check each row,
 open each scene, map its boxes to scene pixels, cut the scene into tiles
 (``pipeline.tiling``) and keep, per tile, the boxes that are at least
 ``min_visible`` inside it, clipped to it.
+
+A label file is sized up before it is read: a GeoParquet file's metadata
+(rows, uncompressed bytes of the columns read, of the geometry column
+apart) or a GeoPackage's feature count and file size, against
+``MAX_LABEL_ROWS`` / ``MAX_LABEL_BYTES`` / ``MAX_GEOMETRY_BYTES``.  Parquet
+compresses repeated rows to almost nothing (a 27 KB file held a million
+rows, 1 GB once read), so the file's size says nothing.  Only the columns
+the labels need are read.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +28,14 @@ import numpy as np
 
 from retinanet.errors import LabelError
 from retinanet.label_formats import LabelBuilder, LabeledImage, LabelSet
+
+# Reading costs about 1 KB of peak memory per row (measured: 1M rows, 1.0 GB),
+# so 2M rows is about 2 GB; real label files hold far fewer boxes.
+MAX_LABEL_ROWS = 2_000_000
+MAX_LABEL_BYTES = 1 << 30  # uncompressed, of the columns read (a GeoPackage: its file size)
+MAX_GEOMETRY_BYTES = 256 << 20  # WKB of all geometries (a box is 93 bytes: 2M boxes are 186 MB)
+_COLUMNS = ("label", "scene", "label_id")
+_SPLIT = "split it into several label files (aerialdet train takes several)"
 
 
 @dataclass(frozen=True)
@@ -32,12 +49,89 @@ class _Scene:
     crs: Any
 
 
-def _read_frame(path: Path) -> Any:
-    """The label table (a GeoDataFrame, rows numbered from 0), its columns checked."""
-    import geopandas as gpd
+def _parquet_columns(path: Path) -> list[str] | None:
+    """The columns to read of a GeoParquet file, after checking its declared size against the caps.
+
+    None when the metadata cannot be read (``gpd.read_parquet`` names the problem).
+
+    Raises:
+        LabelError: more rows, or more uncompressed bytes, than the caps.
+    """
+    import pyarrow.parquet as pq
 
     try:
-        gdf = gpd.read_parquet(path) if path.suffix.lower() == ".parquet" else gpd.read_file(path)
+        meta = pq.ParquetFile(path).metadata
+        geo = json.loads((meta.metadata or {})[b"geo"])
+        geometry = str(geo["primary_column"])
+    except Exception:  # not Parquet, no or bad "geo" metadata: the reader says which
+        return None
+    if meta.num_rows > MAX_LABEL_ROWS:
+        raise LabelError(
+            f"{path}: {meta.num_rows} label rows, more than the {MAX_LABEL_ROWS} one file may hold; {_SPLIT}"
+        )
+    names = set(meta.schema.to_arrow_schema().names)
+    columns = [c for c in (*_COLUMNS, geometry) if c in names]
+    total = geometry_bytes = 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            top = chunk.path_in_schema.split(".")[0]
+            if top in columns:
+                total += chunk.total_uncompressed_size
+                geometry_bytes += chunk.total_uncompressed_size if top == geometry else 0
+    if geometry_bytes > MAX_GEOMETRY_BYTES:
+        raise LabelError(
+            f"{path}: its geometries are {geometry_bytes} bytes uncompressed, more than the "
+            f"{MAX_GEOMETRY_BYTES} a label file may hold (a box is 93 bytes); simplify them or {_SPLIT}"
+        )
+    if total > MAX_LABEL_BYTES:
+        raise LabelError(
+            f"{path}: columns {columns} are {total} bytes uncompressed, more than the "
+            f"{MAX_LABEL_BYTES} a label file may hold; {_SPLIT}"
+        )
+    return columns
+
+
+def _check_geopackage(path: Path) -> None:
+    """Refuse a GeoPackage larger than the caps (SQLite does not compress: its size bounds the data).
+
+    Raises:
+        LabelError: naming the file, its size or feature count, and the cap.
+    """
+    import pyogrio
+
+    size = path.stat().st_size
+    if size > MAX_LABEL_BYTES:
+        raise LabelError(
+            f"{path}: {size} bytes, more than the {MAX_LABEL_BYTES} a label file may hold; {_SPLIT}"
+        )
+    try:
+        features = int(pyogrio.read_info(path)["features"])
+    except Exception:  # not a GeoPackage: the reader says so
+        return
+    if features > MAX_LABEL_ROWS:
+        raise LabelError(
+            f"{path}: {features} label rows, more than the {MAX_LABEL_ROWS} one file may hold; {_SPLIT}"
+        )
+
+
+def _read_frame(path: Path) -> Any:
+    """The label table (a GeoDataFrame, rows numbered from 0), its size and columns checked.
+
+    Raises:
+        LabelError: the file is over the caps, unreadable, or lacks a column.
+    """
+    import geopandas as gpd
+
+    is_parquet = path.suffix.lower() == ".parquet"
+    columns = None
+    if is_parquet:
+        columns = _parquet_columns(path)
+    else:
+        _check_geopackage(path)
+    try:
+        gdf = gpd.read_parquet(path, columns=columns) if is_parquet else gpd.read_file(path)
     except Exception as exc:  # pyarrow, pyogrio and GDAL raise their own types
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise LabelError(f"{path}: cannot be read as GeoParquet/GeoPackage ({first})") from None

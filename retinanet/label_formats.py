@@ -209,11 +209,31 @@ class LabelBuilder:
         return LabelSet(images, tuple(self.class_names), self.issues)
 
 
+# A JSON document takes up to ~20x its size once parsed ("{}" is 3 bytes, a
+# dict 64); COCO's own train2017 instances file is 448 MB.
+MAX_COCO_BYTES = 512 << 20
+
+
 def _coco_document(path: Path) -> dict[str, Any]:
-    """The parsed COCO object, its three lists checked."""
+    """The parsed COCO object, its three lists checked.
+
+    Raises:
+        LabelError: the file is over ``MAX_COCO_BYTES``, not JSON, nested too
+            deeply to parse, or not a COCO object.
+    """
+    size = path.stat().st_size
+    if size > MAX_COCO_BYTES:
+        raise LabelError(
+            f"{path}: {size} bytes, more than the {MAX_COCO_BYTES} a COCO label file may hold; "
+            "split its images into several COCO files (aerialdet train takes several)"
+        )
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise LabelError(
+            f"{path}: not valid JSON (nested too deeply); COCO labels are one JSON object"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise LabelError(f"{path}: not valid JSON ({exc}); COCO labels are one JSON object") from None
     if not isinstance(data, dict):
         raise LabelError(
