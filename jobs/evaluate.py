@@ -248,7 +248,7 @@ def _pixel_image_boxes(dt: Any, path: str) -> tuple[list[Any], list[Any], list[s
 
 def _model_thresholds(model: str) -> dict[str, float]:
     """The calibrated per-class score thresholds stored in a checkpoint (or run) by training."""
-    from retinanet.checkpoint import CheckpointError, read_meta, resolve_checkpoint
+    from retinanet.checkpoint import CheckpointError, check_score_thresholds, read_meta, resolve_checkpoint
 
     try:
         ckpt, _ = resolve_checkpoint(model)
@@ -256,16 +256,17 @@ def _model_thresholds(model: str) -> dict[str, float]:
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
     thresholds = meta.get("score_thresholds")
-    valid = isinstance(thresholds, dict) and all(
-        isinstance(v, (int, float)) and 0 <= v <= 1 for v in thresholds.values()
-    )
-    if not thresholds or not valid:
+    if not thresholds:
         raise click.BadParameter(
             f"{ckpt} holds no calibrated score_thresholds (written by training with validation boxes); "
             "pass --score instead",
             param_hint="--model",
         )
-    return {str(k): float(v) for k, v in thresholds.items()}
+    try:  # the one check (read_meta has already run it; a dict that passed it stays valid)
+        names = (meta.get("config") or {}).get("class_names") or list(thresholds)
+        return check_score_thresholds(thresholds, names, str(ckpt))
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
 
 
 def _plot_pr(

@@ -44,16 +44,12 @@ def calibrated_thresholds(meta: dict, class_names: tuple[str, ...], source: str)
         CheckpointError: when ``score_thresholds`` is not a mapping of class
             names to numbers in [0, 1].
     """
+    from retinanet.checkpoint import check_score_thresholds
+
     raw = meta.get("score_thresholds")
     if raw is None:
         return None
-    ok = isinstance(raw, dict) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in raw.values()
-    )
-    if not ok:
-        raise CheckpointError(
-            f"{source}/meta.json: score_thresholds must map class names to scores in [0, 1], got {raw!r}"
-        )
+    raw = check_score_thresholds(raw, class_names, f"{source}/meta.json")  # the one check
     return tuple(float(raw.get(name, 0.0)) for name in class_names)
 
 
