@@ -34,7 +34,8 @@ demo: install
 	@$(BIN)/aerialdet query $(DEMO)/detections --label vehicle --min-score 0.5 --limit 5
 	@$(BIN)/aerialdet quicklook $(DEMO)/detections --scene scene_000.tif -o $(DEMO)/quicklook.png
 
-test: install
+# lint first (ruff, then mypy strict over the three packages: pyproject's [tool.mypy]), then the suite
+test: install lint
 	$(BIN)/python -m pytest -q
 
 # the slow tests as well (bf16 vs fp32 AP50 on a model trained in the test, ~7 min)
@@ -50,6 +51,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy pipeline retinanet jobs
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

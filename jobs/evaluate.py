@@ -67,7 +67,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _read_detections(path: str) -> Any:
     """Detections as a GeoDataFrame (``pipeline.query``); a bad path is a ``UserError``."""
-    from pipeline.query import QueryError, read_detections
+    from pipeline.query import read_detections
+    from pipeline.query_sql import QueryError
 
     try:
         return read_detections(path)

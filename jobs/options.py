@@ -76,7 +76,7 @@ def run_standalone(command: click.Command, argv: list[str] | None = None) -> Non
     command.main(args=argv)
 
 
-class FiniteFloat(click.ParamType):
+class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # click < 8.2 has no generic ParamType
     """A float that is not NaN or +-inf, optionally inside [lo, hi]."""
 
     name = "float"

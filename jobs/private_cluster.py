@@ -63,7 +63,7 @@ def _set_environ(values: dict[str, str | None]) -> None:
 
 def _refresh_ray_config() -> None:
     """Make Ray's C++ config and token cache in this process read the environment again."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # Cython, no stubs
 
     Config.initialize("")  # first the config (auth mode), then the cached token: Ray's own order
     AuthenticationTokenLoader.instance().reset_cache()

@@ -30,7 +30,7 @@ FILE_FORMATS = ("gpkg", "parquet")  # binary formats: -o is required
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """A QueryError (bad filter, path or SQL) becomes one line and exit 2."""
-    from pipeline.query import QueryError
+    from pipeline.query_sql import QueryError
 
     try:
         yield

@@ -45,10 +45,9 @@ from pyproj import CRS, Transformer
 
 from pipeline.geoparquet import read_geo_metadata
 from pipeline.manifest import read_manifest
-from pipeline.output import RESERVED_PREFIXES
 from pipeline.query_sql import QueryError, check_where, connect, lock_to_files
 from pipeline.sources import expand_glob, is_glob, is_s3_uri, normalize_scene_uri
-from pipeline.storage import open_store, s3_arrow_filesystem
+from pipeline.storage import RESERVED_PREFIXES, open_store, s3_arrow_filesystem
 
 ARROW_SOURCE = "aerialdet_files"
 """Name under which an S3 dataset's Arrow scan is registered with DuckDB (the view reads it)."""

@@ -126,7 +126,8 @@ def _git_sha() -> str | None:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """Return the model under a DDP/DataParallel wrapper, or the model itself."""
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def save_dir(

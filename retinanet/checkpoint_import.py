@@ -19,7 +19,7 @@ from torchvision.models.detection.retinanet import RetinaNet
 
 from retinanet.checkpoint_meta import SAFETENSORS_FILE, read_json_object
 from retinanet.checkpoint_weights import load_into, load_state_dict_file
-from retinanet.config import BandConfig, ModelConfig, NormLayer, P6Input
+from retinanet.config import Backbone, BandConfig, ModelConfig, NormLayer, P6Input
 from retinanet.errors import CheckpointError
 from retinanet.model import build_model
 
@@ -72,7 +72,7 @@ def import_torchvision_state_dict(
         )
     config = ModelConfig(
         class_names=class_names,
-        backbone="resnet50",
+        backbone=Backbone.RESNET50,
         band_config=band_config,
         p6_input=p6_input,
         norm_layer=NormLayer.FROZEN_BATCH if frozen else NormLayer.BATCH,

@@ -71,7 +71,7 @@ def _enum(kind: type[Enum], value: Any, field_name: str) -> Any:
     try:
         return kind(value)
     except ValueError:
-        choices = [m.value for m in kind]  # type: ignore[attr-defined]
+        choices = [m.value for m in kind]
         raise ValueError(f"ModelConfig.{field_name} must be one of {choices}, got {value!r}") from None
 
 

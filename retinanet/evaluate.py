@@ -49,12 +49,12 @@ def _quiet_pycocotools() -> Iterator[None]:
     from pycocotools import coco, cocoeval
 
     for module in (coco, cocoeval):
-        module.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+        module.print = lambda *args, **kwargs: None
     try:
         yield
     finally:
         for module in (coco, cocoeval):
-            del module.print  # type: ignore[attr-defined]
+            del module.print
 
 
 def _coco_boxes(

@@ -42,7 +42,7 @@ from retinanet.config import Backbone, ModelConfig, NormLayer, P6Input
 _RESNET_C5_CHANNELS = {Backbone.RESNET18: 512, Backbone.RESNET34: 512, Backbone.RESNET50: 2048}
 
 
-class NoResizeTransform(GeneralizedRCNNTransform):
+class NoResizeTransform(GeneralizedRCNNTransform):  # type: ignore[misc]  # torchvision ships no stubs
     """torchvision's detection transform minus the resize.
 
     Tiles are normalised (``image_mean``/``image_std``) and batched

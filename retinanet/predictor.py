@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from torchvision.models.detection.retinanet import RetinaNet
 
@@ -20,7 +21,7 @@ from retinanet.checkpoint import load_dir, resolve_checkpoint
 from retinanet.errors import CheckpointError
 
 
-def recommended_overlap(meta: dict, source: str) -> int | None:
+def recommended_overlap(meta: dict[str, Any], source: str) -> int | None:
     """The tile overlap a checkpoint recommends: ``meta.json`` ``largest_object_px`` rounded up.
 
     Raises:
@@ -34,7 +35,9 @@ def recommended_overlap(meta: dict, source: str) -> int | None:
     return math.ceil(raw)
 
 
-def calibrated_thresholds(meta: dict, class_names: tuple[str, ...], source: str) -> tuple[float, ...] | None:
+def calibrated_thresholds(
+    meta: dict[str, Any], class_names: tuple[str, ...], source: str
+) -> tuple[float, ...] | None:
     """Per-class best-F1 scores from ``meta.json`` (``score_thresholds``), in label-id order.
 
     Classes the calibration did not see keep every detection (0.0).  None
