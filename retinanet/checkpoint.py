@@ -56,7 +56,13 @@ from retinanet.checkpoint_meta import (
     read_config,
     read_meta,
 )
-from retinanet.checkpoint_weights import check_declared_sizes, load_into, load_state_dict_file, torch_load
+from retinanet.checkpoint_weights import (
+    check_declared_sizes,
+    check_matches,
+    load_into,
+    load_state_dict_file,
+    torch_load,
+)
 from retinanet.config import ModelConfig
 from retinanet.errors import CheckpointError
 from retinanet.model import build_model
@@ -78,6 +84,8 @@ __all__ = [
     "import_model",
     "import_torchvision_state_dict",
     "load_backbone_weights",
+    "CheckedCheckpoint",
+    "check_dir",
     "load_dir",
     "load_into",
     "load_state_dict_file",
@@ -260,6 +268,44 @@ def load_dir(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
     load_into(model, state, str(weights))
     model.to(device).eval()
     return LoadedCheckpoint(model, config, checkpoint_id(ckpt), meta)
+
+
+@dataclass(frozen=True)
+class CheckedCheckpoint:
+    """A checkpoint directory whose weights were checked against its config, without a model built.
+
+    Attributes:
+        config: the model configuration from ``meta.json``.
+        checkpoint_id: stable id of the weights.
+        meta: the parsed ``meta.json``.
+    """
+
+    config: ModelConfig
+    checkpoint_id: str
+    meta: dict[str, Any]
+
+
+def check_dir(path: str | os.PathLike[str]) -> CheckedCheckpoint:
+    """Check a checkpoint directory as ``load_dir`` would, without building its model in memory.
+
+    The weights are memory-mapped and their keys and shapes compared with a
+    model built on torch's ``meta`` device (shapes, no storage): what the
+    driver of a detect run needs to refuse a broken checkpoint in one line
+    before any actor starts, at a fraction of ``load_dir``'s memory and time.
+
+    Raises:
+        CheckpointError: missing files, unsafe pickle, or config/weights mismatch.
+    """
+    ckpt = Path(path)
+    meta = read_meta(ckpt)
+    config = config_of(meta, ckpt)
+    weights = weights_path(ckpt)
+    state = load_state_dict_file(weights, mmap=True)
+    check_declared_sizes(state, config, str(weights))
+    with torch.device("meta"):
+        expected = build_model(config).state_dict()
+    check_matches(expected, state, str(weights))
+    return CheckedCheckpoint(config, checkpoint_id(ckpt), meta)
 
 
 def load_train_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -168,7 +168,16 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     Raises:
         CheckpointError: naming missing keys, unexpected keys and shape mismatches.
     """
-    own = model.state_dict()
+    check_matches(model.state_dict(), state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def check_matches(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
+    """The keys and shapes of ``state`` are those of a model's ``own`` state dict (a meta-device one will do).
+
+    Raises:
+        CheckpointError: naming missing keys, unexpected keys and shape mismatches.
+    """
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [
@@ -178,4 +187,3 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     ]
     if missing or unexpected or shapes:
         raise CheckpointError(_mismatch_message(source, shapes, missing, unexpected))
-    model.load_state_dict(state, strict=True)

@@ -21,9 +21,9 @@ is downloaded at run time.  Load trained weights with ``retinanet.checkpoint``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import mobilenet, resnet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -146,8 +146,10 @@ def build_model(config: ModelConfig) -> RetinaNet:
 
 def _set_classifier_prior(head: RetinaNetHead, prior_probability: float) -> None:
     """Set the classifier bias so sigmoid(bias) == prior_probability (paper eq. init)."""
-    bias_value = -torch.log(torch.tensor((1.0 - prior_probability) / prior_probability))
-    nn.init.constant_(head.classification_head.cls_logits.bias, float(bias_value))
+    bias_value = -math.log(
+        (1.0 - prior_probability) / prior_probability
+    )  # a float: works on the meta device too
+    nn.init.constant_(head.classification_head.cls_logits.bias, bias_value)
 
 
 def _adapt_input_channels(model: RetinaNet, num_channels: int) -> None:

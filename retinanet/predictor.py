@@ -17,7 +17,7 @@ from typing import Any
 from torchvision.models.detection.retinanet import RetinaNet
 
 from pipeline.detection import ModelInfo
-from retinanet.checkpoint import load_dir, resolve_checkpoint
+from retinanet.checkpoint import check_dir, load_dir, resolve_checkpoint
 from retinanet.errors import CheckpointError
 
 
@@ -83,7 +83,7 @@ class CheckpointLoader:
             'using runs/demo/best (best validation AP50)'
         """
         ckpt_dir, note = resolve_checkpoint(path)
-        loaded = load_dir(ckpt_dir)  # reads and checks the weights once, on the driver
+        loaded = check_dir(ckpt_dir)  # weights' keys and shapes checked on the driver; no model built
         info = ModelInfo(
             model_id=loaded.checkpoint_id,
             class_names=loaded.config.class_names,

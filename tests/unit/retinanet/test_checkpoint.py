@@ -69,6 +69,20 @@ def test_config_mismatch_names_keys(tmp_path):
         load_dir(ck)
 
 
+def test_check_dir_finds_what_load_dir_finds_without_building_the_model(tmp_path):
+    from retinanet.checkpoint import check_dir
+
+    ck = save_dir(tmp_path / "ck", build_model(CFG), CFG)
+    checked = check_dir(ck)
+    assert checked.config == load_dir(ck).config and checked.checkpoint_id == load_dir(ck).checkpoint_id
+    state = torch.load(ck / "model.pt", weights_only=True)
+    state["extra.weight"] = state.pop(next(k for k in state if k.startswith("head.regression_head")))
+    torch.save(state, ck / "model.pt")
+    with pytest.raises(CheckpointError, match="extra.weight") as info:
+        check_dir(ck)
+    assert "regression_head" in str(info.value)  # the missing key is named too
+
+
 def test_missing_dir_message(tmp_path):
     with pytest.raises(CheckpointError, match="not a directory"):
         load_dir(tmp_path / "nope")
