@@ -1,8 +1,12 @@
 """A PNG of a scene with its detections drawn, from overviews or a decimated read.
 
-The scene is read at most ``max_size_px`` on its long side with rasterio's
-``out_shape`` (GDAL serves it from the overviews when the file has them,
-otherwise decimates): the full-resolution raster is never read.
+The scene is read through ``pipeline.reading`` (the driver allow-list, the
+S3 endpoint from ``AWS_ENDPOINT_URL``, the nodata rule of detect) at most
+``max_size_px`` on its long side (``read_overview``: GDAL serves it from the
+overviews when the file has them, otherwise decimates): the full-resolution
+raster is never read.  It opens with the driver of its extension (a ``.tif``
+with GTiff only, a ``.jp2`` with JP2OpenJPEG), never as a VRT.  The contrast
+stretch (1st to 99th percentile) counts only the pixels that have a value.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from PIL import Image, ImageDraw
+
+from pipeline.gdal_config import extension_drivers
+from pipeline.reading import ReadConfig, read_header, read_overview
 
 PALETTE = [(255, 64, 64), (64, 160, 255), (255, 210, 0), (0, 220, 120), (220, 90, 255), (255, 140, 0)]
 
@@ -44,17 +50,22 @@ def render_quicklook(
 
     Raises:
         FileNotFoundError: when the folder of ``out_png`` does not exist.
+        InvalidSceneError: the scene does not open with its extension's driver (or is a VRT).
+        TileReadError: its pixels cannot be read.
     """
     out = Path(out_png)
     if not out.parent.is_dir():  # before any pixel is read
         raise FileNotFoundError(f"{out}: folder {out.parent} does not exist; create it first")
-    with rasterio.open(scene_uri) as src:
-        scale = min(1.0, max_size_px / max(src.width, src.height))
-        h, w = max(1, round(src.height * scale)), max(1, round(src.width * scale))
-        use = [b for b in bands if b <= src.count] or [1]
-        data = src.read(use, out_shape=(len(use), h, w)).astype(np.float32)
-        sx, sy = w / src.width, h / src.height
-    lo, hi = np.percentile(data, 1), np.percentile(data, 99)
+    config = ReadConfig(bands=(1,), drivers=extension_drivers(scene_uri))
+    header = read_header(scene_uri, config)
+    scale = min(1.0, max_size_px / max(header.width_px, header.height_px))
+    h, w = max(1, round(header.height_px * scale)), max(1, round(header.width_px * scale))
+    use = tuple(b for b in bands if b <= header.count) or (1,)
+    read = read_overview(scene_uri, (h, w), ReadConfig(bands=use, drivers=config.drivers))
+    data = read.pixels.astype(np.float32)
+    sx, sy = w / header.width_px, h / header.height_px
+    values = data[:, read.valid] if read.valid.any() else np.zeros(1, np.float32)
+    lo, hi = (float(v) for v in np.percentile(values, (1, 99)))
     rgb = ((data - lo) / max(hi - lo, 1e-6) * 255).clip(0, 255).astype(np.uint8)
     rgb = np.repeat(rgb[:1], 3, axis=0) if rgb.shape[0] < 3 else rgb[:3]
     image = Image.fromarray(rgb.transpose(1, 2, 0), "RGB")

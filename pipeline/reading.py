@@ -1,170 +1,67 @@
-"""Scene header and tile pixels: the only ``rasterio.open`` on the inference path.
+"""Every pixel aerialdet reads: the only ``rasterio.open`` of the project.
+
+Detect, training, label readers and quicklook all open rasters here, with
+one driver allow-list, one set of GDAL options (``pipeline.gdal_config``:
+the S3 endpoint from ``AWS_ENDPOINT_URL``, retries) and one no-value rule.
 
 * ``open_scene`` reads a scene's header into ``SceneInfo`` and refuses what
-  cannot be processed (not a GeoTIFF, no CRS without ``--assume-crs``, too
-  few bands), naming the file and the problem.
+  detect cannot process (no CRS without ``--assume-crs``, too few bands),
+  naming the file and the problem; ``read_header`` reads a header without
+  those checks (label images need no CRS).
 * ``read_tiles`` reads a list of tiles of one scene with *clamped* windows
   (never boundless reads, which bypass GDAL's block cache) and pads edge
-  tiles with zeros in numpy.  Pixels keep the scene's dtype (``TileRead``).  A scene is never read whole.  GDAL's block
-  cache is sized there, for that scene (``block_cache_mb``).
+  tiles with zeros in numpy.  Pixels keep the scene's dtype (``TileRead``).
+  A scene is never read whole.  GDAL's block cache is sized there, for that
+  scene (``block_cache_mb``).
+* ``read_window`` reads one window (training tiles, label images) and
+  ``read_overview`` a whole raster at a reduced size (quicklook), both as
+  ``WindowRead``: pixels plus the mask of the pixels that have a value.
+  (``pipeline.pixel_stats.band_statistics`` turns such reads into per-band
+  mean/std over the pixels that have a value.)
 * ``read_footprint`` gives the polygon a scene covers, from its header.
+
+The no-value rule (``_valid_pixels``), the same for every reader: a pixel has
+no value when all its bands equal ``nodata``, when it is NaN in every band,
+or when a per-dataset/alpha mask masks it; such pixels read as 0, and a NaN
+in some bands only reads as 0 in those bands.
 
 A scene whose file is gone when it is opened (deleted after the run listed
 it) is reported as such, not as a file GDAL cannot parse.
 
-Only the GeoTIFF/COG drivers open scenes unless the caller widens the list:
-a VRT or PNG renamed ``.tif`` would otherwise open with its own driver (and a
-VRT can point at any local file).
+Only the GeoTIFF/COG drivers open rasters unless the caller names others
+(``ReadConfig.drivers``): a VRT or PNG renamed ``.tif`` would otherwise open
+with its own driver, and a VRT can point at any local file or URL.  A VRT is
+never opened, whatever the list says.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import numpy as np
 import rasterio
 import shapely
 from pyproj import CRS
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from pipeline.errors import InvalidSceneError, TileReadError
+from pipeline.gdal_config import DEFAULT_DRIVERS, REFUSED_DRIVERS, block_cache_mb, gdal_env
+from pipeline.gdal_config import ReadConfig as ReadConfig  # defined with the drivers; read here
+from pipeline.gdal_config import canonical_drivers as canonical_drivers  # re-exported: jobs.detect
+from pipeline.gdal_config import scene_extensions as scene_extensions  # re-exported: pipeline.ray_stages
 from pipeline.georef import scene_footprint
-from pipeline.sources import s3_endpoint_url
 from pipeline.types import SceneInfo, TileSpec
 
-# GDAL reads COGs with the GTiff driver (its COG driver only writes).
-DEFAULT_DRIVERS: tuple[str, ...] = ("GTiff",)
 # GDAL's words for a path that is not there (local files and /vsis3/ objects)
 _GONE_MESSAGES = ("No such file or directory", "does not exist in the file system")
-
-
-# A VRT can point at any local file or object the worker can reach: not a scene driver.
-REFUSED_DRIVERS = ("VRT",)
-
-
-def listable_drivers() -> dict[str, str]:
-    """GDAL raster drivers a source can be listed for, ``{lower-case name: GDAL's name}``.
-
-    Those GDAL gives a file extension, less ``REFUSED_DRIVERS``; ``cog`` maps
-    to ``GTiff`` (GDAL's COG driver only writes; GTiff reads COGs).
-    """
-    from rasterio.drivers import raster_driver_extensions
-
-    names = set(raster_driver_extensions().values()) - set(REFUSED_DRIVERS)
-    return {name.lower(): name for name in names} | {"cog": "GTiff"}
-
-
-def canonical_drivers(names: Sequence[str]) -> tuple[str, ...]:
-    """GDAL's spelling of each driver name, given in any case (``gtiff`` -> ``GTiff``).
-
-    Raises:
-        ValueError: naming the drivers that are unknown, list no files, or are refused.
-    """
-    known = listable_drivers()
-    bad = [name for name in names if name.lower() not in known]
-    if bad or not names:
-        refused = [name for name in bad if name.upper() in REFUSED_DRIVERS]
-        why = " (a VRT can point at any file; gdal_translate it to a GeoTIFF)" if refused else ""
-        raise ValueError(
-            f"{', '.join(bad) or 'no driver'}: not a GDAL raster driver that opens scene files here{why}; "
-            "give GDAL short names, e.g. GTiff,JP2OpenJPEG,PNG,JPEG"
-        )
-    return tuple(dict.fromkeys(known[name.lower()] for name in names))
-
-
-def scene_extensions(drivers: Sequence[str]) -> tuple[str, ...]:
-    """File extensions (``.tif``) of the scenes that ``drivers`` open, from GDAL's driver metadata.
-
-    A source is listed by these, so widening ``ReadConfig.drivers`` (``detect
-    --drivers GTiff,JP2OpenJPEG``) also lists the files those drivers read.
-    Names are read as ``listable_drivers`` reads them (any case, ``COG`` as
-    ``GTiff``); ``REFUSED_DRIVERS`` and unknown names list nothing.
-
-    Example:
-        >>> scene_extensions(("GTiff",))
-        ('.tif', '.tiff')
-    """
-    from rasterio.drivers import raster_driver_extensions
-
-    known = listable_drivers()
-    wanted = {known[name.lower()] for name in drivers if name.lower() in known}
-    return tuple(sorted(f".{ext}" for ext, name in raster_driver_extensions().items() if name in wanted))
-
-
-@dataclass(frozen=True, slots=True)
-class ReadConfig:
-    """How scenes are opened and read.
-
-    Attributes:
-        bands: 1-based band indexes to read, in model channel order.
-        drivers: GDAL drivers allowed to open a scene.
-        assume_crs: CRS for scenes that have none (e.g. ``EPSG:32633``).
-    """
-
-    bands: tuple[int, ...] = (1, 2, 3)
-    drivers: tuple[str, ...] = DEFAULT_DRIVERS
-    assume_crs: str | None = None
-
-
-def block_cache_mb(width_px: int, tile_height_px: int, num_bands: int, dtype: str) -> int:
-    """GDAL block cache (MB) for reading one scene row of tiles after another.
-
-    One row of tiles is ``width_px * tile_height_px * num_bands * itemsize``
-    bytes.  The cache holds two: the blocks a row of tiles touches reach past
-    its top and bottom edges, and the next row re-reads the overlap.
-    Clamped to 64..4096 MB.
-
-    Example:
-        >>> block_cache_mb(50_000, 1024, 3, "uint16")  # 293 MiB a row, doubled
-        585
-        >>> block_cache_mb(500, 1024, 3, "uint8")
-        64
-    """
-    row_bytes = width_px * tile_height_px * num_bands * np.dtype(dtype).itemsize
-    return int(min(4096, max(64, 2 * row_bytes // 2**20)))
-
-
-def gdal_options(config: ReadConfig) -> dict[str, object]:
-    """GDAL config options for object-store and local reads.
-
-    The S3 endpoint follows ``AWS_ENDPOINT_URL`` like the AWS CLI does.  The
-    block cache (``GDAL_CACHEMAX``) is set per scene by ``read_tiles``.
-    """
-    options: dict[str, object] = {
-        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no LIST per open on object stores
-        "VSI_CACHE": True,
-        "VSI_CACHE_SIZE": 64 * 1024 * 1024,
-        "GDAL_HTTP_MAX_RETRY": 4,  # GDAL does not retry HTTP reads by default
-        "GDAL_HTTP_RETRY_DELAY": 1,
-        # object-store reads only of the files a source lists (no sidecar probes)
-        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ",".join(_both_cases(scene_extensions(config.drivers))),
-        "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",  # should a VRT ever open: no raw reads of other files
-    }
-    endpoint = s3_endpoint_url()
-    if endpoint:
-        parsed = urlparse(endpoint)
-        options["AWS_S3_ENDPOINT"] = parsed.netloc or parsed.path
-        options["AWS_HTTPS"] = "YES" if parsed.scheme == "https" else "NO"
-        options["AWS_VIRTUAL_HOSTING"] = "FALSE"
-    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
-        options["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
-    return options
-
-
-def _both_cases(extensions: Sequence[str]) -> list[str]:
-    return [case for ext in extensions for case in (ext, ext.upper())]
-
-
-@contextmanager
-def gdal_env(config: ReadConfig) -> Iterator[None]:
-    """``rasterio.Env`` with ``gdal_options(config)``."""
-    with rasterio.Env(**gdal_options(config)):
-        yield
+# what detect adds when a scene does not open
+_SCENE_HINT = "Is it a complete GeoTIFF? Other formats need --drivers"
 
 
 def _is_gone(uri: str, errors: list[RasterioIOError]) -> bool:
@@ -174,23 +71,54 @@ def _is_gone(uri: str, errors: list[RasterioIOError]) -> bool:
     return any(word in str(exc) for exc in errors for word in _GONE_MESSAGES)
 
 
-def _open(uri: str, config: ReadConfig) -> rasterio.io.DatasetReader:
-    """Open ``uri`` with the first allowed driver that accepts it."""
+def _is_local_vrt(uri: str) -> bool:
+    """Whether ``uri`` is a local file that holds a GDAL VRT (whatever its name)."""
+    if "://" in uri or uri.startswith("/vsi") or not os.path.isfile(uri):
+        return False
+    try:
+        with open(uri, "rb") as f:
+            return b"<vrtdataset" in f.read(1024).lower()
+    except OSError:
+        return False
+
+
+def _open(uri: str, config: ReadConfig, hint: str) -> rasterio.io.DatasetReader:
+    """Open ``uri`` with the first allowed driver that accepts it (never a refused one)."""
     errors: list[RasterioIOError] = []
     for driver in config.drivers:  # rasterio.open takes one driver name at a time
+        if driver.upper() in REFUSED_DRIVERS:
+            continue
         try:
-            return rasterio.open(uri, driver=driver)
+            with warnings.catch_warnings():  # callers check georeferencing (plain images have none)
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return rasterio.open(uri, driver=driver)
         except RasterioIOError as exc:
             errors.append(exc)
     if _is_gone(uri, errors):
         # listed, then deleted (or moved) before this open: not a format problem
         raise InvalidSceneError(f"{uri}: no longer exists (deleted since the run listed it)")
-    empty = not uri.startswith("s3://") and os.path.isfile(uri) and os.path.getsize(uri) == 0
+    if _is_local_vrt(uri):
+        raise InvalidSceneError(
+            f"{uri}: is a GDAL VRT (XML pointing at other files or URLs), which is never read: it could "
+            "read any file or address this process can reach; gdal_translate it to a GeoTIFF"
+        )
+    empty = "://" not in uri and os.path.isfile(uri) and os.path.getsize(uri) == 0
     raise InvalidSceneError(
         f"{uri}: cannot open as {'/'.join(config.drivers)}"
-        f"{' (the file is empty, 0 bytes)' if empty else ''}: {errors[0] if errors else 'no driver'}. "
-        "Is it a complete GeoTIFF? Other formats need --drivers"
+        f"{' (the file is empty, 0 bytes)' if empty else ''}: {errors[0] if errors else 'no driver'}. {hint}"
     ) from (errors[0] if errors else None)
+
+
+@contextmanager
+def _opened(uri: str, config: ReadConfig, hint: str = _SCENE_HINT) -> Iterator[rasterio.io.DatasetReader]:
+    """The dataset at ``uri`` opened with the allowed drivers, under ``gdal_env(config)``."""
+    with gdal_env(config), _open(uri, config, hint) as src:
+        yield src
+
+
+def _file_hint(config: ReadConfig) -> str:
+    kind = "GeoTIFF" if tuple(config.drivers) == DEFAULT_DRIVERS else f"{'/'.join(config.drivers)} file"
+    return f"Is it a complete {kind}?"
 
 
 def _has_mask(src: rasterio.io.DatasetReader) -> bool:
@@ -253,8 +181,60 @@ def open_scene(uri: str, config: ReadConfig) -> SceneInfo:
     Raises:
         InvalidSceneError: with the file and the problem in the message.
     """
-    with gdal_env(config), _open(uri, config) as src:
+    with _opened(uri, config) as src:
         return scene_info(src, uri, config)
+
+
+@dataclass(frozen=True, slots=True)
+class RasterHeader:
+    """A raster's header as the reader opens it, not checked for detect (plain images have no CRS).
+
+    Attributes:
+        uri: the raster's path or URI.
+        width_px: width.
+        height_px: height.
+        count: number of bands.
+        dtype: numpy dtype name of the bands.
+        transform: ``Affine`` of pixel corners (the identity when the file has none).
+        crs_wkt: the CRS as WKT (``assume_crs`` applied), None when it has none.
+        nodata: the nodata value, or None.
+        has_mask: whether it has a per-dataset/alpha mask.
+    """
+
+    uri: str
+    width_px: int
+    height_px: int
+    count: int
+    dtype: str
+    transform: Affine
+    crs_wkt: str | None
+    nodata: float | None
+    has_mask: bool
+
+
+def read_header(uri: str, config: ReadConfig) -> RasterHeader:
+    """Size, bands, dtype and georeferencing of a raster, opened as every pixel read opens it.
+
+    Args:
+        uri: local path or ``s3://bucket/key``.
+        config: the drivers allowed (``assume_crs`` for a raster without CRS).
+
+    Raises:
+        InvalidSceneError: it does not open with ``config.drivers`` (or is a VRT).
+    """
+    with _opened(uri, config, _file_hint(config)) as src:
+        crs = src.crs.to_wkt() if src.crs is not None else config.assume_crs
+        return RasterHeader(
+            uri=uri,
+            width_px=src.width,
+            height_px=src.height,
+            count=src.count,
+            dtype=str(src.dtypes[0]),
+            transform=src.transform,
+            crs_wkt=CRS.from_user_input(crs).to_wkt() if crs else None,
+            nodata=src.nodata,
+            has_mask=_has_mask(src),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,12 +254,20 @@ class TileRead:
     image: np.ndarray | None
 
 
-def _nodata_mask(src: rasterio.io.DatasetReader, data: np.ndarray, window: Window) -> np.ndarray | None:
-    """Pixels with no value, ``[H, W]`` bool, or None when a scene cannot have any.
+def _valid_pixels(
+    src: rasterio.io.DatasetReader,
+    data: np.ndarray,
+    window: Window | None,
+    out_shape_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The no-value rule of every read: pixels that have a value, ``[H, W]`` bool; the others set to 0.
 
     A pixel has no value when all its bands equal ``nodata``, when it is NaN
-    in every band (float scenes, with or without a declared nodata), or when a
-    per-dataset/alpha mask masks it.
+    in every band (float rasters, with or without a declared nodata), or when
+    a per-dataset/alpha mask masks it.  ``data`` ``[C, H, W]`` (as read from
+    ``window`` of ``src``, at ``out_shape_hw`` when decimated) is changed in
+    place: no-value pixels become 0 in every band, and a NaN in some bands
+    only becomes 0 in those bands.
     """
     masks = []
     if np.issubdtype(data.dtype, np.floating):
@@ -287,8 +275,12 @@ def _nodata_mask(src: rasterio.io.DatasetReader, data: np.ndarray, window: Windo
     if src.nodata is not None and not np.isnan(src.nodata):
         masks.append(np.all(data == src.nodata, axis=0))
     elif src.nodata is None and _has_mask(src):
-        masks.append(src.dataset_mask(window=window) == 0)
-    return np.logical_or.reduce(masks) if masks else None
+        masks.append(src.dataset_mask(window=window, out_shape=out_shape_hw) == 0)
+    valid = ~np.logical_or.reduce(masks) if masks else np.ones(data.shape[1:], bool)
+    data[:, ~valid] = 0
+    if np.issubdtype(data.dtype, np.floating):
+        np.nan_to_num(data, copy=False, nan=0.0)  # a NaN in some bands only: no value, as nodata
+    return valid
 
 
 def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig) -> TileRead:
@@ -296,19 +288,15 @@ def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig
     window = tile.window()
     try:
         data = src.read(list(config.bands), window=window)
-        nodata_mask = _nodata_mask(src, data, window)
+        valid = _valid_pixels(src, data, window)
     except (RasterioError, OSError) as exc:
         raise TileReadError(
             f"{tile.scene_uri}: cannot read tile {tile.index} (window col {tile.col_off_px}, "
             f"row {tile.row_off_px}, {tile.valid_width_px}x{tile.valid_height_px} px): {exc}. "
             "The file may be truncated or corrupt"
         ) from exc
-    if nodata_mask is not None and nodata_mask.all():
+    if not valid.any():
         return TileRead(tile, None)
-    if nodata_mask is not None:
-        data[:, nodata_mask] = 0
-    if np.issubdtype(data.dtype, np.floating):
-        np.nan_to_num(data, copy=False, nan=0.0)  # a NaN in some bands only: no value, as nodata
     if data.shape[1:] == (tile.height_px, tile.width_px):
         return TileRead(tile, data)
     image = np.zeros((len(config.bands), tile.height_px, tile.width_px), dtype=data.dtype)
@@ -329,12 +317,87 @@ def read_tiles(uri: str, tiles: Sequence[TileSpec], config: ReadConfig) -> Itera
     if not tiles:
         return
     tile_height_px = max(tile.height_px for tile in tiles)
-    with gdal_env(config), _open(uri, config) as src:
+    with _opened(uri, config) as src:
         cache_mb = block_cache_mb(src.width, tile_height_px, len(config.bands), src.dtypes[0])
         # rasterio passes an int GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
         with rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20):
             for tile in tiles:
                 yield read_tile(src, tile, config)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRead:
+    """Pixels of one window (or of a decimated whole raster), read by the no-value rule of detect.
+
+    Attributes:
+        pixels: ``[C, H, W]`` in the raster's dtype and raw units; pixels
+            without a value are 0 (the values ``read_tiles`` gives detect).
+        valid: bool ``[H, W]``: the pixels that have a value.
+    """
+
+    pixels: np.ndarray
+    valid: np.ndarray
+
+
+def _read(
+    src: rasterio.io.DatasetReader,
+    uri: str,
+    bands: Sequence[int],
+    window: Window | None,
+    out_shape_hw: tuple[int, int] | None = None,
+) -> WindowRead:
+    """``bands`` of ``window`` (at ``out_shape_hw``) with the no-value rule applied."""
+    if max(bands) > src.count:
+        raise InvalidSceneError(f"{uri}: has {src.count} band(s), but bands {list(bands)} were asked for")
+    where = f"window {tuple(map(int, window.flatten()))} (col, row, width, height)" if window else "pixels"
+    try:
+        shape = None if out_shape_hw is None else (len(bands), *out_shape_hw)
+        data = src.read(list(bands), window=window, out_shape=shape)
+        valid = _valid_pixels(src, data, window, out_shape_hw)
+    except (RasterioError, OSError) as exc:
+        raise TileReadError(
+            f"{uri}: cannot read {where}: {exc}. The file may be truncated or corrupt"
+        ) from exc
+    return WindowRead(data, valid)
+
+
+def read_window(
+    uri: str, window: Window | tuple[int, int, int, int] | None, config: ReadConfig
+) -> WindowRead:
+    """Read ``config.bands`` of one window of a raster, exactly as ``read_tiles`` reads it for detect.
+
+    Args:
+        uri: local path or ``s3://bucket/key``.
+        window: (col_off, row_off, width, height) px inside the raster, or
+            None for all of it.
+        config: bands (1-based, in model order) and the drivers allowed.
+
+    Returns:
+        ``WindowRead``: raw pixels ``[C, H, W]`` (no-value pixels 0) and the
+        mask of those that have a value.
+
+    Raises:
+        InvalidSceneError: it does not open with ``config.drivers`` (or is a
+            VRT), or has fewer bands.
+        TileReadError: the pixels cannot be read.
+    """
+    win = window if window is None or isinstance(window, Window) else Window(*window)
+    with _opened(uri, config, _file_hint(config)) as src:
+        return _read(src, uri, config.bands, win)
+
+
+def read_overview(uri: str, out_shape_hw: tuple[int, int], config: ReadConfig) -> WindowRead:
+    """A whole raster read at ``out_shape_hw`` (height, width) px: from its overviews, else decimated.
+
+    The full-resolution raster is never read when GDAL has overviews of it.
+
+    Raises:
+        InvalidSceneError: it does not open with ``config.drivers`` (or is a
+            VRT), or has fewer bands.
+        TileReadError: the pixels cannot be read.
+    """
+    with _opened(uri, config, _file_hint(config)) as src:
+        return _read(src, uri, config.bands, None, out_shape_hw)
 
 
 def read_footprint(uri: str, out_crs: CRS, config: ReadConfig | None = None) -> shapely.Polygon:
@@ -349,7 +412,7 @@ def read_footprint(uri: str, out_crs: CRS, config: ReadConfig | None = None) -> 
         InvalidSceneError: the scene cannot be opened or has no CRS.
     """
     config = config or ReadConfig()
-    with gdal_env(config), _open(uri, config) as src:
+    with _opened(uri, config) as src:
         if src.crs is None and config.assume_crs is None:
             raise InvalidSceneError(f"{uri}: scene has no CRS, so its footprint is unknown")
         crs = CRS.from_user_input(config.assume_crs if src.crs is None else src.crs.to_wkt())

@@ -46,7 +46,7 @@ class _Scene:
     transform: Any  # rasterio Affine
     width: int
     height: int
-    crs: Any
+    crs: str | None  # WKT
 
 
 def _parquet_columns(path: Path) -> list[str] | None:
@@ -175,11 +175,14 @@ def _usable_rows(gdf: Any, b: LabelBuilder) -> np.ndarray:
 def _open_scene(label_file: Path, scene: str, row_ids: Sequence[int], b: LabelBuilder) -> _Scene | None:
     """The scene's size and georeferencing; None (rows become issues) when the file is missing.
 
+    The header is read as detect reads it (``pipeline.reading.read_header``:
+    the GTiff driver only, never a VRT).
+
     Raises:
-        LabelError: the file exists but is not a raster.
+        LabelError: the file exists but is not a GeoTIFF.
     """
-    import rasterio
-    from rasterio.errors import RasterioIOError
+    from pipeline.errors import InvalidSceneError
+    from pipeline.reading import ReadConfig, read_header
 
     scene_path = (Path(scene) if Path(scene).is_absolute() else label_file.parent / scene).absolute()
     if not scene_path.is_file():
@@ -187,13 +190,14 @@ def _open_scene(label_file: Path, scene: str, row_ids: Sequence[int], b: LabelBu
             b.issue(int(i), f"unknown scene {scene_path} (file not found)")
         return None
     try:
-        with rasterio.open(scene_path) as src:
-            return _Scene(scene_path, src.transform, src.width, src.height, src.crs)
-    except RasterioIOError as exc:
-        first = (str(exc).splitlines() or ["cannot open"])[0]
+        header = read_header(str(scene_path), ReadConfig(bands=(1,)))
+    except InvalidSceneError as exc:
+        why = " ".join(str(exc).removeprefix(f"{scene_path}: ").split())  # one line
         raise LabelError(
-            f"{label_file}: scene {scene_path} is not a raster ({first}); the 'scene' column must name GeoTIFFs"
+            f"{label_file}: scene {scene_path} is not a raster that can be read ({why}); "
+            "the 'scene' column must name GeoTIFFs"
         ) from None
+    return _Scene(scene_path, header.transform, header.width_px, header.height_px, header.crs_wkt)
 
 
 def _box_problem(box: np.ndarray, scene: _Scene) -> str | None:

@@ -38,11 +38,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from retinanet.errors import LabelError
+
+if TYPE_CHECKING:
+    from pipeline.reading import ReadConfig
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -103,17 +106,30 @@ class LabelSet:
         return LabelSet(images, names, list(self.issues))
 
 
+# PNG/JPEG chips open with these GDAL drivers, named (never a VRT: ``pipeline.reading``)
+PLAIN_IMAGE_DRIVERS = ("PNG", "JPEG")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+
+
+def image_read_config(path: str | Path, bands: Sequence[int] = (1,)) -> ReadConfig:
+    """How a label image is read: ``.tif``/``.tiff`` as detect reads scenes (GTiff), others as PNG/JPEG.
+
+    Every label image is read through ``pipeline.reading`` with this config:
+    the same driver allow-list, GDAL settings and nodata rule as detect.
+    """
+    from pipeline.gdal_config import DEFAULT_DRIVERS
+    from pipeline.reading import ReadConfig
+
+    tiff = Path(path).suffix.lower() in TIFF_EXTENSIONS
+    return ReadConfig(bands=tuple(bands), drivers=DEFAULT_DRIVERS if tiff else PLAIN_IMAGE_DRIVERS)
+
+
 def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import rasterio
+    """(height, width) of an image file, from its header (``pipeline.reading.read_header``)."""
+    from pipeline.reading import read_header
 
-        with rasterio.open(path) as src:
-            return src.height, src.width
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.height, im.width
+    header = read_header(str(path), image_read_config(path))
+    return header.height_px, header.width_px
 
 
 class LabelBuilder:
@@ -147,8 +163,8 @@ class LabelBuilder:
             else:
                 try:
                     self.sizes[key] = _image_size(path)
-                except Exception as exc:  # PIL and rasterio raise their own types
-                    self.issue(row, f"image {path} cannot be read: {exc}")
+                except Exception as exc:  # pipeline.reading's errors, and any other
+                    self.issue(row, f"image {path} cannot be read: {str(exc).removeprefix(f'{path}: ')}")
                     self.sizes[key] = None
                     return False
             if self.sizes[key] is not None:

@@ -77,3 +77,23 @@ def test_render_quicklook_creates_no_folder(tmp_path, make_scene):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         render_quicklook(str(scene), np.zeros((0, 4)), [], np.zeros(0), tmp_path / "missing" / "x.png")
     assert not (tmp_path / "missing").exists()
+
+
+def test_quicklook_of_an_s3_output_reads_the_scene_through_aws_endpoint_url(s3_server, tmp_path, make_scene):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket="looks")
+    scene = make_scene("a.tif", [(62, 12, 88, 38, 0)], width=100, height=100)
+    client.upload_file(str(scene), "looks", "scenes/a.tif")
+    write_detections(tmp_path / "out", "s3://looks/scenes/a.tif")
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), "looks", f"det/{path.relative_to(tmp_path / 'out')}")
+    png = tmp_path / "q.png"
+    result = CliRunner().invoke(cli, ["quicklook", "s3://looks/det/", "--scene", "a.tif", "-o", str(png)])
+    # before: GDAL ignored AWS_ENDPOINT_URL and asked looks.s3.us-east-1.amazonaws.com (exit 2)
+    assert result.exit_code == 0, result.output
+    image = np.asarray(Image.open(png).convert("RGB"))
+    assert image.shape == (100, 100, 3) and image[75, 30].tolist() == [0, 0, 0]  # background
+    assert image[25, 75].tolist() == [255, 0, 0]  # the red object, stretched
