@@ -9,7 +9,6 @@ user-facing errors into ``jobs.options.UserError`` (``jobs.options.user_errors``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import click
 
@@ -20,7 +19,7 @@ from jobs.options import user_errors
 class AerialdetGroup(click.Group):
     """A click group whose subcommands report user errors in one line (exit 2)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: click.Context) -> object:
         """Run the subcommand; the library's user-facing errors become ``UserError``."""
         with user_errors():
             return super().invoke(ctx)

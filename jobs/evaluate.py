@@ -195,7 +195,7 @@ def _image_boxes(dt: Any, gt: Any, scenes: list[str], class_names: list[str]) ->
 
     from retinanet.evaluate import ImageBoxes
 
-    def label_ids(frame: Any) -> Any:
+    def label_ids(frame: Any) -> np.ndarray:
         return np.array([class_names.index(x) for x in frame["label"]], int)
 
     gts, dts = [], []

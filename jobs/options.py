@@ -68,7 +68,7 @@ def user_errors() -> Iterator[None]:
 def run_standalone(command: click.Command, argv: list[str] | None = None) -> None:
     """Run one command as a program (``python -m jobs.detect``) with ``user_errors`` handling."""
 
-    def invoke(ctx: click.Context) -> Any:
+    def invoke(ctx: click.Context) -> object:
         with user_errors():
             return click.Command.invoke(command, ctx)
 

@@ -163,7 +163,7 @@ def detect_tiles(
     return [_to_tile_detections(tile, out) for tile, out in zip(tiles, outputs)]
 
 
-def to_device(images: np.ndarray, device: str) -> Any:
+def to_device(images: np.ndarray, device: str) -> torch.Tensor:
     """``images`` as a tensor on ``device``, in their own dtype (uint8 crosses to a GPU as uint8).
 
     On CUDA the host copy is page-locked (pinned) and the transfer is

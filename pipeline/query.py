@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from functools import reduce
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyproj import CRS, Transformer
@@ -48,6 +48,11 @@ from pipeline.manifest import read_manifest
 from pipeline.query_sql import QueryError, check_where, connect, lock_to_files
 from pipeline.sources import expand_glob, is_glob, is_s3_uri, normalize_scene_uri
 from pipeline.storage import RESERVED_PREFIXES, open_store, s3_arrow_filesystem
+
+if TYPE_CHECKING:
+    import duckdb
+    import geopandas
+    import pyarrow
 
 ARROW_SOURCE = "aerialdet_files"
 """Name under which an S3 dataset's Arrow scan is registered with DuckDB (the view reads it)."""
@@ -237,14 +242,14 @@ def _scene_match(scene: str) -> Any:
     return column.isin(*(ConstantExpression(u) for u in uris)) | suffix
 
 
-def filter_expression(crs: CRS, f: Filters) -> Any:
+def filter_expression(crs: CRS, f: Filters) -> duckdb.Expression | None:
     """The row filter of ``f`` in dataset CRS ``crs``, as a DuckDB expression (None: keep all).
 
     Every value is a ``duckdb.ConstantExpression``: none is written into SQL text.
     """
     from duckdb import ColumnExpression, ConstantExpression, FunctionExpression
 
-    def const(value: Any) -> Any:
+    def const(value: Any) -> duckdb.Expression:
         return ConstantExpression(value)
 
     terms: list[Any] = []
@@ -316,7 +321,7 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split("\n")[0:2]).strip()
 
 
-def run_sql(path: str | Path, sql: str, f: Filters = Filters()) -> Any:
+def run_sql(path: str | Path, sql: str, f: Filters = Filters()) -> pyarrow.Table:
     """Run ``sql`` (the caller's own SQL) against the ``detections`` view; returns a pyarrow Table.
 
     This is full DuckDB, i.e. shell access: the SQL can read and write any
@@ -373,7 +378,7 @@ def read_detections(
     min_score: float | None = None,
     scenes: Sequence[str] = (),
     where: str | None = None,
-) -> Any:
+) -> geopandas.GeoDataFrame:
     """Read detections matching the filters as a GeoDataFrame in the dataset's CRS.
 
     Args:

@@ -26,10 +26,13 @@ import glob as globmod
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import OutputError
 from pipeline.sources import is_s3_uri
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 class QueryError(OutputError, ValueError):
@@ -72,7 +75,7 @@ WHERE_FUNCTIONS = frozenset(
 )
 
 
-def connect() -> Any:
+def connect() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with spatial loaded from its wheel; extension auto-install and auto-load off.
 
     Raises:

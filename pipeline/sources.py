@@ -21,10 +21,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from pipeline.errors import PipelineError, SourceError
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 RASTER_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff")
 GLOB_CHARACTERS = "*?["
@@ -70,7 +73,7 @@ def retry_settings() -> tuple[str, int]:
     return mode, attempts
 
 
-def s3_client(mode: str = "standard", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
+def s3_client(mode: str = "standard", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> BaseClient:
     """A boto3 S3 client for the configured endpoint, retrying with backoff (``retry_settings``)."""
     import boto3
     from botocore.config import Config

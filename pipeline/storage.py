@@ -41,11 +41,15 @@ import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from pipeline.errors import OutputError, PipelineError
 from pipeline.sources import is_s3_uri, retry_settings, s3_client, s3_endpoint_url
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from pyarrow.fs import S3FileSystem
 
 RESERVED_PREFIXES: tuple[str, ...] = (".", "_")
 """Names in an output that are not detections: temp files, ``_run.json``, ``_logs``."""
@@ -255,7 +259,7 @@ class S3Store(OutputStore):
         return {**self.__dict__, "_client": None}
 
     @property
-    def client(self) -> Any:
+    def client(self) -> BaseClient:
         """The boto3 S3 client, with retries configured (made once per process)."""
         if self._client is None:
             self._client = s3_client(self.mode, self.max_attempts)
@@ -376,7 +380,7 @@ class S3Store(OutputStore):
         return s3_arrow_filesystem(self.max_attempts), base
 
 
-def s3_arrow_filesystem(max_attempts: int | None = None) -> Any:
+def s3_arrow_filesystem(max_attempts: int | None = None) -> S3FileSystem:
     """An ``S3FileSystem`` (pyarrow) for the configured endpoint, retrying with backoff.
 
     Args:
