@@ -7,9 +7,9 @@ from torch.utils.data import DataLoader
 
 from retinanet.checkpoint import save_dir
 from retinanet.config import AERIAL_ANCHOR_SIZES_PX, BandConfig, ModelConfig
+from retinanet.fit import init_from_checkpoint
 from retinanet.labeled_tiles import LabeledTiles, collate, read_labels, read_train_data
 from retinanet.model import build_model
-from retinanet.ray_train import init_from_checkpoint
 from retinanet.synth import SynthConfig, write_scenes
 from retinanet.train_loop import (
     TrainConfig,
@@ -246,51 +246,3 @@ def test_train_one_epoch_updates_the_average_after_every_step(synth):
     key = "head.classification_head.conv.0.0.weight"
     trained, averaged = model.state_dict()[key], average.module.state_dict()[key]
     assert not torch.equal(averaged, start[key]) and not torch.equal(averaged, trained)
-
-
-def test_checkpoints_hold_the_average_and_the_resume_state_the_trained_weights(tmp_path):
-    from retinanet.checkpoint import load_dir, load_train_state
-    from retinanet.ray_train import write_epoch
-
-    config = cfg(("tree",))
-    trained, averaged = build_model(config), build_model(config)  # two different random draws
-    metrics = {"epoch": 0, "loss": 1.0, "val_ap50": 0.5, "val_map": 0.2, "val_num_gt": 3}
-    state = {"epoch": 0, "global_step": 5, "best_ap50": -1.0, "average": {"n_averaged": torch.tensor(5)}}
-    resume_dir, _ = write_epoch(
-        tmp_path / "run", trained, config, metrics, state, tmp_path / "t", evaluated=averaged
-    )
-    key = "head.regression_head.bbox_reg.weight"
-    for part in ("best", "last"):
-        torch.testing.assert_close(
-            load_dir(tmp_path / "run" / part).model.state_dict()[key], averaged.state_dict()[key]
-        )
-    torch.testing.assert_close(load_dir(resume_dir).model.state_dict()[key], trained.state_dict()[key])
-    assert int(load_train_state(resume_dir)["average"]["n_averaged"]) == 5
-    assert "average" not in load_train_state(tmp_path / "run" / "last")  # last/'s weights are the average
-
-
-def test_validation_measures_the_average_not_the_trained_weights(tmp_path):
-    from retinanet.ray_train import TrainSpec, _close_epoch
-
-    config = cfg(("tree",))
-    model = build_model(config)
-    with torch.no_grad():
-        model.head.classification_head.cls_logits.bias.fill_(-50.0)  # the trained weights find nothing
-    tc = TrainConfig(ema_half_life_steps=5)
-    average = weight_average(model, tc)
-    average.update_parameters(model)
-    with torch.no_grad():
-        average.module.head.classification_head.cls_logits.bias.fill_(50.0)  # the average boxes every anchor
-        average.module.head.regression_head.bbox_reg.weight.zero_()
-        average.module.head.regression_head.bbox_reg.bias.zero_()
-    image = torch.full((3, 128, 128), 100.0)
-    target = {"boxes": torch.tensor([[32.0, 32.0, 64.0, 64.0]]), "labels": torch.tensor([0])}
-    spec = TrainSpec(labels=(), out_dir=str(tmp_path / "run"), model=config, train=tc)
-    metrics = {"epoch": 0, "global_step": 1, "loss": 1.0}
-    trainees = (model, make_optimizer(model, tc), average)
-    _close_epoch(trainees, [([image], [target])], spec, metrics, -1.0, tmp_path / "t", "cpu")
-    assert metrics["val_recall"] == 1.0  # the average's anchors: one of them is the box
-    trainees = (model, make_optimizer(model, tc), None)
-    _close_epoch(trainees, [([image], [target])], spec, dict(metrics), -1.0, tmp_path / "t2", "cpu")
-    raw = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert raw["val_recall"] == 0.0  # the same call without the average measures the trained weights
