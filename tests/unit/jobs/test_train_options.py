@@ -1,13 +1,14 @@
-"""train's command line -> TrainConfig (parsed by click, no Ray)."""
+"""train's command line -> TrainOptions -> retinanet.train_plan's TrainConfig and model config (no Ray)."""
 
-from jobs.train import TrainOptions, _train_config, train_command
+from jobs.train import train_command, train_options
+from retinanet.train_plan import train_config
 
 
 def _config(tmp_path, *args):
     labels = tmp_path / "a.xml"
     labels.write_text("<annotation/>")
     ctx = train_command.make_context("train", [str(labels), "--out", str(tmp_path / "run"), *args])
-    return _train_config(TrainOptions(**ctx.params), num_tiles=40)
+    return train_config(train_options(ctx.params), num_tiles=40)
 
 
 def test_defaults_augment_in_fp32(tmp_path):
@@ -53,18 +54,18 @@ def test_a_resumed_run_keeps_its_weight_average(tmp_path):
 
     import pytest
 
-    from jobs.options import UserError
-    from jobs.train import _keep_weight_average
     from retinanet.config import ModelConfig
-    from retinanet.ray_train import TrainSpec
     from retinanet.train_loop import TrainConfig
+    from retinanet.train_plan import TrainPlanError
+    from retinanet.train_plan import keep_weight_average as _keep_weight_average
+    from retinanet.train_spec import TrainSpec
 
     labels = tmp_path / "a.xml"
     labels.write_text("<annotation/>")
 
     def opts(*args):
         ctx = train_command.make_context("train", [str(labels), "--out", str(tmp_path / "run"), *args])
-        return TrainOptions(**ctx.params)
+        return train_options(ctx.params)
 
     spec = TrainSpec(labels=(), out_dir="run", model=ModelConfig(class_names=("tree",)))
     with_average = dataclasses.replace(spec, train=TrainConfig(ema_half_life_steps=150))
@@ -72,9 +73,9 @@ def test_a_resumed_run_keeps_its_weight_average(tmp_path):
     assert _keep_weight_average(opts(), with_average).ema == 150  # resumed without --ema: its own
     assert _keep_weight_average(opts("--ema", "150"), with_average).ema == 150
     assert _keep_weight_average(opts(), spec).ema == 0
-    with pytest.raises(UserError, match="started with --ema 150"):
+    with pytest.raises(TrainPlanError, match="started with --ema 150"):
         _keep_weight_average(opts("--ema", "0"), with_average)
-    with pytest.raises(UserError, match="started with --ema 0"):
+    with pytest.raises(TrainPlanError, match="started with --ema 0"):
         _keep_weight_average(opts("--ema", "20"), spec)
 
 
@@ -91,9 +92,9 @@ def test_box_loss_reaches_a_new_model_config(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from jobs.train import _new_model_config
     from retinanet.label_formats import LabeledImage
     from retinanet.labeled_tiles import TrainData
+    from retinanet.train_plan import new_model_config as _new_model_config
 
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "chip.png")
     chip = LabeledImage(
@@ -104,18 +105,18 @@ def test_box_loss_reaches_a_new_model_config(tmp_path):
         labels = tmp_path / "a.xml"
         labels.write_text("<annotation/>")
         ctx = train_command.make_context("train", [str(labels), "--out", str(tmp_path / "run"), *args])
-        assert _new_model_config(TrainOptions(**ctx.params), data).box_loss.value == expected
+        assert _new_model_config(train_options(ctx.params), data).box_loss.value == expected
 
 
 def test_fine_tuning_keeps_the_checkpoints_box_loss_unless_told(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from jobs.train import _model_config
     from retinanet import ModelConfig, build_model
     from retinanet.checkpoint import save_dir
     from retinanet.label_formats import LabeledImage
     from retinanet.labeled_tiles import TrainData
+    from retinanet.train_plan import model_config as _model_config
 
     config = ModelConfig(backbone="resnet18", class_names=("tree",), box_loss="giou")
     save_dir(tmp_path / "ckpt", build_model(config), config)
@@ -128,5 +129,5 @@ def test_fine_tuning_keeps_the_checkpoints_box_loss_unless_told(tmp_path):
     labels.write_text("<annotation/>")
     for args, expected in (((), "giou"), (("--box-loss", "l1"), "l1")):
         argv = [str(labels), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "ckpt"), *args]
-        opts = TrainOptions(**train_command.make_context("train", argv).params)
+        opts = train_options(train_command.make_context("train", argv).params)
         assert _model_config(opts, data, None)[0].box_loss.value == expected

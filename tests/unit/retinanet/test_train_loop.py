@@ -7,9 +7,9 @@ from torch.utils.data import DataLoader
 
 from retinanet.checkpoint import save_dir
 from retinanet.config import AERIAL_ANCHOR_SIZES_PX, BandConfig, ModelConfig
+from retinanet.fit import init_from_checkpoint
 from retinanet.labeled_tiles import LabeledTiles, collate, read_labels, read_train_data
 from retinanet.model import build_model
-from retinanet.ray_train import init_from_checkpoint
 from retinanet.synth import SynthConfig, write_scenes
 from retinanet.train_loop import (
     TrainConfig,
@@ -42,26 +42,39 @@ def cfg(classes):
     )
 
 
-def test_train_steps_reduce_loss_on_one_batch(synth):
+def chip_batch():
+    """One 64 px tile (the smallest a ResNet trains on alone) with a vehicle and a tree square.
+
+    The loss tests train on it: a 128 px batch of two synthetic tiles took 8 s in fp32 and
+    167 s in bf16 (no native bfloat16 on that CPU) on 2 cores.
+    """
+    image = torch.full((3, 64, 64), 90.0)
+    image[:, 8:22, 6:20] = torch.tensor([150.0, 120.0, 90.0])[:, None, None]
+    image[:, 30:48, 36:54] = torch.tensor([30.0, 170.0, 40.0])[:, None, None]
+    boxes = torch.tensor([[6.0, 8.0, 20.0, 22.0], [36.0, 30.0, 54.0, 48.0]])
+    return [image], [{"boxes": boxes, "labels": torch.tensor([0, 2])}]
+
+
+def test_train_steps_reduce_loss_on_one_batch():
     torch.manual_seed(0)
-    ls = read_labels([synth], ("vehicle", "building", "tree"), tile_size_px=128)
-    model = build_model(cfg(ls.class_names))
-    batch = collate([LabeledTiles(ls.images, BANDS.bands)[i] for i in range(2)])
-    tc = TrainConfig(lr=1e-3, warmup_steps=1)
+    names = ("vehicle", "building", "tree")
+    model = build_model(cfg(names))
+    batch = chip_batch()
+    # lr 1e-4: at 1e-3 the loss spiked (to 500+) on this batch before it fell
+    tc = TrainConfig(lr=1e-4, warmup_steps=1)
     opt = make_optimizer(model, tc)
     first = train_one_epoch(model, opt, [batch], tc, start_step=0, total_steps=20)["loss"]
-    for step in range(1, 12):
+    for step in range(1, 6):
         last = train_one_epoch(model, opt, [batch], tc, start_step=step, total_steps=20)["loss"]
     assert last < first * 0.7
-    metrics = evaluate_model(model, [batch], ls.class_names)
+    metrics = evaluate_model(model, [batch], names)
     assert set(metrics) == {"vehicle", "building", "tree", "overall"}
 
 
-def test_bf16_training_runs_the_network_in_bf16_and_keeps_weights_and_losses_float32(synth):
+def test_bf16_training_runs_the_network_in_bf16_and_keeps_weights_and_losses_float32():
     torch.manual_seed(0)
-    ls = read_labels([synth], ("vehicle", "building", "tree"), tile_size_px=128)
-    model = build_model(cfg(ls.class_names))
-    batch = collate([LabeledTiles(ls.images, BANDS.bands)[i] for i in range(2)])
+    model = build_model(cfg(("vehicle", "building", "tree")))
+    batch = chip_batch()
     seen = {}
 
     def note(name, dtype):
@@ -69,19 +82,19 @@ def test_bf16_training_runs_the_network_in_bf16_and_keeps_weights_and_losses_flo
 
     model.backbone.body.conv1.register_forward_hook(lambda m, i, out: note("conv1", out.dtype))
     model.head.register_forward_hook(lambda m, i, out: note("head", out["cls_logits"].dtype))
-    tc = TrainConfig(lr=1e-3, warmup_steps=1, precision="bf16")
+    tc = TrainConfig(lr=1e-4, warmup_steps=1, precision="bf16")
     opt = make_optimizer(model, tc)
     first = train_one_epoch(model, opt, [batch], tc, start_step=0, total_steps=20)["loss"]
-    for step in range(1, 12):
+    for step in range(1, 6):
         last = train_one_epoch(model, opt, [batch], tc, start_step=step, total_steps=20)["loss"]
     # convolutions ran in bf16; the head's outputs reached the losses as float32 (the hook runs
     # after the test's own, so the test sees the raw bf16 and the loss code the cast)
     assert seen == {"conv1": torch.bfloat16, "head": torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert np.isfinite(last) and last < first * 0.7  # it still learns
-    fp32 = TrainConfig(lr=1e-3, warmup_steps=1)
+    fp32 = TrainConfig(lr=1e-4, warmup_steps=1)
     seen.clear()
-    train_one_epoch(model, opt, [batch], fp32, start_step=12, total_steps=20)
+    train_one_epoch(model, opt, [batch], fp32, start_step=6, total_steps=20)
     assert seen == {"conv1": torch.float32, "head": torch.float32}
 
 
@@ -192,10 +205,9 @@ def test_summary_names_the_calibrated_score_thresholds(tmp_path):
     assert "(val AP50 0.500, epoch 2, best-F1 score car 0.310, tree 0.200 at IoU 0.4)" in text
 
 
-def test_a_shortened_last_epoch_stops_at_total_steps(synth):
-    ls = read_labels([synth], ("vehicle", "building", "tree"), tile_size_px=128)
-    model = build_model(cfg(ls.class_names))
-    batch = collate([LabeledTiles(ls.images, BANDS.bands)[0]])
+def test_a_shortened_last_epoch_stops_at_total_steps():
+    model = build_model(cfg(("vehicle", "building", "tree")))
+    batch = chip_batch()
     tc = TrainConfig(warmup_steps=1)
     out = train_one_epoch(model, make_optimizer(model, tc), [batch] * 5, tc, start_step=8, total_steps=10)
     assert out["steps"] == 2 and out["global_step"] == 10
@@ -231,12 +243,11 @@ def test_weight_average_weighs_each_step_by_half_per_half_life():
     assert ema_decay(3, 10**6) == pytest.approx(0.5 ** (1 / 3))
 
 
-def test_train_one_epoch_updates_the_average_after_every_step(synth):
+def test_train_one_epoch_updates_the_average_after_every_step():
     torch.manual_seed(0)
-    ls = read_labels([synth], ("vehicle", "building", "tree"), tile_size_px=128)
-    model = build_model(cfg(ls.class_names))
+    model = build_model(cfg(("vehicle", "building", "tree")))
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    batch = collate([LabeledTiles(ls.images, BANDS.bands)[0]])
+    batch = chip_batch()
     tc = TrainConfig(warmup_steps=1, ema_half_life_steps=50)
     average = weight_average(model, tc)
     train_one_epoch(
@@ -246,51 +257,3 @@ def test_train_one_epoch_updates_the_average_after_every_step(synth):
     key = "head.classification_head.conv.0.0.weight"
     trained, averaged = model.state_dict()[key], average.module.state_dict()[key]
     assert not torch.equal(averaged, start[key]) and not torch.equal(averaged, trained)
-
-
-def test_checkpoints_hold_the_average_and_the_resume_state_the_trained_weights(tmp_path):
-    from retinanet.checkpoint import load_dir, load_train_state
-    from retinanet.ray_train import write_epoch
-
-    config = cfg(("tree",))
-    trained, averaged = build_model(config), build_model(config)  # two different random draws
-    metrics = {"epoch": 0, "loss": 1.0, "val_ap50": 0.5, "val_map": 0.2, "val_num_gt": 3}
-    state = {"epoch": 0, "global_step": 5, "best_ap50": -1.0, "average": {"n_averaged": torch.tensor(5)}}
-    resume_dir, _ = write_epoch(
-        tmp_path / "run", trained, config, metrics, state, tmp_path / "t", evaluated=averaged
-    )
-    key = "head.regression_head.bbox_reg.weight"
-    for part in ("best", "last"):
-        torch.testing.assert_close(
-            load_dir(tmp_path / "run" / part).model.state_dict()[key], averaged.state_dict()[key]
-        )
-    torch.testing.assert_close(load_dir(resume_dir).model.state_dict()[key], trained.state_dict()[key])
-    assert int(load_train_state(resume_dir)["average"]["n_averaged"]) == 5
-    assert "average" not in load_train_state(tmp_path / "run" / "last")  # last/'s weights are the average
-
-
-def test_validation_measures_the_average_not_the_trained_weights(tmp_path):
-    from retinanet.ray_train import TrainSpec, _close_epoch
-
-    config = cfg(("tree",))
-    model = build_model(config)
-    with torch.no_grad():
-        model.head.classification_head.cls_logits.bias.fill_(-50.0)  # the trained weights find nothing
-    tc = TrainConfig(ema_half_life_steps=5)
-    average = weight_average(model, tc)
-    average.update_parameters(model)
-    with torch.no_grad():
-        average.module.head.classification_head.cls_logits.bias.fill_(50.0)  # the average boxes every anchor
-        average.module.head.regression_head.bbox_reg.weight.zero_()
-        average.module.head.regression_head.bbox_reg.bias.zero_()
-    image = torch.full((3, 128, 128), 100.0)
-    target = {"boxes": torch.tensor([[32.0, 32.0, 64.0, 64.0]]), "labels": torch.tensor([0])}
-    spec = TrainSpec(labels=(), out_dir=str(tmp_path / "run"), model=config, train=tc)
-    metrics = {"epoch": 0, "global_step": 1, "loss": 1.0}
-    trainees = (model, make_optimizer(model, tc), average)
-    _close_epoch(trainees, [([image], [target])], spec, metrics, -1.0, tmp_path / "t", "cpu")
-    assert metrics["val_recall"] == 1.0  # the average's anchors: one of them is the box
-    trainees = (model, make_optimizer(model, tc), None)
-    _close_epoch(trainees, [([image], [target])], spec, dict(metrics), -1.0, tmp_path / "t2", "cpu")
-    raw = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert raw["val_recall"] == 0.0  # the same call without the average measures the trained weights

@@ -22,9 +22,9 @@ from retinanet.labeled_tiles import (
     read_train_data,
 )
 from retinanet.model import build_model
-from retinanet.ray_train import write_epoch
 from retinanet.synth import SynthConfig, write_scenes
 from retinanet.train_loop import TrainConfig, evaluate_model, min_epoch_tiles, schedule, steps_per_epoch
+from retinanet.train_sink import write_epoch
 from tests.conftest import write_voc
 
 SQUARES = [(10, 12, 14), (50, 40, 18), (30, 70, 12)]  # (x, y, side)
