@@ -117,7 +117,8 @@ def epochs_to_run(start_epoch: int, global_step: int, total_steps: int, per_epoc
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over trainable parameters, no weight decay on norms and biases."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -145,7 +146,7 @@ def ema_decay(half_life_steps: int, num_averaged: int) -> float:
         0.99309
     """
     d = 0.5 ** (1.0 / half_life_steps)
-    return d * (1.0 - d**num_averaged) / (1.0 - d ** (num_averaged + 1))
+    return float(d * (1.0 - d**num_averaged) / (1.0 - d ** (num_averaged + 1)))
 
 
 def weight_average(model: nn.Module, config: TrainConfig) -> torch.optim.swa_utils.AveragedModel | None:
@@ -159,12 +160,16 @@ def weight_average(model: nn.Module, config: TrainConfig) -> torch.optim.swa_uti
     if half_life is None:
         return None
 
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: Any) -> None:
+    def update(
+        averaged: tuple[torch.Tensor, ...] | list[torch.Tensor],
+        current: tuple[torch.Tensor, ...] | list[torch.Tensor],
+        num_averaged: torch.Tensor | int,
+    ) -> None:
         decay = ema_decay(half_life, int(num_averaged))
         if averaged and torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+            torch._foreach_lerp_(list(averaged), list(current), 1.0 - decay)
         else:  # integer buffers (batch norm's num_batches_tracked) follow the model
-            torch._foreach_copy_(averaged, current)
+            torch._foreach_copy_(list(averaged), list(current))
 
     return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
@@ -290,11 +295,11 @@ def evaluate_model(
     gts, dts = [], []
     for images, targets in loader:
         outputs = model([torch.as_tensor(im, dtype=torch.float32).to(device) for im in images])
-        for out, tgt in zip(outputs, targets):
+        for found, tgt in zip(outputs, targets):
             gts.append(ImageBoxes(tgt["boxes"].numpy(), tgt["labels"].numpy()))
             dts.append(
                 ImageBoxes(
-                    out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), out["scores"].cpu().numpy()
+                    found["boxes"].cpu().numpy(), found["labels"].cpu().numpy(), found["scores"].cpu().numpy()
                 )
             )
     if was_training:
@@ -303,7 +308,7 @@ def evaluate_model(
         return {
             "overall": {"map": -1.0, "ap50": -1.0, "precision": 0.0, "recall": 0.0, "num_gt": 0, "num_det": 0}
         }
-    out: dict[str, Any] = evaluate_detections(gts, dts, class_names, score_threshold=score_threshold)
+    out: dict[str, Any] = dict(evaluate_detections(gts, dts, class_names, score_threshold=score_threshold))
     if calibration_iou is not None:
         out["calibration"] = best_f1_thresholds(gts, dts, class_names, iou=calibration_iou)
     return out
@@ -324,7 +329,7 @@ def rng_state() -> dict[str, Any]:
     data a resumed run sees is fixed by its epoch; these states cover what
     else may draw from the global generators.
     """
-    numpy_state = np.random.get_state()
+    numpy_state: Any = np.random.get_state()  # a tuple: (name, keys, pos, has_gauss, cached)
     return {
         "torch": torch.get_rng_state(),
         "numpy": {

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retinanet.config import BoxLoss
+from retinanet.config import Backbone, BoxLoss
 
 if TYPE_CHECKING:
     from retinanet.config import ModelConfig
@@ -263,9 +263,9 @@ def new_model_config(opts: TrainOptions, data: TrainData) -> ModelConfig:
     mean, std = band_stats(data.train, bands)
     return ModelConfig(
         class_names=data.class_names,
-        backbone=opts.backbone,
+        backbone=Backbone(opts.backbone),
         anchor_sizes_px=opts.anchor_sizes_px,
-        box_loss=opts.box_loss or BoxLoss.L1,
+        box_loss=BoxLoss(opts.box_loss) if opts.box_loss else BoxLoss.L1,
         band_config=BandConfig(bands=bands, mean=mean, std=std),
         tile_size_px=opts.tile_size_px,
     )
