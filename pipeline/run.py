@@ -30,6 +30,7 @@ OGC:CRS84; it is recorded in ``OUT/_dataset.json`` and every later run keeps it.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -123,10 +124,13 @@ class DetectRun:
         self.stall_warning_s = stall_warning_s
         self.store = open_store(job.out_dir)
         check_to_crs(self.store, job.to_crs)  # before any claim: a resume never changes the output's CRS
+        listing = iter_listing(job.source, extensions=scene_extensions(job.read.drivers))
+        # the first entry now: a source that does not exist or holds no file is the caller's error
+        # (SourceError, one line), raised before anything is claimed or written
+        self.listing = itertools.chain([next(listing)], listing)
+        self.listing_done = False
         self.record = new_record(job, self.store)
         self.claims = ClaimKeeper(self.store, self.record.run_id)
-        self.listing = iter_listing(job.source, extensions=scene_extensions(job.read.drivers))
-        self.listing_done = False
         self.window: dict[str, _Scene] = {}
         self.settings: FinishSettings | None = None
         self.tiles_done = self.tiles_planned = 0

@@ -208,3 +208,14 @@ def test_report_file_is_the_summary(tmp_path):
     summary = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
     assert "scenes" not in summary and summary["scene_lines"].startswith("_run.")
     assert summary["counts"]["done"] == 1 and summary["config"]["model_actors"]
+
+
+def test_a_source_that_does_not_exist_or_is_empty_is_the_callers_error(tmp_path):
+    from pipeline.errors import SourceError
+
+    (tmp_path / "empty").mkdir()
+    for src, message in ((tmp_path / "nope", "does not exist"), (tmp_path / "empty", "holds no files")):
+        job = _job(src, tmp_path / "out")
+        with pytest.raises(SourceError, match=message):
+            DetectRun(job, InlineExecutor(job))
+    assert not (tmp_path / "out" / "_run.json").exists()  # nothing written, nothing claimed
