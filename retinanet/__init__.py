@@ -10,18 +10,27 @@ module              what it holds
 ``config``          ``ModelConfig`` / ``BandConfig``: frozen, JSON-able
 ``model``           ``build_model(config)`` -> torchvision RetinaNet that
                     scales raw bands itself (``image_mean``/``image_std``)
-``checkpoint``      checkpoint directory: ``model.pt`` + ``meta.json``;
-                    torchvision / DeepForest imports
+``checkpoint``      checkpoint directory: ``model.pt`` + ``meta.json``
+                    (``checkpoint_meta``: meta.json, versions, limits;
+                    ``checkpoint_weights``: weight files, shape checks;
+                    ``checkpoint_import``: torchvision / DeepForest)
 ``predictor``       the model loader the detect pipeline runs
 ``label_formats``   COCO / VOC / DeepForest CSV readers -> ``LabelSet``
 ``geo_labels``      GeoParquet / GeoPackage labels over scenes -> tiles
-``labeled_tiles``   every format -> one training set and Dataset
+``labeled_tiles``   every format -> one training set (``label_images``:
+                    pixels through ``pipeline.reading``, band statistics;
+                    ``training_tiles``: the Dataset and sampler)
 ``augment``         flips, 90-degree rotations, photometric jitter
 ``evaluate``        COCO mAP, AP50, precision/recall (pycocotools)
 ``synth``           synthetic georeferenced scenes + ground truth
+``train_plan``      a training request -> model config, schedule, ``TrainSpec``
+``train_spec``      ``TrainSpec``: what one training run is, JSON-able
 ``train_loop``      ``train_one_epoch`` / ``evaluate_model``: plain torch
-``ray_train``       the only ``import ray.train``: TorchTrainer wiring
-``train_report``    the driver's progress bar and summary of a run
+``fit``             one worker's epoch loop behind ``Reporter`` and
+                    ``CheckpointSink`` (no Ray)
+``train_sink``      the run directory: last/, best/, metrics.jsonl
+``ray_train``       the only ``import ray.train``: adapts ``fit`` to TorchTrainer
+``train_report``    the driver's progress bar, summary and training.png
 ``errors``          ``CheckpointError``, ``LabelError``
 ==================  =====================================================
 
