@@ -13,7 +13,10 @@ local cluster (``ray.init(address="local")``), measured with
 peak resident set of this process read from ``/proc/self/status`` (VmHWM)
 before and after each run (the first run's peak includes Ray's start).
 
-Printed per N: wall seconds, scenes/s, driver CPU ms per scene, driver peak
+``--size-px 1024`` gives each scene 441 tiles of 64 px, for the driver's
+cost per tile rather than per scene.
+
+Printed per N: wall seconds, scenes/s, driver CPU ms per scene and per tile, driver peak
 RSS, seconds to the first tile, the run record's size (summary + line
 segments) and how often the summary was written.  Benchmarks are not tests.
 
@@ -44,8 +47,8 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _bucket(root: Path, num: int) -> Path:
-    """``num`` hard links of one 64 x 64 px, 3-band uint8 GeoTIFF with one bright square."""
+def _bucket(root: Path, num: int, size_px: int = 64) -> Path:
+    """``num`` hard links of one ``size_px`` square, 3-band uint8 GeoTIFF with one bright square."""
     import numpy as np
     import rasterio
     from rasterio.transform import Affine
@@ -70,14 +73,14 @@ def _bucket(root: Path, num: int) -> Path:
     return folder
 
 
-def _run_one(num: int, root: Path) -> dict[str, float]:
+def _run_one(num: int, root: Path, size_px: int = 64) -> dict[str, float]:
     from pipeline.job import DetectJob
     from pipeline.ray_stages import run_detect
     from pipeline.report import read_report
     from pipeline.standin import StandinLoader
     from pipeline.tiling import TilingConfig
 
-    src, out = _bucket(root, num), root / f"out-{num}"
+    src, out = _bucket(root, num, size_px), root / f"out-{num}"
     job = DetectJob(
         source=str(src),
         out_dir=str(out),
@@ -93,9 +96,12 @@ def _run_one(num: int, root: Path) -> dict[str, float]:
     assert record.counts()["done"] == num, record.counts()
     result = {
         "scenes": num,
+        "size_px": size_px,
+        "tiles": record.to_json()["num_tiles"],
         "wall_s": round(wall, 1),
         "scenes_per_s": round(num / wall, 1),
         "driver_cpu_ms_per_scene": round(1000 * cpu / num, 2),
+        "driver_cpu_ms_per_tile": round(1000 * cpu / max(1, record.to_json()["num_tiles"]), 3),
         "driver_peak_rss_mb": round(_vm_hwm_mb(), 0),
         "first_tile_s": summary["phases_s"].get("first_tiles"),
         "record_mb": round(record_bytes / 2**20, 2),
@@ -112,6 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", default="1000,10000", help="Comma-separated bucket sizes.")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the private cluster.")
+    parser.add_argument(
+        "--size-px", type=int, default=64, help="Scene edge; 64 px tiles: > 64 gives many tiles a scene."
+    )
     args = parser.parse_args()
 
     import ray
@@ -121,7 +130,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="aerialdet-scale-"))
     try:
         for num in (int(n) for n in args.scenes.split(",")):
-            print(json.dumps(_run_one(num, root)), flush=True)
+            print(json.dumps(_run_one(num, root, args.size_px)), flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
