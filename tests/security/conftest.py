@@ -117,6 +117,7 @@ def other_user() -> Iterator[OtherUser]:
         pytest.skip("useradd/userdel not installed: cannot create a second local user")
     _remove_user(OTHER_USER)  # left by an interrupted earlier session
     _run_root(["useradd", "--create-home", "--shell", "/bin/sh", OTHER_USER])
+    opened = _let_others_traverse([ROOT, Path(sysconfig.get_paths()["purelib"])])
     try:
         import pwd
 
@@ -128,4 +129,26 @@ def other_user() -> Iterator[OtherUser]:
             )
         yield OtherUser(OTHER_USER, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir), python)
     finally:
+        for folder, mode in opened:
+            folder.chmod(mode)
         _remove_user(OTHER_USER)
+
+
+def _let_others_traverse(paths: Sequence[Path]) -> list[tuple[Path, int]]:
+    """Give others search (x, not read) on each folder above ``paths`` that lacks it; returns what to restore.
+
+    A checkout (and its virtual environment) under a private home, e.g.
+    ``/root`` (0700), is out of the other user's reach; traversal alone lets
+    it import the code and packages, and lists nothing.  The modes are put
+    back when the session ends.
+    """
+    import stat
+
+    changed: list[tuple[Path, int]] = []
+    for path in paths:
+        for folder in [path.resolve(), *path.resolve().parents]:
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            if not mode & stat.S_IXOTH and all(folder != f for f, _ in changed):
+                folder.chmod(mode | stat.S_IXOTH)
+                changed.append((folder, mode))
+    return changed
