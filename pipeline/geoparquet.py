@@ -157,8 +157,8 @@ def to_geodataframe(table: pa.Table, crs: CRS) -> geopandas.GeoDataFrame:
 
     frame = table.drop_columns(["geometry", "bbox"]).to_pandas(types_mapper=pd.ArrowDtype)
     wkb = table.column("geometry").to_numpy(zero_copy_only=False)
-    geometry = gpd.GeoSeries.from_wkb(wkb, index=frame.index, crs=crs)
-    return gpd.GeoDataFrame(frame, geometry=geometry).reindex(columns=["geometry", *frame.columns])
+    frame.insert(0, "geometry", gpd.array.from_wkb(wkb, crs=crs))
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=crs)
 
 
 def sort_spatially(frame: geopandas.GeoDataFrame) -> geopandas.GeoDataFrame:
