@@ -12,7 +12,7 @@ from pipeline.geoparquet import COLUMNS, read_geo_metadata
 from pipeline.geoparquet import SCHEMA as ARROW_SCHEMA
 from pipeline.merging import MergedBoxes
 from pipeline.output import choose_output_crs, scene_output_path, write_scene_detections
-from pipeline.query import connect
+from pipeline.query import connect, read_detections
 from pipeline.types import SceneInfo
 
 SCHEMA = json.loads(
@@ -182,6 +182,9 @@ def test_empty_scene_still_valid(tmp_path):
     con = connect()
     assert con.execute("SELECT count(*) FROM read_parquet(?)", [str(p)]).fetchone() == (0,)
     assert pads.dataset(p).to_table(filter=pads.field("bbox", "xmin") < 0).num_rows == 0
+    # beside a scene with rows, the empty file reads as part of one dataset
+    write(tmp_path, scene("b.tif", 32633, 0, 0), merged(7))
+    assert len(read_detections(tmp_path)) == 7 and pads.dataset(tmp_path).count_rows() == 7
 
 
 def test_bbox_filter_skips_most_row_groups(tmp_path):
