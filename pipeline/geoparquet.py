@@ -19,10 +19,12 @@ scene_crs          string                      the scene's own CRS (authority:co
 =================  ==========================  =====================================
 
 ``geo`` metadata: version 1.1.0, primary column ``geometry``, encoding WKB,
-``geometry_types`` ["Polygon"], CRS as PROJJSON, bbox and the ``bbox``
-covering.  Rows are Hilbert-ordered on box centres and written in row groups
-of ``row_group_size`` rows, so a bbox filter on the covering column skips most
-row groups of a large file.  ``encode_geoparquet`` makes a file's bytes;
+``geometry_types`` ["Polygon"], CRS as PROJJSON, bbox, the ``bbox``
+covering and geopandas as ``creator``.  geopandas makes the WKB, the covering
+column, the Hilbert order (``GeoSeries.hilbert_distance`` of box centres) and
+the ``geo`` metadata; rows are written in row groups of ``row_group_size``
+rows, so a bbox filter on the covering column skips most row groups of a
+large file.  ``encode_geoparquet`` makes a file's bytes;
 ``write_geoparquet`` writes them to a temporary name in the same directory and
 renames it into place (``pipeline.storage``): a reader never sees a partial
 file.
@@ -34,7 +36,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +45,9 @@ import shapely
 from pyproj import CRS
 
 from pipeline.storage import LocalStore
+
+if TYPE_CHECKING:  # geopandas loads pandas: imported where a file is encoded
+    import geopandas
 
 GEO_VERSION = "1.1.0"
 DEFAULT_ROW_GROUP_SIZE = 8192
@@ -135,76 +140,41 @@ def build_table(cols: DetectionColumns) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-def hilbert_index(
-    x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float], order: int = 16
-) -> np.ndarray:
-    """Hilbert curve index of points within ``bounds``, vectorised.
+def to_geodataframe(table: pa.Table, crs: CRS) -> geopandas.GeoDataFrame:
+    """``table`` (the contract's schema) as a GeoDataFrame that keeps each column's Arrow type.
+
+    The columns other than ``geometry`` and ``bbox`` become ``pd.ArrowDtype``
+    columns, so a column of nulls stays a string (or float32) column on the
+    way back to Arrow; ``geometry`` is decoded from WKB in one vectorised call.
+    ``bbox`` is dropped: the writer derives it from ``geometry``.
 
     Args:
-        x: float ``[N]`` coordinates.
-        y: float ``[N]`` coordinates.
-        bounds: (xmin, ymin, xmax, ymax) mapped onto the ``2**order`` grid.
-        order: curve order (bits per axis).
-
-    Returns:
-        uint64 ``[N]``; nearby points get nearby indexes.
+        table: rows with the contract's schema (``build_table``).
+        crs: the CRS of ``geometry``.
     """
-    side = (1 << order) - 1
-    xmin, ymin, xmax, ymax = bounds
-    sx = (xmax - xmin) or 1.0
-    sy = (ymax - ymin) or 1.0
-    xi = np.clip(((np.asarray(x) - xmin) / sx * side).astype(np.int64), 0, side)
-    yi = np.clip(((np.asarray(y) - ymin) / sy * side).astype(np.int64), 0, side)
-    d = np.zeros(len(xi), dtype=np.int64)
-    s = 1 << (order - 1)
-    while s > 0:
-        rx = (xi & s) > 0
-        ry = (yi & s) > 0
-        d += s * s * ((3 * rx) ^ ry)
-        # rotate the quadrant (xy2d of the classic Hilbert algorithm)
-        flip = ~ry
-        swap_x = np.where(flip & rx, side - xi, xi)
-        swap_y = np.where(flip & rx, side - yi, yi)
-        xi, yi = np.where(flip, swap_y, swap_x), np.where(flip, swap_x, swap_y)
-        s >>= 1
-    return d.astype(np.uint64)
+    import geopandas as gpd
+    import pandas as pd
+
+    frame = table.drop_columns(["geometry", "bbox"]).to_pandas(types_mapper=pd.ArrowDtype)
+    wkb = table.column("geometry").to_numpy(zero_copy_only=False)
+    frame.insert(0, "geometry", gpd.array.from_wkb(wkb, crs=crs))
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=crs)
 
 
-def geo_metadata(table: pa.Table, crs: CRS) -> dict[str, Any]:
-    """The ``geo`` file metadata for ``table`` in ``crs`` (GeoParquet 1.1)."""
-    if table.num_rows:
-        bbox = table.column("bbox").combine_chunks()
-        extent = [
-            float(np.min(bbox.field("xmin"))),
-            float(np.min(bbox.field("ymin"))),
-            float(np.max(bbox.field("xmax"))),
-            float(np.max(bbox.field("ymax"))),
-        ]
-    else:
-        extent = None
-    column: dict[str, Any] = {
-        "encoding": "WKB",
-        "geometry_types": ["Polygon"],
-        "crs": crs.to_json_dict(),
-        "covering": {"bbox": {name: ["bbox", name] for name in BBOX_FIELDS}},
-    }
-    if extent is not None:
-        column["bbox"] = extent
-    return {"version": GEO_VERSION, "primary_column": "geometry", "columns": {"geometry": column}}
+def sort_spatially(frame: geopandas.GeoDataFrame) -> geopandas.GeoDataFrame:
+    """Order rows along a Hilbert curve of their bbox centres (``GeoSeries.hilbert_distance``)."""
+    if len(frame) < 2:
+        return frame
+    order = np.argsort(frame.geometry.hilbert_distance().to_numpy(), kind="stable")
+    return frame.iloc[order]
 
 
-def sort_spatially(table: pa.Table) -> pa.Table:
-    """Order rows along a Hilbert curve of their bbox centres."""
-    if table.num_rows < 2:
-        return table
-    bbox = table.column("bbox").combine_chunks()
-    xmin = bbox.field("xmin").to_numpy()
-    ymin = bbox.field("ymin").to_numpy()
-    xmax = bbox.field("xmax").to_numpy()
-    ymax = bbox.field("ymax").to_numpy()
-    cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
-    order = np.argsort(hilbert_index(cx, cy, (cx.min(), cy.min(), cx.max(), cy.max())), kind="stable")
-    return table.take(pa.array(order))
+def _declared_geometry_types(geo: dict[str, Any]) -> list[str]:
+    """The contract's ``["Polygon"]``; geopandas declares ``[]`` (any type) for an empty file."""
+    found = geo["columns"]["geometry"]["geometry_types"]
+    if not set(found) <= {"Polygon"}:
+        raise ValueError(f"geometry holds {found}; the detections contract is one Polygon per row")
+    return ["Polygon"]
 
 
 def encode_geoparquet(
@@ -216,6 +186,17 @@ def encode_geoparquet(
 ) -> bytes:
     """``table`` as the bytes of one GeoParquet 1.1 file (what ``write_geoparquet`` writes).
 
+    geopandas makes the file's content: the WKB, the ``bbox`` covering column
+    (``write_covering_bbox``), the Hilbert order (``hilbert_distance``) and
+    the ``geo`` metadata (``schema_version="1.1.0"``), by the function its
+    ``to_parquet`` calls.  ``to_parquet`` itself is not called: it puts
+    ``bbox`` last, where the contract (and ``query --format parquet``) has it
+    second, and it declares no geometry type for an empty file.  So the table
+    is put in the contract's column order and schema (``SCHEMA``, without
+    geopandas' ``pandas`` and GeoArrow field metadata) and written by
+    pyarrow, as ``to_parquet`` does.  An empty table is written with no row
+    group (no row group without bbox statistics).
+
     Args:
         table: rows with the contract's schema (``build_table``).
         crs: the CRS of ``geometry`` and ``bbox``.
@@ -224,18 +205,25 @@ def encode_geoparquet(
             (stored as JSON under ``aerialdet``).
 
     Raises:
-        ValueError: the table's columns differ from the contract.
+        ValueError: the table's columns differ from the contract, or its
+            geometries are not all polygons.
     """
+    from geopandas.io.arrow import _geopandas_to_arrow
+
     if table.schema.names != list(COLUMNS):
         raise ValueError(f"table columns {table.schema.names} differ from the contract {list(COLUMNS)}")
-    table = sort_spatially(table)
-    metadata = dict(table.schema.metadata or {})
-    metadata[b"geo"] = json.dumps(geo_metadata(table, crs)).encode()
+    frame = sort_spatially(to_geodataframe(table, crs))
+    written = _geopandas_to_arrow(frame, index=False, schema_version=GEO_VERSION, write_covering_bbox=True)
+    geo = json.loads(written.schema.metadata[b"geo"])
+    geo["columns"]["geometry"]["geometry_types"] = _declared_geometry_types(geo)
+    metadata = {b"geo": json.dumps(geo).encode()}
     if extra_metadata:
         metadata[b"aerialdet"] = json.dumps(extra_metadata).encode()
-    table = table.replace_schema_metadata(metadata)
+    written = written.select(list(COLUMNS)).cast(SCHEMA).replace_schema_metadata(metadata)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=row_group_size, compression="zstd", write_statistics=True)
+    with pq.ParquetWriter(sink, written.schema, compression="zstd", write_statistics=True) as writer:
+        if written.num_rows:
+            writer.write_table(written, row_group_size=row_group_size)
     return bytes(sink.getvalue().to_pybytes())
 
 

@@ -8,10 +8,11 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pyproj import CRS
 
-from pipeline.geoparquet import COLUMNS, hilbert_index, read_geo_metadata
+from pipeline.geoparquet import COLUMNS, read_geo_metadata
+from pipeline.geoparquet import SCHEMA as ARROW_SCHEMA
 from pipeline.merging import MergedBoxes
 from pipeline.output import choose_output_crs, scene_output_path, write_scene_detections
-from pipeline.query import connect
+from pipeline.query import connect, read_detections
 from pipeline.types import SceneInfo
 
 SCHEMA = json.loads(
@@ -114,13 +115,55 @@ def test_duckdb_bbox_query_and_spatial_order(tmp_path):
     assert step < rand / 3
 
 
-def test_hilbert_index_is_a_curve():
-    x, y = np.meshgrid(np.arange(8.0), np.arange(8.0))
-    d = hilbert_index(x.ravel(), y.ravel(), (0, 0, 7, 7), order=3)
-    assert sorted(d.tolist()) == list(range(64))
-    order = np.argsort(d)
-    steps = np.abs(np.diff(x.ravel()[order])) + np.abs(np.diff(y.ravel()[order]))
-    assert (steps == 1).all()
+def test_rows_follow_geopandas_hilbert_distance(tmp_path):
+    # (was test_hilbert_index_is_a_curve: the hand-written curve is gone, geopandas' is the order now)
+    path = write(tmp_path, scene("a.tif", 32633, 500000, 5000000), merged(300))
+    distance = gpd.read_parquet(path).geometry.hilbert_distance().to_numpy()
+    assert (np.diff(distance.astype(np.int64)) >= 0).all()
+
+
+def test_file_schema_and_metadata_are_pinned(tmp_path):
+    """The contract readers and `query` rely on: exact Arrow schema, metadata keys, `geo` keys."""
+    path = write(tmp_path, scene("a.tif", 32633, 500000, 5000000), merged(20))
+    schema = pq.read_schema(path)
+    assert schema.remove_metadata() == ARROW_SCHEMA  # names, order (bbox second), types
+    assert all(field.metadata is None for field in schema)  # no GeoArrow extension field metadata
+    assert set(schema.metadata) == {b"geo", b"aerialdet"}  # no `pandas` key either
+    meta = check_contract(path)
+    assert set(meta) == {"version", "primary_column", "columns", "creator"}
+    assert meta["creator"]["library"] == "geopandas"
+    assert set(meta["columns"]) == {"geometry"}
+    assert set(meta["columns"]["geometry"]) == {"encoding", "geometry_types", "crs", "bbox", "covering"}
+    assert meta["columns"]["geometry"]["covering"] == {
+        "bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}
+    }
+    rg = pq.ParquetFile(path).metadata.row_group(0)
+    assert rg.column(0).compression == "ZSTD" and all(
+        rg.column(j).statistics.has_min_max for j in range(1, 5)
+    )
+
+
+def test_non_polygon_geometry_is_refused():
+    import pytest
+    import shapely
+
+    from pipeline.geoparquet import DetectionColumns, build_table, encode_geoparquet
+
+    points = np.array([shapely.Point(0, 0)], dtype=object)
+    cols = DetectionColumns(
+        points,
+        np.zeros((1, 4)),
+        None,
+        np.zeros(1, np.int64),
+        ("car",),
+        "a.tif",
+        np.zeros((1, 4)),
+        None,
+        None,
+        "EPSG:32633",
+    )
+    with pytest.raises(ValueError, match=r"\['Point'\]; the detections contract is one Polygon per row"):
+        encode_geoparquet(build_table(cols), CRS.from_epsg(32633))
 
 
 def test_write_is_atomic_no_temp_left(tmp_path):
@@ -131,8 +174,17 @@ def test_write_is_atomic_no_temp_left(tmp_path):
 def test_empty_scene_still_valid(tmp_path):
     empty = MergedBoxes(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
     p = write(tmp_path, scene("a.tif", 32633, 0, 0), empty)
-    check_contract(p)
+    meta = check_contract(p)  # geometry_types ["Polygon"], not geopandas' [] for an empty frame
+    assert "bbox" not in meta["columns"]["geometry"]  # no extent to declare
     assert len(gpd.read_parquet(p)) == 0
+    # no row group without bbox statistics (issue 24: a validator's distribution check failed on one)
+    assert pq.ParquetFile(p).metadata.num_row_groups == 0
+    con = connect()
+    assert con.execute("SELECT count(*) FROM read_parquet(?)", [str(p)]).fetchone() == (0,)
+    assert pads.dataset(p).to_table(filter=pads.field("bbox", "xmin") < 0).num_rows == 0
+    # beside a scene with rows, the empty file reads as part of one dataset
+    write(tmp_path, scene("b.tif", 32633, 0, 0), merged(7))
+    assert len(read_detections(tmp_path)) == 7 and pads.dataset(tmp_path).count_rows() == 7
 
 
 def test_bbox_filter_skips_most_row_groups(tmp_path):

@@ -50,6 +50,16 @@ def test_filters(dataset):
     assert len(read_detections(dataset, scenes=["other.tif"])) == 0
 
 
+def test_read_detections_decodes_every_geometry(dataset):
+    # the WKB column decoded in one vectorised call: the same polygons geopandas reads from the file
+    import geopandas as gpd
+
+    got = read_detections(dataset).sort_values("xmin_px").reset_index(drop=True)
+    expect = gpd.read_parquet(dataset).sort_values("xmin_px").reset_index(drop=True)
+    assert got.geometry.geom_equals(expect.geometry).all() and len(got) == 3
+    assert read_detections(dataset, labels=["boat"]).geometry.tolist() == []
+
+
 def test_bbox_in_other_crs(dataset):
     # lon/lat box around the first detection (UTM 33N easting 500000 is 15E)
     lon, lat = (
