@@ -44,6 +44,7 @@ from typing import Any
 import click
 
 from jobs.options import UserError, finite_float_range
+from pipeline.errors import first_line
 
 EPILOG = """\b
 Examples:
@@ -61,10 +62,6 @@ def _scene_key(uri: str) -> str:
     return uri if "://" in uri else str(Path(uri).resolve())
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _read_detections(path: str) -> Any:
     """Detections as a GeoDataFrame (``pipeline.query``); a bad path is a ``UserError``."""
     from pipeline.query import read_detections
@@ -73,7 +70,7 @@ def _read_detections(path: str) -> Any:
     try:
         return read_detections(path)
     except QueryError as exc:
-        raise UserError(_first_line(exc)) from None
+        raise UserError(first_line(exc)) from None
 
 
 def _read_vector(path: str) -> Any:
@@ -105,7 +102,7 @@ def _read_ground_truth(path: str, crs: Any) -> Any:
     except UserError:
         raise
     except Exception as exc:  # pyarrow, pyogrio and geopandas each raise their own errors
-        raise UserError(f"{path}: cannot read ground truth ({_first_line(exc)}); {expected}") from None
+        raise UserError(f"{path}: cannot read ground truth ({first_line(exc)}); {expected}") from None
     if "label" not in gt.columns:
         raise UserError(f"{path}: no 'label' column (columns: {', '.join(map(str, gt.columns))}); {expected}")
     kinds = gt.geometry.geom_type.fillna("no geometry")
