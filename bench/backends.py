@@ -76,6 +76,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline.errors import first_line
 from retinanet import ModelConfig, build_model
 
 Outputs = tuple[np.ndarray, np.ndarray]
@@ -323,8 +324,9 @@ VARIANTS: dict[str, Callable[[Bench], tuple[Runner, str]]] = {
 
 def _one_line(exc: BaseException) -> str:
     """``Type: first line of the message``."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    name = type(exc).__name__
+    text = first_line(exc)  # the type's name alone when the message is empty
+    return text if text == name or text.startswith(f"{name}: ") else f"{name}: {text}"
 
 
 def run_variant(bench: Bench, name: str, reference: Outputs, repeats: int) -> Result | None:

@@ -24,6 +24,7 @@ from jobs.options import (
     verbose_option,
 )
 from jobs.ray_session import ray_session
+from pipeline.choices import MergeStrategy, values
 
 EPILOG = """\b
 Examples:
@@ -68,9 +69,9 @@ Examples:
 @click.option(
     "--merge",
     "merge_strategy",
-    default="core",
+    default=MergeStrategy.CORE.value,
     show_default=True,
-    type=click.Choice(["core", "edge", "iou"]),
+    type=click.Choice(values(MergeStrategy)),
     help="Cross-tile merge strategy.",
 )
 @click.option(

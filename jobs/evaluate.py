@@ -14,7 +14,8 @@ Which scene a ground-truth object belongs to:
   that the detections name (in their rows, and in each file's metadata, so
   scenes with no detection count too) gets a footprint, taken from, in order:
   the ``footprint`` the detections file records, the raster's header (when the
-  raster can still be opened), else the extent of that scene's detections.  An
+  raster can still be opened), else the extent of that scene's detections
+  (``retinanet.scene_ground_truth``, a ``geopandas.sjoin`` of centroids).  An
   object belongs to each scene whose footprint holds its centroid.  Objects
   outside every footprint are counted and reported, not scored.  A footprint
   taken from the detections' extent is smaller than the scene, so objects the
@@ -44,6 +45,7 @@ from typing import Any
 import click
 
 from jobs.options import UserError, finite_float_range
+from pipeline.errors import first_line
 
 EPILOG = """\b
 Examples:
@@ -57,14 +59,6 @@ PIXEL_LABEL_SUFFIXES = (".json", ".xml", ".csv")
 PX_COLUMNS = ("xmin_px", "ymin_px", "xmax_px", "ymax_px")
 
 
-def _scene_key(uri: str) -> str:
-    return uri if "://" in uri else str(Path(uri).resolve())
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _read_detections(path: str) -> Any:
     """Detections as a GeoDataFrame (``pipeline.query``); a bad path is a ``UserError``."""
     from pipeline.query import read_detections
@@ -73,7 +67,7 @@ def _read_detections(path: str) -> Any:
     try:
         return read_detections(path)
     except QueryError as exc:
-        raise UserError(_first_line(exc)) from None
+        raise UserError(first_line(exc)) from None
 
 
 def _read_vector(path: str) -> Any:
@@ -105,7 +99,7 @@ def _read_ground_truth(path: str, crs: Any) -> Any:
     except UserError:
         raise
     except Exception as exc:  # pyarrow, pyogrio and geopandas each raise their own errors
-        raise UserError(f"{path}: cannot read ground truth ({_first_line(exc)}); {expected}") from None
+        raise UserError(f"{path}: cannot read ground truth ({first_line(exc)}); {expected}") from None
     if "label" not in gt.columns:
         raise UserError(f"{path}: no 'label' column (columns: {', '.join(map(str, gt.columns))}); {expected}")
     kinds = gt.geometry.geom_type.fillna("no geometry")
@@ -118,92 +112,6 @@ def _read_ground_truth(path: str, crs: Any) -> Any:
         gt = gt.set_crs(crs)
     gt = gt.to_crs(crs) if gt.crs != crs else gt
     return gt.assign(label=gt["label"].astype(str))
-
-
-def _keys_by_scene_column(dt: Any, gt: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """Scene keys from the ``scene`` columns: resolved path, else file name."""
-    gt_keys = {_scene_key(s) for s in gt["scene"]}
-    by_name = {Path(s).name: _scene_key(s) for s in gt["scene"]}
-    dt_keys = [
-        _scene_key(s) if _scene_key(s) in gt_keys else by_name.get(Path(s).name, _scene_key(s))
-        for s in dt["scene"]
-    ]
-    return (
-        dt.assign(key=dt_keys),
-        gt.assign(key=[_scene_key(s) for s in gt["scene"]]),
-        {"matched_by": "scene"},
-    )
-
-
-def _detection_scenes(path: str, dt: Any) -> dict[str, dict[str, Any]]:
-    """Every scene the detections name, with its file metadata (``{}`` when only in rows)."""
-    from pipeline.geoparquet import read_aerialdet_metadata
-    from pipeline.query import dataset_files
-
-    scenes: dict[str, dict[str, Any]] = {str(s): {} for s in dt["scene"].unique()}
-    for f in dataset_files(path):
-        meta = read_aerialdet_metadata(f)
-        if meta.get("scene"):
-            scenes[str(meta["scene"])] = meta
-    return scenes
-
-
-def _footprint(uri: str, meta: dict[str, Any], dt: Any) -> tuple[Any, str]:
-    """(polygon in the detections' CRS or None, where it came from)."""
-    import shapely
-
-    from pipeline.errors import PipelineError
-    from pipeline.reading import read_footprint
-
-    if meta.get("footprint"):
-        return shapely.from_wkt(meta["footprint"]), "metadata"
-    try:
-        return read_footprint(uri, dt.crs), "raster"
-    except (PipelineError, OSError, ValueError):  # raster gone, unreadable, no CRS
-        rows = dt[dt["scene"] == uri]
-        if len(rows) == 0:
-            return None, "none"
-        return shapely.box(*rows.total_bounds), "detections"
-
-
-def _keys_by_location(path: str, dt: Any, gt: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """Give each ground-truth object the key of every scene whose footprint holds its centroid."""
-    import numpy as np
-    import shapely
-
-    centroids = gt.geometry.centroid
-    rows, keys = [], []
-    info: dict[str, Any] = {"matched_by": "location", "footprints_from_detections": [], "no_footprint": []}
-    for uri, meta in _detection_scenes(path, dt).items():
-        polygon, source = _footprint(uri, meta, dt)
-        if polygon is None:
-            info["no_footprint"].append(uri)
-            continue
-        if source == "detections":
-            info["footprints_from_detections"].append(uri)
-        inside = np.flatnonzero(shapely.contains_xy(polygon, centroids.x.to_numpy(), centroids.y.to_numpy()))
-        rows += inside.tolist()
-        keys += [_scene_key(uri)] * len(inside)
-    info["ground_truth_outside_scenes"] = int(len(gt) - len(set(rows)))
-    dt = dt.assign(key=[_scene_key(s) for s in dt["scene"]])
-    return dt, gt.iloc[rows].assign(key=keys), info
-
-
-def _image_boxes(dt: Any, gt: Any, scenes: list[str], class_names: list[str]) -> tuple[list[Any], list[Any]]:
-    """One (ground truth, detections) ``ImageBoxes`` pair per scene key."""
-    import numpy as np
-
-    from retinanet.evaluate import ImageBoxes
-
-    def label_ids(frame: Any) -> np.ndarray:
-        return np.array([class_names.index(x) for x in frame["label"]], int)
-
-    gts, dts = [], []
-    for key in scenes:
-        g, d = gt[gt["key"] == key], dt[dt["key"] == key]
-        gts.append(ImageBoxes(g.geometry.bounds.to_numpy(), label_ids(g)))
-        dts.append(ImageBoxes(d.geometry.bounds.to_numpy(), label_ids(d), d["score"].to_numpy()))
-    return gts, dts
 
 
 def _is_pixel_labels(path: str) -> bool:
@@ -219,6 +127,7 @@ def _pixel_image_boxes(dt: Any, path: str) -> tuple[list[Any], list[Any], list[s
     from retinanet.errors import LabelError
     from retinanet.evaluate import ImageBoxes
     from retinanet.labeled_tiles import read_labels
+    from retinanet.scene_ground_truth import matched_keys, scene_key
 
     try:
         labels = read_labels([path])
@@ -228,12 +137,8 @@ def _pixel_image_boxes(dt: Any, path: str) -> tuple[list[Any], list[Any], list[s
     if missing:
         raise UserError(f"the detections have no pixel boxes ({', '.join(missing)}); re-run aerialdet detect")
     class_names = sorted(set(labels.class_names) | set(dt["label"].astype(str)))
-    by_path = {_scene_key(im.path): im for im in labels.images}
-    by_name = {Path(im.path).name: key for key, im in by_path.items()}
-    keys = [
-        _scene_key(s) if _scene_key(s) in by_path else by_name.get(Path(s).name, _scene_key(s))
-        for s in dt["scene"]
-    ]
+    by_path = {scene_key(im.path): im for im in labels.images}
+    keys = matched_keys(dt["scene"], [im.path for im in labels.images])
     dt = dt.assign(key=keys)
     gts, dts = [], []
     for key, im in sorted(by_path.items()):
@@ -422,11 +327,13 @@ def _vector_image_boxes(
     dt: Any, detections: str, ground_truth: str
 ) -> tuple[list[Any], list[Any], list[str], list[str], dict[str, Any]]:
     """Vector ground truth in any CRS: per scene (ground truth, detections) ``ImageBoxes``, classes, unmatched, info."""
+    from retinanet.scene_ground_truth import image_boxes, keys_by_location, keys_by_scene_column
+
     gt = _read_ground_truth(ground_truth, dt.crs)
     if "scene" in gt.columns:
-        dt, gt, info = _keys_by_scene_column(dt, gt)
+        dt, gt, info = keys_by_scene_column(dt, gt)
     else:
-        dt, gt, info = _keys_by_location(detections, dt, gt)
+        dt, gt, info = keys_by_location(detections, dt, gt)
     scenes = sorted(set(gt["key"]))
     if not scenes:
         raise UserError(
@@ -435,5 +342,5 @@ def _vector_image_boxes(
         )
     class_names = sorted(set(gt["label"]) | set(dt["label"]))
     unmatched = sorted(set(dt["key"]) - set(scenes))
-    gts, dts = _image_boxes(dt, gt, scenes, class_names)
+    gts, dts = image_boxes(dt, gt, scenes, class_names)
     return gts, dts, class_names, unmatched, info

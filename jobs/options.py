@@ -19,6 +19,8 @@ from typing import Any
 
 import click
 
+from pipeline.choices import Precision, values
+
 F = Callable[..., Any]
 
 LOG_DIR = "_logs"
@@ -177,7 +179,7 @@ def tile_size_option(default: int, help_text: str) -> Callable[[F], F]:
     )
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # pipeline.detection.Precision's values
+PRECISIONS: tuple[str, ...] = values(Precision)
 
 
 def precision_option(default: str, help_text: str) -> Callable[[F], F]:

@@ -28,11 +28,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from pipeline.choices import (
+    Precision as Precision,  # re-exported; defined there so the CLI gets it without numpy
+)
 from pipeline.georef import clip_boxes_px
 from pipeline.types import TileDetections, TileSpec
 
@@ -40,15 +42,6 @@ if TYPE_CHECKING:
     import torch
 
 DetectionModel = Callable[[list["torch.Tensor"]], list[dict[str, "torch.Tensor"]]]
-
-
-class Precision(str, Enum):
-    """Arithmetic the network runs in (``aerialdet detect --precision``)."""
-
-    AUTO = "auto"  # resolved where the model runs: see resolve_precision
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
 
 
 def cpu_has_native_bf16() -> bool:

@@ -7,7 +7,7 @@
   driver names may be asked for, in GDAL's spelling, and the file extensions
   a source is listed by.
 * ``gdal_options`` / ``gdal_env``: the GDAL settings of every read (object
-  store endpoint from ``AWS_ENDPOINT_URL``, retries, no sidecar probes);
+  store endpoint and retries from ``pipeline.s3_settings``, no sidecar probes);
   ``block_cache_mb`` sizes the block cache for one scene.
 
 Nothing here opens a file: ``pipeline.reading`` does, with these settings.
@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import numpy as np
 import rasterio
 
-from pipeline.sources import s3_endpoint_url
+from pipeline.s3_settings import S3Settings
 
 # GDAL reads COGs with the GTiff driver (its COG driver only writes).
 DEFAULT_DRIVERS: tuple[str, ...] = ("GTiff",)
@@ -135,27 +135,20 @@ def block_cache_mb(width_px: int, tile_height_px: int, num_bands: int, dtype: st
 def gdal_options(config: ReadConfig) -> dict[str, object]:
     """GDAL config options for object-store and local reads.
 
-    The S3 endpoint follows ``AWS_ENDPOINT_URL`` like the AWS CLI does.  The
-    block cache (``GDAL_CACHEMAX``) is set per scene by ``read_tiles``.
+    The S3 endpoint, region, addressing style and retries come from
+    ``pipeline.s3_settings`` (``AWS_ENDPOINT_URL`` etc., as the AWS CLI reads
+    them).  The block cache (``GDAL_CACHEMAX``) is set per scene by ``read_tiles``.
     """
     options: dict[str, object] = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no LIST per open on object stores
         "VSI_CACHE": True,
         "VSI_CACHE_SIZE": 64 * 1024 * 1024,
-        "GDAL_HTTP_MAX_RETRY": 4,  # GDAL does not retry HTTP reads by default
-        "GDAL_HTTP_RETRY_DELAY": 1,
         # object-store reads only of the files a source lists (no sidecar probes)
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ",".join(_both_cases(scene_extensions(config.drivers))),
         "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",  # should a VRT ever open: no raw reads of other files
     }
-    endpoint = s3_endpoint_url()
-    if endpoint:
-        parsed = urlparse(endpoint)
-        options["AWS_S3_ENDPOINT"] = parsed.netloc or parsed.path
-        options["AWS_HTTPS"] = "YES" if parsed.scheme == "https" else "NO"
-        options["AWS_VIRTUAL_HOSTING"] = "FALSE"
-    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
-        options["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
+    # endpoint, scheme, addressing, region and retries (GDAL does not retry by default): the AWS variables
+    options.update(S3Settings.from_env().gdal_options())
     return options
 
 

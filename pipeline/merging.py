@@ -31,23 +31,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 
+from pipeline.choices import (
+    MergeStrategy as MergeStrategy,  # re-exported; defined there so the CLI gets it without numpy
+)
+from pipeline.choices import values
 from pipeline.georef import tile_to_scene_px
 from pipeline.types import TileDetections
 
-
-class MergeStrategy(str, Enum):
-    """Which tile keeps a detection seen by several tiles (see the module docstring)."""
-
-    CORE = "core"
-    EDGE = "edge"
-    IOU = "iou"
-
-
-STRATEGIES: tuple[str, ...] = tuple(s.value for s in MergeStrategy)
+STRATEGIES: tuple[str, ...] = values(MergeStrategy)
 
 
 @dataclass(frozen=True, slots=True)

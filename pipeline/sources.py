@@ -4,7 +4,7 @@ A source is a local file, a folder (searched recursively), a glob
 (``data/**/*.tif``) or ``s3://bucket/prefix``.  S3 is any S3-compatible
 endpoint, configured the way AWS tools are: ``AWS_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_REGION``.  Files whose extension is not a raster extension, and S3 keys
+``AWS_REGION`` (all read by ``pipeline.s3_settings``).  Files whose extension is not a raster extension, and S3 keys
 that GDAL would read as another object, are returned as skipped, with the
 reason, so the run report lists them.
 
@@ -19,12 +19,14 @@ import glob
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from pipeline.errors import PipelineError, SourceError
+from pipeline.s3_settings import DEFAULT_MAX_ATTEMPTS as DEFAULT_MAX_ATTEMPTS
+from pipeline.s3_settings import S3Settings
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 RASTER_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff")
 GLOB_CHARACTERS = "*?["
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-DEFAULT_MAX_ATTEMPTS = 5  # S3 requests: botocore's "standard" retries, unless AWS_MAX_ATTEMPTS says otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,8 @@ class Listing:
 
 
 def s3_endpoint_url() -> str | None:
-    """The S3 endpoint from the environment, as AWS tools read it."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    """The S3 endpoint from the environment, as AWS tools read it (``pipeline.s3_settings``)."""
+    return S3Settings.from_env().endpoint_url
 
 
 def retry_settings() -> tuple[str, int]:
@@ -60,28 +61,13 @@ def retry_settings() -> tuple[str, int]:
     Raises:
         PipelineError: a value that is not a retry mode or not a positive integer.
     """
-    mode = os.environ.get("AWS_RETRY_MODE", "standard")
-    if mode not in ("standard", "adaptive"):
-        raise PipelineError(f"AWS_RETRY_MODE={mode!r}: expected 'standard' or 'adaptive'")
-    raw = os.environ.get("AWS_MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS))
-    try:
-        attempts = int(raw)
-    except ValueError:
-        attempts = 0
-    if attempts < 1:
-        raise PipelineError(f"AWS_MAX_ATTEMPTS={raw!r}: expected a whole number >= 1")
-    return mode, attempts
+    settings = S3Settings.from_env()
+    return settings.retry_mode, settings.max_attempts
 
 
 def s3_client(mode: str = "standard", max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> BaseClient:
-    """A boto3 S3 client for the configured endpoint, retrying with backoff (``retry_settings``)."""
-    import boto3
-    from botocore.config import Config
-
-    # total_max_attempts counts the first try (botocore's "max_attempts" key counts only retries)
-    retries = {"mode": mode, "total_max_attempts": max_attempts}
-    config = Config(retries=retries, connect_timeout=10, read_timeout=60)
-    return boto3.client("s3", endpoint_url=s3_endpoint_url(), config=config)
+    """A boto3 S3 client for the configured endpoint (``pipeline.s3_settings``), retrying with backoff."""
+    return replace(S3Settings.from_env(), retry_mode=mode, max_attempts=max_attempts).boto3_client()
 
 
 def is_s3_uri(uri: str) -> bool:

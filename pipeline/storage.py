@@ -40,11 +40,13 @@ import os
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from pipeline.errors import OutputError, PipelineError
+from pipeline.s3_settings import S3Settings
 from pipeline.sources import is_s3_uri, retry_settings, s3_client, s3_endpoint_url
 
 if TYPE_CHECKING:
@@ -386,21 +388,10 @@ def s3_arrow_filesystem(max_attempts: int | None = None) -> S3FileSystem:
     Args:
         max_attempts: attempts per request (default: ``AWS_MAX_ATTEMPTS``, else 5).
     """
-    from pyarrow import fs
-
-    attempts = max_attempts or retry_settings()[1]
-    kwargs: dict[str, Any] = {
-        "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=attempts),
-        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        "connect_timeout": 10,
-        "request_timeout": 60,
-    }
-    endpoint = s3_endpoint_url()
-    if endpoint:
-        parsed = urlparse(endpoint)
-        kwargs["endpoint_override"] = parsed.netloc or parsed.path
-        kwargs["scheme"] = parsed.scheme or "https"
-    return fs.S3FileSystem(**kwargs)
+    settings = S3Settings.from_env()
+    if max_attempts:
+        settings = replace(settings, max_attempts=max_attempts)
+    return settings.arrow_filesystem()
 
 
 def open_store(location: str | os.PathLike[str]) -> OutputStore:

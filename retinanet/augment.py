@@ -6,7 +6,10 @@ resized to ``tile`` px, ``s`` in ``scale_range``) covers flying heights and
 ground sample distances; brightness, contrast and hue jitter cover sensors,
 sun angle and season.  Random crops that keep objects (``choose_crop``,
 ``crop_boxes``) are how ``retinanet.labeled_tiles.TrainingTiles`` cuts any
-image into training tiles.
+image into training tiles.  The geometric ops are torchvision's
+``transforms.v2`` functionals on ``tv_tensors.Image`` and
+``tv_tensors.BoundingBoxes`` (XYXY), remnants dropped by
+``SanitizeBoundingBoxes``; the photometric jitter is our own, in raw units.
 
 Every random choice is drawn from a generator the caller passes, seeded per
 (run seed, epoch, sample): the same sample of the same epoch is augmented the
@@ -21,45 +24,55 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import SanitizeBoundingBoxes
+from torchvision.transforms.v2 import functional as F
 
 Target = dict[str, torch.Tensor]
 
 
+def _as_tv(
+    image: torch.Tensor, boxes: torch.Tensor, clamping_mode: str | None = None
+) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes]:
+    """The image and its xyxy px boxes as torchvision tv_tensors (no clamping unless asked)."""
+    canvas_hw = (int(image.shape[-2]), int(image.shape[-1]))
+    bbox = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas_hw, clamping_mode=clamping_mode)
+    return tv_tensors.Image(image), bbox
+
+
+def _plain(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Back to plain tensors: callers (and the collate function) see no tv_tensors."""
+    return image.as_subclass(torch.Tensor), boxes.as_subclass(torch.Tensor)
+
+
 def hflip(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror left-right: x -> W - x."""
-    width = image.shape[-1]
-    return image.flip(-1), torch.stack(
-        [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1
-    )
+    """Mirror left-right: x -> W - x (``transforms.v2.functional.horizontal_flip``)."""
+    return _plain(*(F.horizontal_flip(t) for t in _as_tv(image, boxes)))
 
 
 def vflip(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror top-bottom: y -> H - y."""
-    height = image.shape[-2]
-    return image.flip(-2), torch.stack(
-        [boxes[:, 0], height - boxes[:, 3], boxes[:, 2], height - boxes[:, 1]], dim=1
-    )
+    """Mirror top-bottom: y -> H - y (``transforms.v2.functional.vertical_flip``)."""
+    return _plain(*(F.vertical_flip(t) for t in _as_tv(image, boxes)))
 
 
 def rot90(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate 90 degrees counter-clockwise (``torch.rot90``): (x, y) -> (y, W - x), size (W, H)."""
-    width = image.shape[-1]
-    out = torch.rot90(image, 1, dims=(-2, -1))
-    return out, torch.stack([boxes[:, 1], width - boxes[:, 2], boxes[:, 3], width - boxes[:, 0]], dim=1)
+    """Rotate 90 degrees counter-clockwise: (x, y) -> (y, W - x), size (W, H).
+
+    ``transforms.v2.functional.rotate(..., 90, expand=True)``, which rotates
+    the pixels with ``torch.rot90`` (no resampling).
+    """
+    return _plain(*(F.rotate(t, 90.0, expand=True) for t in _as_tv(image, boxes)))
 
 
 def resize(
     image: torch.Tensor, boxes: torch.Tensor, size_hw: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear resize to ``size_hw``, boxes scaled by the same factors per axis."""
+    """Bilinear (antialiased) resize to ``size_hw``, boxes scaled by the same factors per axis."""
     height, width = image.shape[-2:]
     if (height, width) == tuple(size_hw):
         return image, boxes
-    out = torch.nn.functional.interpolate(
-        image[None], size=size_hw, mode="bilinear", align_corners=False, antialias=True
-    )[0]
-    sx, sy = size_hw[1] / width, size_hw[0] / height
-    return out, boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
+    size = [int(size_hw[0]), int(size_hw[1])]
+    return _plain(*(F.resize(t, size, antialias=True) for t in _as_tv(image, boxes)))
 
 
 def _hue_matrix(angle: float) -> torch.Tensor:
@@ -191,9 +204,19 @@ def crop_boxes(
         ([[0.0, 5.0, 5.0, 15.0]], [0])
     """
     col, row, width, height = window
-    b = np.asarray(boxes, np.float64).reshape(-1, 4) - np.array([col, row, col, row], np.float64)
-    clipped = np.clip(b, 0, [width, height, width, height])
+    # float64 as before, so the thresholds see the same areas; the canvas is only a label here
+    original = torch.from_numpy(np.asarray(boxes, np.float64).reshape(-1, 4).copy())
+    canvas_hw = (row + height, col + width)
+    image_boxes = tv_tensors.BoundingBoxes(original, format="XYXY", canvas_size=canvas_hw, clamping_mode=None)
+    shifted = F.crop(image_boxes, row, col, height, width)  # shifted into the window, not clamped
+    clipped = F.clamp_bounding_boxes(shifted, clamping_mode="hard")
+    area = (shifted[:, 2] - shifted[:, 0]) * (shifted[:, 3] - shifted[:, 1])
     w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    keep = (w >= min_size_px) & (h >= min_size_px) & (w * h >= min_visible * area)
-    return clipped[keep].astype(np.float32), np.asarray(labels, np.int64).reshape(-1)[keep]
+    visible = (w * h >= min_visible * area).numpy()
+    sample = {
+        "boxes": tv_tensors.wrap(clipped[visible], like=clipped),
+        "labels": torch.from_numpy(np.asarray(labels, np.int64).reshape(-1)[visible]),
+    }
+    # SanitizeBoundingBoxes drops sides under min_size_px (its area floor follows from the sides)
+    kept = SanitizeBoundingBoxes(min_size=min_size_px, min_area=min_size_px**2)(sample)
+    return kept["boxes"].numpy().astype(np.float32), kept["labels"].numpy()

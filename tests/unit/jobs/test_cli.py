@@ -1,3 +1,5 @@
+"""Help and good runs of the CLI; every user error (exit 2, one line) is in tests/bad_input/test_cli_user_errors.py."""
+
 import pytest
 from click.testing import CliRunner
 
@@ -15,35 +17,6 @@ def test_help_exits_zero_with_examples(command):
     assert "$ " in result.output or "Example" in result.output
 
 
-def test_bad_flag_exits_two():
-    result = CliRunner().invoke(cli, ["detect", "x", "--model", "m", "--out", "o", "--tile-size-px", "nope"])
-    assert result.exit_code == 2 and "--tile-size-px" in result.output
-
-
-def test_detect_refuses_missing_checkpoint(tmp_path):
-    result = CliRunner().invoke(
-        cli, ["detect", str(tmp_path), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
-    )
-    assert result.exit_code == 2 and "not a directory" in result.output
-
-
-def test_detect_refuses_bad_crs(tmp_path):
-    result = CliRunner().invoke(
-        cli,
-        [
-            "detect",
-            str(tmp_path),
-            "--model",
-            "standin:blobs",
-            "--out",
-            str(tmp_path / "o"),
-            "--assume-crs",
-            "EPSG:nope",
-        ],
-    )
-    assert result.exit_code == 2 and "--assume-crs" in result.output
-
-
 def test_synth_cli(tmp_path):
     result = CliRunner().invoke(cli, ["synth", str(tmp_path), "--scenes", "1", "--size-px", "128"])
     assert (
@@ -51,5 +24,3 @@ def test_synth_cli(tmp_path):
         and (tmp_path / "scene_000.tif").exists()
         and (tmp_path / "labels.parquet").exists()
     )
-    result = CliRunner().invoke(cli, ["synth", str(tmp_path), "--crs", "EPSG:4326"])
-    assert result.exit_code == 2 and "projected" in result.output

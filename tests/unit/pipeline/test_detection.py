@@ -13,6 +13,7 @@ from pipeline.detection import (
 from pipeline.standin import StandinLoader
 from pipeline.tiling import TilingConfig, tile_scene
 from retinanet import ModelConfig, build_model
+from tests.unit.pipeline.box_matching import TOLERANCES, detection_differences
 
 
 def _tiles(width, height, size):
@@ -63,17 +64,37 @@ def test_tiles_cross_to_the_gpu_as_uint8_from_pinned_memory():
     assert tensor.is_cuda and tensor.dtype == torch.uint8 and int(tensor.sum()) == 7 * images.size
 
 
+@pytest.fixture
+def _no_tf32():
+    """fp32 on CUDA means fp32: TF32 (a 10-bit mantissa) off for convolutions and matmuls, restored after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.gpu
-def test_cuda_amp_matches_cpu():
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.FP16, Precision.BF16])
+def test_cuda_boxes_match_cpu_boxes(precision, _no_tf32):
+    """Each CUDA detection has a CPU partner (IoU >= 0.9) within the precision's tolerance (box_matching)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="resnet18", class_names=("a", "b"), score_thresh=0.2)
-    model = build_model(cfg)
+    score_thresh = 0.05
+    cfg = ModelConfig(
+        backbone="resnet18", class_names=("a", "b"), score_thresh=score_thresh, prior_probability=0.05
+    )
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # random weights score everything near the prior: spread the scores over 0..1
+        model.head.classification_head.cls_logits.weight.mul_(100.0)
     images = np.random.rand(4, 3, 256, 256).astype(np.float32) * 255
     tiles = _tiles(1024, 256, 256)
     cpu = detect_tiles(model, images, tiles)
-    gpu = detect_tiles(model.cuda(), images, tiles, device="cuda", precision="fp16")
-    for c, g in zip(cpu, gpu):
+    gpu = detect_tiles(model.cuda(), images, tiles, device="cuda", precision=precision)
+    tolerance = TOLERANCES[precision]
+    assert sum(len(c) for c in cpu) > 0  # something to compare
+    for tile, c, g in zip(tiles, cpu, gpu, strict=True):
         assert abs(len(c) - len(g)) <= max(2, len(c) // 10)
+        problems = detection_differences(c, g, tolerance, score_threshold=score_thresh)
+        assert problems == [], f"tile {tile.index}, {precision.value}: {problems[:5]}"
 
 
 def test_auto_precision_resolves_per_device():

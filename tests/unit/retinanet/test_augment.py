@@ -112,3 +112,107 @@ def test_choose_crop_keeps_a_whole_object_and_stays_inside():
         assert col <= 900 and col + 256 >= 930 and row <= 700 and row + 256 >= 730
     # an axis shorter than the crop is taken whole
     assert choose_crop((100, 400), np.zeros((0, 4)), 256, gen)[1:] == (0, 256, 100)
+
+
+# --- pinned outputs of the hand-written ops (before torchvision.transforms.v2): same seed, same sample
+def _pinned_sample():
+    g = torch.Generator().manual_seed(7)
+    image = torch.rand(3, 24, 32, generator=g) * 1000.0  # raw units, not 0..1
+    boxes = torch.tensor([[2.0, 3.0, 10.5, 9.0], [20.25, 1.0, 31.0, 22.0], [0.0, 0.0, 32.0, 24.0]])
+    return image, {"boxes": boxes, "labels": torch.tensor([0, 1, 2])}
+
+
+def _digest(t):
+    import hashlib
+
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+PINNED_AUGMENT = [  # seed -> shape, sha256 of the float32 pixels, boxes; seeds: the 8 (hflip, vflip, rot90)
+    (
+        0,
+        (3, 32, 24),
+        "971ef18218c5a2b9",
+        [[15.0, 21.5, 21.0, 30.0], [2.0, 1.0, 23.0, 11.75], [0.0, 0.0, 24.0, 32.0]],
+    ),
+    (
+        1,
+        (3, 32, 24),
+        "136aa50472ab6919",
+        [[3.0, 21.5, 9.0, 30.0], [1.0, 1.0, 22.0, 11.75], [0.0, 0.0, 24.0, 32.0]],
+    ),
+    (
+        2,
+        (3, 24, 32),
+        "b797a2b83a83c873",
+        [[21.5, 15.0, 30.0, 21.0], [1.0, 2.0, 11.75, 23.0], [0.0, 0.0, 32.0, 24.0]],
+    ),
+    (
+        4,
+        (3, 24, 32),
+        "26e589f72fe1d549",
+        [[2.0, 3.0, 10.5, 9.0], [20.25, 1.0, 31.0, 22.0], [0.0, 0.0, 32.0, 24.0]],
+    ),
+    (
+        8,
+        (3, 32, 24),
+        "358e0d07aa8d941b",
+        [[3.0, 2.0, 9.0, 10.5], [1.0, 20.25, 22.0, 31.0], [0.0, 0.0, 24.0, 32.0]],
+    ),
+    (
+        9,
+        (3, 24, 32),
+        "79d6e0bbae399fab",
+        [[2.0, 15.0, 10.5, 21.0], [20.25, 2.0, 31.0, 23.0], [0.0, 0.0, 32.0, 24.0]],
+    ),
+    (
+        20,
+        (3, 32, 24),
+        "03479086dc7d6fba",
+        [[15.0, 2.0, 21.0, 10.5], [2.0, 20.25, 23.0, 31.0], [0.0, 0.0, 24.0, 32.0]],
+    ),
+    (
+        29,
+        (3, 24, 32),
+        "2c9da34a1b2f9b8a",
+        [[21.5, 3.0, 30.0, 9.0], [1.0, 1.0, 11.75, 22.0], [0.0, 0.0, 32.0, 24.0]],
+    ),
+]
+
+
+@pytest.mark.parametrize(("seed", "shape", "pixels", "boxes"), PINNED_AUGMENT)
+def test_a_seed_gives_the_same_augmentation_as_before(seed, shape, pixels, boxes):
+    image, target = _pinned_sample()
+    out, t = OverheadAugment()(image, target, np.random.default_rng(seed))
+    assert (tuple(out.shape), _digest(out), t["boxes"].tolist()) == (shape, pixels, boxes)
+    assert t["boxes"].dtype == torch.float32 and t["labels"].tolist() == [0, 1, 2]
+
+
+def test_resize_gives_the_same_pixels_and_boxes_as_before():
+    image, target = _pinned_sample()
+    out, boxes = resize(image, target["boxes"], (17, 45))
+    assert (tuple(out.shape), _digest(out)) == ((3, 17, 45), "44b819b73a97f120")
+    assert boxes.tolist() == [
+        [2.8125, 2.125, 14.765625, 6.375],
+        [28.4765625, 0.7083333134651184, 43.59375, 15.583333015441895],
+        [0.0, 0.0, 45.0, 17.0],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("window", "boxes", "labels"),
+    [
+        (None, [[0.0, 1.0, 8.5, 7.0]], [0]),  # choose_crop's window for seed 3: (2, 2, 16, 16)
+        ((5, 2, 16, 16), [[0.0, 1.0, 5.5, 7.0]], [0]),
+        ((18, 4, 14, 20), [[2.25, 0.0, 13.0, 18.0]], [1]),
+    ],
+)
+def test_crops_give_the_same_boxes_as_before(window, boxes, labels):
+    _, target = _pinned_sample()
+    all_boxes = target["boxes"].numpy()
+    if window is None:
+        window = choose_crop((24, 32), all_boxes, 16, np.random.default_rng(3))
+        assert window == (2, 2, 16, 16)
+    b, lab = crop_boxes(all_boxes, np.array([0, 1, 2]), window)
+    assert (b.tolist(), lab.tolist()) == (boxes, labels)
+    assert b.dtype == np.float32 and lab.dtype == np.int64
