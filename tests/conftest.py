@@ -135,3 +135,15 @@ def s3_server():
         else:
             os.environ[k] = v
     server.stop()
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout_s`` passes (False)."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return False

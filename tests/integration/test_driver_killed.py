@@ -16,20 +16,12 @@ from pathlib import Path
 import pytest
 
 from jobs.reaper import processes_naming
+from tests.conftest import wait_until as _wait
 from tests.conftest import write_scene
 from tests.integration.conftest import standin_detect_args
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
-
-
-def _wait(predicate, timeout_s: float) -> bool:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_killed_driver_takes_its_cluster_down(tmp_path):

@@ -19,11 +19,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_until as _wait
 from tests.conftest import write_scene
 from tests.integration.conftest import standin_detect_args
 from tests.security.test_signal_stop import _working
@@ -54,15 +54,6 @@ def _new_parents(before: set[Path]) -> dict[int, Path]:
         except OSError:  # gone meanwhile
             continue
     return found
-
-
-def _wait(predicate, timeout_s: float) -> bool:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def _scenes(folder: Path) -> None:

@@ -19,21 +19,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import wait_until as _wait
 from tests.conftest import write_scene
 from tests.integration.conftest import standin_detect_args
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 AGENTS = {"ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent"}
-
-
-def _wait(predicate, timeout_s: float) -> bool:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
