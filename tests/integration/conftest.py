@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 from tests.conftest import free_port  # noqa: F401  (re-exported: test_job_submit imports it from here)
@@ -37,3 +40,25 @@ def ray_cluster(s3_server):
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def node_cluster(num_workers: int, worker_cpus: float) -> Iterator[object]:
+    """A ``ray.cluster_utils.Cluster``: a head with no CPU and ``num_workers`` nodes of ``worker_cpus``.
+
+    Every task and model actor runs on a worker node; this process is the driver.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    node_args = {"object_store_memory": 80 * 1024**2}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **node_args})
+    for _ in range(num_workers):
+        cluster.add_node(num_cpus=worker_cpus, **node_args)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

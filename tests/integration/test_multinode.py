@@ -29,7 +29,7 @@ from pipeline.standin import STANDIN_INFO, BlobDetector
 from pipeline.storage import RESERVED_PREFIXES, LocalStore
 from pipeline.tiling import TilingConfig
 from tests.conftest import write_scene
-from tests.integration.conftest import standin_detect_args
+from tests.integration.conftest import node_cluster, standin_detect_args
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
@@ -134,18 +134,8 @@ def reference(scenes) -> Path:
 @pytest.fixture(scope="module")
 def cluster(reference):
     """A head with no CPU and two worker nodes with 2 logical CPUs each; this process is the driver."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    node_args = {"object_store_memory": 80 * 1024**2}
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **node_args})
-    for _ in range(2):
-        c.add_node(num_cpus=2, **node_args)
-    c.wait_for_nodes()
-    ray.init(address=c.address)
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    with node_cluster(num_workers=2, worker_cpus=2) as c:
+        yield c
 
 
 def _ensure_two_workers(cluster) -> None:

@@ -17,6 +17,7 @@ from pipeline.ray_stages import run_detect
 from pipeline.standin import StandinLoader
 from pipeline.tiling import TilingConfig
 from tests.conftest import write_scene
+from tests.integration.conftest import node_cluster
 
 pytestmark = pytest.mark.integration
 OBJECTS = [(10, 10, 30, 30, 0), (150, 40, 170, 60, 1), (60, 200, 90, 220, 2)]
@@ -24,18 +25,8 @@ OBJECTS = [(10, 10, 30, 30, 0), (150, 40, 170, 60, 1), (60, 200, 90, 220, 2)]
 
 @pytest.fixture(scope="module")
 def one_cpu_nodes():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    node_args = {"object_store_memory": 80 * 1024**2}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **node_args})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1, **node_args)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with node_cluster(num_workers=2, worker_cpus=1) as cluster:
+        yield cluster
 
 
 def test_detect_finishes_on_one_cpu_nodes(one_cpu_nodes, tmp_path):
