@@ -148,7 +148,6 @@ class RunRecord:
     _buffered_since: float = 0.0
     _summary_at: float = 0.0
     _num_lines: int = 0
-    _failed_seen: set[str] = field(default_factory=set)
 
     def mark(self, name: str) -> None:
         """Note when a phase of the run was first reached (``scenes_opened``, ``first_tiles``, ...), once."""
@@ -157,8 +156,6 @@ class RunRecord:
     def add(self, line: SceneReport) -> None:
         """Record a scene's line, once: it is counted now and written with the next segment."""
         self._totals.add(line)
-        if line.status == SceneStatus.FAILED.value:
-            self._failed_seen.add(line.uri)
         if not self._buffer:
             self._buffered_since = time.time()
         self._buffer.append(line)
