@@ -215,9 +215,7 @@ class DetectRun:
             self.record.num_listed += 1
             if reason is not None:
                 self.record.add(SceneReport(uri, SceneStatus.SKIPPED, error=f"{uri}: {reason}"))
-            elif uri in self.window:  # listed twice (a folder and a glob naming one file)
-                self.record.num_listed -= 1
-            elif self._claimed(uri):
+            elif self._claimed(uri):  # iter_listing yields each scene once
                 claimed.append(uri)
         return claimed
 

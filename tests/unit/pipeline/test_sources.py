@@ -111,3 +111,15 @@ def test_a_bad_retry_setting_for_a_bucket_source_is_named(monkeypatch, key, valu
     monkeypatch.setenv(key, value)
     with pytest.raises(SourceError, match=key):
         list_scenes("s3://bucket/scenes/")
+
+
+def test_iter_listing_yields_a_file_reached_by_two_links_once(tmp_path):
+    from pipeline.sources import iter_listing
+
+    real = tmp_path / "data" / "a.tif"
+    real.parent.mkdir()
+    real.write_bytes(b"x")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "one.tif").symlink_to(real)
+    (tmp_path / "src" / "two.tif").symlink_to(real)
+    assert list(iter_listing(str(tmp_path / "src"))) == [(str(real.resolve()), None)]
