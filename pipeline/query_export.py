@@ -1,0 +1,156 @@
+"""Query results -> files that GIS clients read right: GeoJSON, CSV, GeoPackage, FlatGeobuf.
+
+The rows come from ``pipeline.query.read_detections`` (a GeoDataFrame in the
+dataset's CRS, with the contract's ``bbox`` covering struct as one column of
+dicts).  No client can parse a dict printed into a text field, so each format
+writes the box its own way:
+
+===========  ==============================================================
+format       what is written
+===========  ==============================================================
+``csv``      ``bbox`` becomes four number columns ``bbox_xmin .. bbox_ymax``
+             (dataset CRS, at ``bbox``'s place); the geometry is WKT.
+``gpkg``     ``bbox`` is dropped: every GeoPackage geometry blob carries its
+             envelope and the layer's R-tree indexes it, so four more columns
+             would only repeat it (and go stale when a client edits a shape).
+             GeoPackage 1.3 (what GDAL < 3.7, Debian 12's 3.6.2, reads without
+             a warning), geometry type declared Polygon even for 0 rows.
+``fgb``      FlatGeobuf with its packed Hilbert R-tree (``SPATIAL_INDEX=YES``),
+             which holds each feature's box: ``bbox`` dropped, as for gpkg.
+``geojson``  RFC 7946: geometry in OGC:CRS84 lon/lat, outer rings
+             counter-clockwise and holes clockwise, no ``crs`` member; the
+             metre ``bbox`` property is dropped and each feature (and the
+             collection) gets the RFC's own ``bbox`` member, in degrees.
+===========  ==============================================================
+
+Example:
+    >>> gdf = read_detections("out/", labels=["car"])  # doctest: +SKIP
+    >>> write_export(gdf, "fgb", "cars.fgb")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import geopandas
+    import pandas
+
+EXPORT_FORMATS = ("geojson", "csv", "gpkg", "fgb")
+"""Formats ``write_export`` writes (``query --format parquet`` uses ``pipeline.geoparquet``)."""
+VECTOR_DRIVERS = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}
+"""Binary formats (a file is needed) and their GDAL driver."""
+LAYER = "detections"
+"""The layer name in a GeoPackage."""
+GPKG_VERSION = (
+    "1.3"  # pyogrio's GDAL writes 1.4 by default; GDAL 3.6.2 warns it "may only be partially supported"
+)
+BBOX_COLUMN = "bbox"
+BBOX_NUMBER_COLUMNS = ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax")
+GEOJSON_CRS = "OGC:CRS84"
+
+
+def with_bbox_numbers(gdf: geopandas.GeoDataFrame) -> geopandas.GeoDataFrame:
+    """``gdf`` with the ``bbox`` struct column replaced by ``bbox_xmin .. bbox_ymax`` floats, in place.
+
+    The numbers are the geometry's bounds (the covering struct's definition),
+    computed in one vectorised call; a frame without ``bbox`` is returned as is.
+    """
+    if BBOX_COLUMN not in gdf.columns:
+        return gdf
+    at = list(gdf.columns).index(BBOX_COLUMN)
+    out = gdf.drop(columns=[BBOX_COLUMN])
+    bounds = gdf.geometry.bounds.to_numpy(dtype="float64").reshape(-1, 4)  # (N, 4) xmin ymin xmax ymax
+    for i, name in enumerate(BBOX_NUMBER_COLUMNS):
+        out.insert(at + i, name, bounds[:, i])
+    return out
+
+
+def without_bbox(gdf: geopandas.GeoDataFrame) -> geopandas.GeoDataFrame:
+    """``gdf`` without the ``bbox`` struct column (for formats whose geometry carries its box)."""
+    return gdf.drop(columns=[BBOX_COLUMN]) if BBOX_COLUMN in gdf.columns else gdf
+
+
+def geojson_text(gdf: geopandas.GeoDataFrame) -> str:
+    """``gdf`` as an RFC 7946 GeoJSON FeatureCollection.
+
+    Geometry is transformed to OGC:CRS84 (lon, lat) and its polygons oriented
+    (exterior counter-clockwise, interiors clockwise, RFC 7946 section 3.1.6);
+    no ``crs`` member (removed by the RFC); ``bbox`` members in degrees on
+    each feature and the collection (section 5) replace the metre ``bbox``
+    property.
+
+    Raises:
+        ValueError: ``gdf`` has no CRS (its coordinates cannot be put in lon/lat).
+    """
+    import geopandas as gpd
+    import shapely
+
+    if gdf.crs is None:
+        raise ValueError("the detections have no CRS, so they cannot be written as GeoJSON (lon/lat)")
+    frame = without_bbox(gdf).to_crs(GEOJSON_CRS)
+    oriented = shapely.orient_polygons(frame.geometry.to_numpy(), exterior_cw=False)
+    frame = frame.set_geometry(gpd.GeoSeries(oriented, index=frame.index, crs=frame.crs))
+    collection = frame.to_geo_dict(na="null", drop_id=True, show_bbox=len(frame) > 0)
+    collection.pop("crs", None)  # RFC 7946 section 4: the member is removed
+    return json.dumps(collection)
+
+
+def csv_frame(gdf: geopandas.GeoDataFrame) -> pandas.DataFrame:
+    """``gdf`` as a plain table for CSV: the bbox as four number columns, the geometry as WKT."""
+    import pandas as pd
+
+    frame = with_bbox_numbers(gdf)
+    return pd.DataFrame(frame).assign(**{frame.geometry.name: frame.geometry.to_wkt()})
+
+
+def write_vector_file(gdf: geopandas.GeoDataFrame, path: str | Path, fmt: str) -> Path:
+    """Write ``gdf`` as a GeoPackage (``gpkg``) or FlatGeobuf (``fgb``) file, replacing one that exists.
+
+    The geometry type is declared Polygon (an empty layer too) and the file has
+    a spatial index (GeoPackage's R-tree, FlatGeobuf's packed Hilbert R-tree).
+
+    Raises:
+        ValueError: ``fmt`` is not ``gpkg`` or ``fgb``.
+    """
+    if fmt not in VECTOR_DRIVERS:
+        raise ValueError(f"format {fmt!r} is not one of {sorted(VECTOR_DRIVERS)}")
+    target = Path(path)
+    options: dict[str, object] = {"layer_options": {"SPATIAL_INDEX": "YES"}}
+    if fmt == "gpkg":
+        options = {"layer": LAYER, "dataset_options": {"VERSION": GPKG_VERSION}, **options}
+    target.unlink(missing_ok=True)  # GPKG would add a layer to an existing file
+    without_bbox(gdf).to_file(target, driver=VECTOR_DRIVERS[fmt], geometry_type="Polygon", **options)
+    return target
+
+
+def write_export(gdf: geopandas.GeoDataFrame, fmt: str, output: str | Path | None) -> None:
+    """Write ``gdf`` in ``fmt`` (one of ``EXPORT_FORMATS``) to ``output``, or stdout for text formats.
+
+    Args:
+        gdf: rows from ``pipeline.query.read_detections``.
+        fmt: ``geojson``, ``csv``, ``gpkg`` or ``fgb``.
+        output: file to write; None writes ``geojson`` or ``csv`` to stdout.
+
+    Raises:
+        ValueError: an unknown format, a binary format without ``output``, or
+            GeoJSON of rows without a CRS.
+    """
+    if fmt in VECTOR_DRIVERS:
+        if output is None:
+            raise ValueError(f"--format {fmt} writes a file: pass -o FILE")
+        write_vector_file(gdf, output, fmt)
+    elif fmt == "geojson":
+        text = geojson_text(gdf)
+        if output is None:
+            sys.stdout.write(text + "\n")
+        else:
+            Path(output).write_text(text)
+    elif fmt == "csv":
+        stream: str | Path | IO[str] = output if output is not None else sys.stdout
+        csv_frame(gdf).to_csv(stream, index=False)
+    else:
+        raise ValueError(f"format {fmt!r} is not one of {EXPORT_FORMATS}")
