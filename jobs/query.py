@@ -57,11 +57,13 @@ def _print_sql(path: str, sql: str, filters: Any, fmt: str, output: str | None, 
 
     if fmt not in ("table", "csv"):
         raise click.UsageError("--sql results are tables: use --format table or csv")
-    df = run_sql(path, sql, filters).to_pandas()
+    table = run_sql(path, sql, filters)
     if fmt == "csv":
-        df.to_csv(output or sys.stdout, index=False)
+        from pipeline.query_export import sql_csv_frame
+
+        sql_csv_frame(table).to_csv(output or sys.stdout, index=False)
     else:
-        click.echo(df.to_string(max_rows=limit))
+        click.echo(table.to_pandas().to_string(max_rows=limit))
 
 
 def _write_parquet(path: str, filters: Any, output: str) -> int:

@@ -38,6 +38,7 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     import geopandas
     import pandas
+    import pyarrow
 
 EXPORT_FORMATS = ("geojson", "csv", "gpkg", "fgb")
 """Formats ``write_export`` writes (``query --format parquet`` uses ``pipeline.geoparquet``)."""
@@ -105,6 +106,30 @@ def csv_frame(gdf: geopandas.GeoDataFrame) -> pandas.DataFrame:
 
     frame = with_bbox_numbers(gdf)
     return pd.DataFrame(frame).assign(**{frame.geometry.name: frame.geometry.to_wkt()})
+
+
+def sql_csv_frame(table: pyarrow.Table) -> pandas.DataFrame:
+    """A ``run_sql`` result as a plain table for CSV: no struct printout, no WKB bytes.
+
+    A struct column ``s`` (``bbox``) becomes one column per field, ``s_<field>``
+    (``bbox_xmin .. bbox_ymax``); a GeoArrow WKB column (DuckDB's GEOMETRY)
+    becomes WKT.  Other columns are as DuckDB returns them.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import shapely
+
+    columns: dict[str, object] = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_struct(field.type):
+            for child in field.type:
+                columns[f"{field.name}_{child.name}"] = pc.struct_field(column, child.name).to_pandas()
+        elif (field.metadata or {}).get(b"ARROW:extension:name") == b"geoarrow.wkb":
+            columns[field.name] = shapely.to_wkt(shapely.from_wkb(column.to_numpy(zero_copy_only=False)))
+        else:
+            columns[field.name] = column.to_pandas()
+    return pd.DataFrame(columns)
 
 
 def write_vector_file(gdf: geopandas.GeoDataFrame, path: str | Path, fmt: str) -> Path:

@@ -147,6 +147,21 @@ def test_csv_writes_the_bbox_as_four_number_columns(detected, tmp_path):
     assert np.allclose(_extent(info), (xmin, ymin, xmax, ymax))
 
 
+def test_sql_results_as_csv_flatten_the_bbox_and_write_wkt(detected, tmp_path):
+    target = tmp_path / "sql.csv"
+    sql = "SELECT * FROM detections ORDER BY xmin_px"
+    r = CliRunner().invoke(cli, ["query", str(detected), "--sql", sql, "--format", "csv", "-o", str(target)])
+    assert r.exit_code == 0, r.output
+    # before: the bbox as "{'xmin': ...}" and the geometry as WKB bytes printed "b'\\x01\\x03...'"
+    table = pd.read_csv(target)
+    columns = ["bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax"]
+    assert list(table.columns[1:5]) == columns and len(table) == 3
+    geometry = shapely.from_wkt(table["geometry"])
+    assert np.array_equal(table[columns].to_numpy(), shapely.bounds(geometry))
+    expected = gpd.read_parquet(detected).sort_values("xmin_px")
+    assert shapely.equals(geometry, expected.geometry.to_numpy()).all()
+
+
 def test_geojson_follows_rfc_7946(detected, tmp_path):
     target = tmp_path / "x.geojson"
     _export(detected, "objects.tif", "geojson", target)
