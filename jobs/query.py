@@ -94,7 +94,10 @@ def _write_detections(gdf: Any, fmt: str, output: str | None, limit: int) -> Non
         click.echo(gdf[cols].sort_values("score", ascending=False).to_string(max_rows=limit))
         click.echo(f"{len(gdf)} detection(s), CRS {gdf.crs.to_string() if gdf.crs else None}")
     else:
-        write_export(gdf, fmt, output)
+        try:
+            write_export(gdf, fmt, output)
+        except ValueError as exc:  # rows the format cannot hold (GeoJSON of a local CRS)
+            raise UserError(f"--format {fmt}: {exc}") from None
 
 
 @click.command("query", epilog=QUERY_EPILOG)

@@ -75,6 +75,28 @@ def without_bbox(gdf: geopandas.GeoDataFrame) -> geopandas.GeoDataFrame:
     return gdf.drop(columns=[BBOX_COLUMN]) if BBOX_COLUMN in gdf.columns else gdf
 
 
+def _in_lon_lat(gdf: geopandas.GeoDataFrame) -> geopandas.GeoDataFrame:
+    """``gdf`` transformed to OGC:CRS84; a CRS that cannot get there (a local engineering CRS) is a ValueError."""
+    import numpy as np
+    from pyproj.exceptions import ProjError
+
+    hint = "use --format gpkg, fgb or csv, which keep the dataset's CRS"
+    try:
+        frame = gdf.to_crs(GEOJSON_CRS)
+    except ProjError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"GeoJSON is lon/lat (RFC 7946), and the detections' CRS {gdf.crs.name!r} cannot be transformed "
+            f"to it ({reason}); {hint}"
+        ) from exc
+    if len(frame) and not np.isfinite(frame.geometry.bounds.to_numpy()).all():
+        raise ValueError(
+            f"GeoJSON is lon/lat (RFC 7946), and some detections in CRS {gdf.crs.name!r} fall outside "
+            f"its area of use (their lon/lat is not finite); {hint}"
+        )
+    return frame
+
+
 def geojson_text(gdf: geopandas.GeoDataFrame) -> str:
     """``gdf`` as an RFC 7946 GeoJSON FeatureCollection.
 
@@ -92,7 +114,7 @@ def geojson_text(gdf: geopandas.GeoDataFrame) -> str:
 
     if gdf.crs is None:
         raise ValueError("the detections have no CRS, so they cannot be written as GeoJSON (lon/lat)")
-    frame = without_bbox(gdf).to_crs(GEOJSON_CRS)
+    frame = _in_lon_lat(without_bbox(gdf))
     oriented = shapely.orient_polygons(frame.geometry.to_numpy(), exterior_cw=False)
     frame = frame.set_geometry(gpd.GeoSeries(oriented, index=frame.index, crs=frame.crs))
     collection = frame.to_geo_dict(na="null", drop_id=True, show_bbox=len(frame) > 0)

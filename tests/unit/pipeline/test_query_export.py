@@ -223,6 +223,26 @@ def test_the_validator_objects_to_an_empty_row_group_which_the_writer_never_writ
     ]
 
 
+def test_geojson_of_a_local_crs_is_one_line_naming_the_formats_that_keep_it(tmp_path):
+    from pipeline.merging import MergedBoxes
+    from pipeline.output import write_scene_detections
+    from pipeline.types import SceneInfo
+
+    local = CRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]')
+    scene = SceneInfo("/d/site.tif", 100, 100, 3, "uint8", local.to_wkt(), (1.0, 0.0, 0.0, 0.0, -1.0, 100.0))
+    boxes = MergedBoxes(np.array([[0.0, 0.0, 10.0, 10.0]]), np.array([0.9], np.float32), np.array([0]))
+    write_scene_detections(
+        tmp_path / "out", scene, boxes, class_names=("car",), out_crs=local, model_id="m", run_id="r"
+    )
+    target = tmp_path / "site.geojson"
+    r = CliRunner().invoke(cli, ["query", str(tmp_path / "out"), "--format", "geojson", "-o", str(target)])
+    # before: a pyproj ProjError traceback
+    assert r.exit_code == 2 and r.output.strip().count("\n") == 0, r.output
+    assert "site grid" in r.output and "--format gpkg, fgb or csv" in r.output and not target.exists()
+    _export(tmp_path / "out", "site.tif", "fgb", tmp_path / "site.fgb")  # the formats that keep the CRS
+    assert "Feature Count: 1\n" in _ogrinfo(tmp_path / "site.fgb")[0]
+
+
 @pytest.mark.parametrize("fmt", ["gpkg", "fgb"])
 def test_binary_exports_need_an_output(detected, fmt):
     r = CliRunner().invoke(cli, ["query", str(detected), "--format", fmt])
