@@ -157,7 +157,8 @@ def sql_csv_frame(table: pyarrow.Table) -> pandas.DataFrame:
 def write_vector_file(gdf: geopandas.GeoDataFrame, path: str | Path, fmt: str) -> Path:
     """Write ``gdf`` as a GeoPackage (``gpkg``) or FlatGeobuf (``fgb``) file, replacing one that exists.
 
-    The geometry type is declared Polygon (an empty layer too) and the file has
+    The geometry type is declared Polygon (an empty layer too; rows of other
+    types, from another writer's GeoParquet, get GDAL's own choice) and the file has
     a spatial index (GeoPackage's R-tree, FlatGeobuf's packed Hilbert R-tree).
 
     Raises:
@@ -170,7 +171,11 @@ def write_vector_file(gdf: geopandas.GeoDataFrame, path: str | Path, fmt: str) -
     if fmt == "gpkg":
         options = {"layer": LAYER, "dataset_options": {"VERSION": GPKG_VERSION}, **options}
     target.unlink(missing_ok=True)  # GPKG would add a layer to an existing file
-    without_bbox(gdf).to_file(target, driver=VECTOR_DRIVERS[fmt], geometry_type="Polygon", **options)
+    polygons = bool((gdf.geometry.geom_type == "Polygon").all())  # True for 0 rows
+    frame = without_bbox(gdf)
+    frame.to_file(
+        target, driver=VECTOR_DRIVERS[fmt], geometry_type="Polygon" if polygons else None, **options
+    )
     return target
 
 

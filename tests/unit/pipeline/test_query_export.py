@@ -247,3 +247,13 @@ def test_geojson_of_a_local_crs_is_one_line_naming_the_formats_that_keep_it(tmp_
 def test_binary_exports_need_an_output(detected, fmt):
     r = CliRunner().invoke(cli, ["query", str(detected), "--format", fmt])
     assert r.exit_code == 2 and "pass -o FILE" in r.output
+
+
+def test_vector_files_declare_polygon_only_for_polygon_rows(tmp_path):
+    # rows of another writer's GeoParquet (points) are not declared Polygon
+    from pipeline.query_export import write_vector_file
+
+    points = gpd.GeoDataFrame({"score": [0.5]}, geometry=[shapely.Point(500000, 4000000)], crs=UTM)
+    for fmt in ("gpkg", "fgb"):
+        info, _ = _ogrinfo(write_vector_file(points, tmp_path / f"p.{fmt}", fmt))
+        assert "Geometry: Point\n" in info and "Feature Count: 1\n" in info
