@@ -257,3 +257,31 @@ def test_vector_files_declare_polygon_only_for_polygon_rows(tmp_path):
     for fmt in ("gpkg", "fgb"):
         info, _ = _ogrinfo(write_vector_file(points, tmp_path / f"p.{fmt}", fmt))
         assert "Geometry: Point\n" in info and "Feature Count: 1\n" in info
+
+
+def test_the_validator_passes_many_row_groups_and_measures_their_pruning(tmp_path):
+    # each row group carries bbox statistics the validator's distribution tests read
+    import geoparquet_validator as gpv
+    import pyarrow.parquet as pq
+
+    from pipeline.geoparquet import SCHEMA, write_geoparquet
+    from pipeline.merging import MergedBoxes
+    from pipeline.output import write_scene_detections
+    from pipeline.types import SceneInfo
+
+    scene = SceneInfo(
+        "/d/grid.tif", 400, 400, 3, "uint8", UTM.to_wkt(), (1.0, 0.0, 500000.0, 0.0, -1.0, 4000000.0)
+    )
+    corners = np.array([(x, y) for x in range(0, 400, 40) for y in range(0, 400, 40)], float)  # 100 boxes
+    boxes = MergedBoxes(np.hstack([corners, corners + 8]), np.full(100, 0.8, np.float32), np.zeros(100, int))
+    one = write_scene_detections(
+        tmp_path / "out", scene, boxes, class_names=("car",), out_crs=UTM, model_id="m", run_id="r"
+    )
+    many = write_geoparquet(
+        tmp_path / "many.parquet", pq.read_table(one).cast(SCHEMA), UTM, row_group_size=10
+    )
+    assert pq.ParquetFile(many).num_row_groups == 10
+    report = gpv.check(str(many))
+    assert gpv.failed(report) == [], report["outcomes"]
+    outcome = {o["id"]: o["status"] for o in report["outcomes"]}
+    assert outcome["/conf/distribution/spatial-order"] == "pass"
