@@ -95,9 +95,11 @@ def _write_detections(gdf: Any, fmt: str, output: str | None, limit: int) -> Non
         click.echo(f"{len(gdf)} detection(s), CRS {gdf.crs.to_string() if gdf.crs else None}")
     else:
         try:
-            write_export(gdf, fmt, output)
+            written = write_export(gdf, fmt, output)
         except ValueError as exc:  # rows the format cannot hold (GeoJSON of a local CRS)
             raise UserError(f"--format {fmt}: {exc}") from None
+        for sidecar in written[1:]:
+            click.echo(f"wrote the CRS to {sidecar}", err=True)
 
 
 @click.command("query", epilog=QUERY_EPILOG)

@@ -9,7 +9,8 @@ writes the box its own way:
 format       what is written
 ===========  ==============================================================
 ``csv``      ``bbox`` becomes four number columns ``bbox_xmin .. bbox_ymax``
-             (dataset CRS, at ``bbox``'s place); the geometry is WKT.
+             (dataset CRS, at ``bbox``'s place); the geometry is WKT; the CRS
+             goes in a GeoCSV ``.prj`` sidecar, which GDAL reads.
 ``gpkg``     ``bbox`` is dropped: every GeoPackage geometry blob carries its
              envelope and the layer's R-tree indexes it, so four more columns
              would only repeat it (and go stale when a client edits a shape).
@@ -33,7 +34,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import geopandas
@@ -179,7 +180,26 @@ def write_vector_file(gdf: geopandas.GeoDataFrame, path: str | Path, fmt: str) -
     return target
 
 
-def write_export(gdf: geopandas.GeoDataFrame, fmt: str, output: str | Path | None) -> None:
+def write_csv(gdf: geopandas.GeoDataFrame, output: str | Path | None) -> list[Path]:
+    """Write ``gdf`` as CSV (``csv_frame``) to ``output`` or stdout; returns the files written.
+
+    A file gets a GeoCSV ``.prj`` sidecar beside it (``x.csv`` -> ``x.prj``,
+    WKT1 with the authority code, WKT2 where WKT1 cannot hold the CRS): GDAL's
+    CSV driver, and so QGIS, read the CRS of the WKT geometry from it.
+    """
+    if output is None:
+        csv_frame(gdf).to_csv(sys.stdout, index=False)
+        return []
+    target = Path(output)
+    csv_frame(gdf).to_csv(target, index=False)
+    if gdf.crs is None:
+        return [target]
+    prj = target.with_suffix(".prj")
+    prj.write_text(gdf.crs.to_wkt("WKT1_GDAL") or gdf.crs.to_wkt())
+    return [target, prj]
+
+
+def write_export(gdf: geopandas.GeoDataFrame, fmt: str, output: str | Path | None) -> list[Path]:
     """Write ``gdf`` in ``fmt`` (one of ``EXPORT_FORMATS``) to ``output``, or stdout for text formats.
 
     Args:
@@ -187,22 +207,24 @@ def write_export(gdf: geopandas.GeoDataFrame, fmt: str, output: str | Path | Non
         fmt: ``geojson``, ``csv``, ``gpkg`` or ``fgb``.
         output: file to write; None writes ``geojson`` or ``csv`` to stdout.
 
+    Returns:
+        The files written: ``output``, and a CSV's ``.prj`` (none for stdout).
+
     Raises:
         ValueError: an unknown format, a binary format without ``output``, or
-            GeoJSON of rows without a CRS.
+            GeoJSON of rows without a CRS or whose CRS cannot reach lon/lat.
     """
     if fmt in VECTOR_DRIVERS:
         if output is None:
             raise ValueError(f"--format {fmt} writes a file: pass -o FILE")
-        write_vector_file(gdf, output, fmt)
-    elif fmt == "geojson":
+        return [write_vector_file(gdf, output, fmt)]
+    if fmt == "geojson":
         text = geojson_text(gdf)
         if output is None:
             sys.stdout.write(text + "\n")
-        else:
-            Path(output).write_text(text)
-    elif fmt == "csv":
-        stream: str | Path | IO[str] = output if output is not None else sys.stdout
-        csv_frame(gdf).to_csv(stream, index=False)
-    else:
-        raise ValueError(f"format {fmt!r} is not one of {EXPORT_FORMATS}")
+            return []
+        Path(output).write_text(text)
+        return [Path(output)]
+    if fmt == "csv":
+        return write_csv(gdf, output)
+    raise ValueError(f"format {fmt!r} is not one of {EXPORT_FORMATS}")

@@ -132,17 +132,11 @@ def test_csv_writes_the_bbox_as_four_number_columns(detected, tmp_path):
     assert "bbox" not in table.columns and all(table[c].dtype == np.float64 for c in columns)
     bounds = shapely.from_wkt(table["geometry"]).tolist()
     assert np.array_equal(table[columns].to_numpy(), shapely.bounds(bounds))
-    # GDAL's CSV driver reads the numbers as numbers and the WKT as the geometry (a CSV has no CRS)
-    info, _ = _ogrinfo(
-        target,
-        "-oo",
-        "AUTODETECT_TYPE=YES",
-        "-oo",
-        "GEOM_POSSIBLE_NAMES=geometry",
-        "-oo",
-        "KEEP_GEOM_COLUMNS=NO",
-    )
+    # GDAL's CSV driver reads the numbers as numbers, the WKT as the geometry and its CRS from x.prj
+    options = ["AUTODETECT_TYPE=YES", "GEOM_POSSIBLE_NAMES=geometry", "KEEP_GEOM_COLUMNS=NO"]
+    info, _ = _ogrinfo(target, *[arg for option in options for arg in ("-oo", option)])
     assert "Feature Count: 3\n" in info and "bbox_xmin: Real" in info
+    assert target.with_suffix(".prj").is_file() and _crs_id(info) == "EPSG:32633"
     xmin, ymin, xmax, ymax = gpd.read_parquet(detected).total_bounds  # the empty scene adds no row
     assert np.allclose(_extent(info), (xmin, ymin, xmax, ymax))
 
