@@ -47,16 +47,15 @@ VECTOR_DRIVERS = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}
 """Binary formats (a file is needed) and their GDAL driver."""
 LAYER = "detections"
 """The layer name in a GeoPackage."""
-GPKG_VERSION = (
-    "1.3"  # pyogrio's GDAL writes 1.4 by default; GDAL 3.6.2 warns it "may only be partially supported"
-)
+# pyogrio's GDAL writes GeoPackage 1.4 by default; GDAL 3.6.2 warns it "may only be partially supported"
+GPKG_VERSION = "1.3"
 BBOX_COLUMN = "bbox"
 BBOX_NUMBER_COLUMNS = ("bbox_xmin", "bbox_ymin", "bbox_xmax", "bbox_ymax")
 GEOJSON_CRS = "OGC:CRS84"
 
 
 def with_bbox_numbers(gdf: geopandas.GeoDataFrame) -> geopandas.GeoDataFrame:
-    """``gdf`` with the ``bbox`` struct column replaced by ``bbox_xmin .. bbox_ymax`` floats, in place.
+    """``gdf`` with the ``bbox`` struct column replaced by ``bbox_xmin .. bbox_ymax`` floats at its place.
 
     The numbers are the geometry's bounds (the covering struct's definition),
     computed in one vectorised call; a frame without ``bbox`` is returned as is.
