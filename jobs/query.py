@@ -19,12 +19,13 @@ Examples:
   $ aerialdet query out/ --summary
   $ aerialdet query out/ --label vehicle --min-score 0.5 --bbox 500000 4999000 500300 5000000
   $ aerialdet query out/ --bbox 15.0 45.1 15.01 45.11 --bbox-crs EPSG:4326 --format geojson -o cars.geojson
+  $ aerialdet query out/ --label vehicle --format fgb -o vehicles.fgb
   $ aerialdet query out/ --sql "SELECT label, count(*) FROM detections GROUP BY label"
   $ AWS_ENDPOINT_URL=http://127.0.0.1:9000 aerialdet query s3://bucket/out/ --bbox 500000 4999000 500300 5000000
 """
 
 TABLE_COLUMNS = ("label", "score", "scene", "xmin_px", "ymin_px", "xmax_px", "ymax_px")
-FILE_FORMATS = ("gpkg", "parquet")  # binary formats: -o is required
+FILE_FORMATS = ("gpkg", "fgb", "parquet")  # binary formats: -o is required
 
 
 @contextmanager
@@ -56,11 +57,13 @@ def _print_sql(path: str, sql: str, filters: Any, fmt: str, output: str | None, 
 
     if fmt not in ("table", "csv"):
         raise click.UsageError("--sql results are tables: use --format table or csv")
-    df = run_sql(path, sql, filters).to_pandas()
+    table = run_sql(path, sql, filters)
     if fmt == "csv":
-        df.to_csv(output or sys.stdout, index=False)
+        from pipeline.query_export import sql_csv_frame
+
+        sql_csv_frame(table).to_csv(output or sys.stdout, index=False)
     else:
-        click.echo(df.to_string(max_rows=limit))
+        click.echo(table.to_pandas().to_string(max_rows=limit))
 
 
 def _write_parquet(path: str, filters: Any, output: str) -> int:
@@ -83,23 +86,20 @@ def _write_parquet(path: str, filters: Any, output: str) -> int:
 
 
 def _write_detections(gdf: Any, fmt: str, output: str | None, limit: int) -> None:
-    """``gdf`` as a table on stdout, or GeoJSON / CSV / GeoPackage (to ``output`` or stdout)."""
-    import pandas as pd
+    """``gdf`` as a table on stdout, or GeoJSON / CSV / GeoPackage / FlatGeobuf (``pipeline.query_export``)."""
+    from pipeline.query_export import write_export
 
     if fmt == "table":
         cols = [c for c in TABLE_COLUMNS if c in gdf.columns]
         click.echo(gdf[cols].sort_values("score", ascending=False).to_string(max_rows=limit))
         click.echo(f"{len(gdf)} detection(s), CRS {gdf.crs.to_string() if gdf.crs else None}")
-    elif fmt == "geojson":
-        text = gdf.to_crs("OGC:CRS84").to_json(drop_id=True) if gdf.crs else gdf.to_json()
-        if output:
-            Path(output).write_text(text)
-        else:
-            click.echo(text)
-    elif fmt == "csv":
-        pd.DataFrame(gdf).assign(geometry=gdf.geometry.to_wkt()).to_csv(output or sys.stdout, index=False)
     else:
-        gdf.to_file(output, driver="GPKG", layer="detections")
+        try:
+            written = write_export(gdf, fmt, output)
+        except ValueError as exc:  # rows the format cannot hold (GeoJSON of a local CRS)
+            raise UserError(f"--format {fmt}: {exc}") from None
+        for sidecar in written[1:]:
+            click.echo(f"wrote the CRS to {sidecar}", err=True)
 
 
 @click.command("query", epilog=QUERY_EPILOG)
@@ -120,12 +120,13 @@ def _write_detections(gdf: Any, fmt: str, output: str | None, limit: int) -> Non
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "geojson", "gpkg", "csv", "parquet"]),
+    type=click.Choice(["table", "geojson", "gpkg", "fgb", "csv", "parquet"]),
     default="table",
     show_default=True,
-    help="table prints; csv and geojson print or go to -o; gpkg and parquet need -o.",
+    help="table prints; csv and geojson (RFC 7946, lon/lat) print or go to -o; gpkg, fgb (FlatGeobuf) "
+    "and parquet need -o.",
 )
-@click.option("-o", "--output", default=None, help="Output file (required for gpkg and parquet).")
+@click.option("-o", "--output", default=None, help="Output file (required for gpkg, fgb and parquet).")
 @click.option("--limit", default=20, show_default=True, type=int, help="Rows shown by --format table.")
 def query_command(
     path: str,
