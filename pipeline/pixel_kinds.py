@@ -198,6 +198,8 @@ def plan_pixels(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig, sa
         kind = PixelRange("uint8", 0.0, 255.0)
         notes.append("palette expanded to grey" if plan.palette.shape[1] == 1 else "palette expanded to RGB")
     target = config.model_input
+    if max(plan.read_bands) > src.count:  # the reader refuses it, naming --bands
+        return PixelPlan(plan.read_bands)
     if target is None or kind.matches(target):
         return PixelPlan(plan.read_bands, plan.palette, note="; ".join(notes) or None)
     if config.rescale == "refuse" or target.min_value is None or target.max_value is None:
@@ -207,6 +209,11 @@ def plan_pixels(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig, sa
             "to the model's range, or convert the scene (gdal_translate -ot/-scale)"
         )
     lo, hi = _sample_limits(src, uri, plan, sample, config.rescale)
+    if hi <= lo and kind.min_value == 0 and kind.max_value is not None:
+        lo, hi = (
+            0.0,
+            kind.max_value,
+        )  # one value only, unsigned: scale by the bits it holds (else: the minimum)
     scale, offset = _stretch(lo, hi, target)
     notes.append(
         f"rescaled {kind.describe()} to the model's {target.describe()} "

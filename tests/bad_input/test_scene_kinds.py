@@ -243,7 +243,9 @@ def test_local_crs_scene_fails_before_inference_naming_its_crs(tmp_path):
     local = 'LOCAL_CS["site grid",LOCAL_DATUM["site",32767],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
     write_scene(src / "b_local.tif", OBJECTS, width=128, height=96, crs=local)
     write_scene(src / "c_wgs.tif", OBJECTS, width=128, height=96, crs="EPSG:32634")
-    job = DetectJob(source=str(src), out_dir=str(tmp_path / "out"), model=StandinLoader(), tiling=TILING, progress=False)
+    job = DetectJob(
+        source=str(src), out_dir=str(tmp_path / "out"), model=StandinLoader(), tiling=TILING, progress=False
+    )
     DetectRun(job, InlineExecutor(job), log=lambda m: None).run()
     by = {Path(s["uri"]).name: s for s in read_report(tmp_path / "out")["scenes"]}
     assert by["a_utm.tif"]["status"] == by["c_wgs.tif"]["status"] == "done"

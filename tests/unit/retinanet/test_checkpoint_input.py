@@ -15,7 +15,7 @@ from jobs.train import train_command, train_options
 from pipeline.types import PixelRange
 from retinanet.checkpoint import CheckpointError, save_dir
 from retinanet.checkpoint_input import UINT8, input_meta, model_input, training_input
-from retinanet.config import BandConfig, Backbone, ModelConfig
+from retinanet.config import Backbone, BandConfig, ModelConfig
 from retinanet.model import build_model
 from retinanet.predictor import CheckpointLoader
 from retinanet.train_plan import plan_training
@@ -27,7 +27,9 @@ CFG = ModelConfig(class_names=("Tree",), backbone=Backbone.RESNET18, tile_size_p
 
 def test_training_records_the_dtype_and_range_of_its_images(tmp_path):
     for name in ("a", "b"):
-        write_scene(tmp_path / f"{name}.tif", [(4, 4, 20, 20, 0)], width=96, height=96, dtype="uint16", fill=900)
+        write_scene(
+            tmp_path / f"{name}.tif", [(4, 4, 20, 20, 0)], width=96, height=96, dtype="uint16", fill=900
+        )
         write_voc(tmp_path / f"{name}.xml", f"{name}.tif", [[4, 4, 20, 20]])
     argv = [str(tmp_path / "a.xml"), "--val", str(tmp_path / "b.xml"), "--out", str(tmp_path / "run")]
     opts = train_options(train_command.make_context("train", [*argv, "--tile-size-px", "64"]).params)
@@ -45,7 +47,9 @@ def test_float_training_images_record_their_band_statistics_range():
 
 
 def test_detect_reads_the_recorded_kind_and_refuses_a_broken_one(tmp_path):
-    ck = save_dir(tmp_path / "ck", build_model(CFG), CFG, extra_meta=input_meta(PixelRange("uint16", 0, 4095)))
+    ck = save_dir(
+        tmp_path / "ck", build_model(CFG), CFG, extra_meta=input_meta(PixelRange("uint16", 0, 4095))
+    )
     assert _model_input(CheckpointLoader.open(ck)) == PixelRange("uint16", 0.0, 4095.0)
     meta = {"input": {"dtype": "uint8", "range": [255, 0]}}
     with pytest.raises(CheckpointError, match="input.range must be two finite numbers LOW < HIGH"):
@@ -70,4 +74,7 @@ def test_rescale_option_and_the_model_kind_reach_the_reader(tmp_path):
     job = _build_job(str(scene), str(tmp_path / "out"), CheckpointLoader.open(Path(ck)), params)
     assert job.read.model_input == UINT8 and job.read.rescale == "percentile"
     default = detect_command.make_context("detect", argv[:-2]).params
-    assert _build_job(str(scene), str(tmp_path / "o2"), CheckpointLoader.open(ck), default).read.rescale == "refuse"
+    assert (
+        _build_job(str(scene), str(tmp_path / "o2"), CheckpointLoader.open(ck), default).read.rescale
+        == "refuse"
+    )
