@@ -204,8 +204,9 @@ def _model_input(loader: Any) -> Any:
     """The pixel kind a checkpoint was trained on (``meta.json`` ``input``); None for the stand-in or unknown."""
     if not getattr(loader, "checkpoint_dir", None):
         return None
-    from retinanet.checkpoint import CheckpointError, config_of, read_meta
     from retinanet.checkpoint_input import model_input
+    from retinanet.checkpoint_meta import config_of, read_meta
+    from retinanet.errors import CheckpointError
 
     try:
         meta = read_meta(loader.checkpoint_dir)

@@ -53,8 +53,11 @@ SAMPLE_SIZE_PX = 1024  # long side of the decimated read the rescale statistics 
 
 
 class _Read(Protocol):
-    pixels: np.ndarray  # [C, H, W]
-    valid: np.ndarray  # [H, W] bool
+    @property
+    def pixels(self) -> np.ndarray: ...  # [C, H, W]
+
+    @property
+    def valid(self) -> np.ndarray: ...  # [H, W] bool
 
 
 # the reader's read (src, uri, bands, window, (height, width)) -> WindowRead, by its no-value rule
@@ -194,9 +197,9 @@ def plan_pixels(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig, sa
         )
     plan, kind = PixelPlan(tuple(config.bands)), nominal_range(src)
     if _paletted(src):
-        plan = PixelPlan((1,), _palette_lookup(src, uri, tuple(config.bands)))
-        kind = PixelRange("uint8", 0.0, 255.0)
-        notes.append("palette expanded to grey" if plan.palette.shape[1] == 1 else "palette expanded to RGB")
+        lookup = _palette_lookup(src, uri, tuple(config.bands))
+        plan, kind = PixelPlan((1,), lookup), PixelRange("uint8", 0.0, 255.0)
+        notes.append("palette expanded to grey" if lookup.shape[1] == 1 else "palette expanded to RGB")
     target = config.model_input
     if max(plan.read_bands) > src.count:  # the reader refuses it, naming --bands
         return PixelPlan(plan.read_bands)

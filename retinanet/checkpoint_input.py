@@ -100,14 +100,14 @@ def model_input(
             "are not checked against it: make sure they are what it was trained on"
         )
     try:
-        low, high = raw["range"]
-        kind = PixelRange(str(np.dtype(raw["dtype"])), float(low), float(high))
+        low, high = (float(v) for v in raw["range"])
+        dtype = str(np.dtype(raw["dtype"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
             f"{source}/meta.json: input must be {{'dtype': NAME, 'range': [LOW, HIGH]}}, got {raw!r} ({exc})"
         ) from None
-    if not np.isfinite([kind.min_value, kind.max_value]).all() or kind.min_value >= kind.max_value:  # type: ignore[operator]
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise CheckpointError(
             f"{source}/meta.json: input.range must be two finite numbers LOW < HIGH, got {raw!r}"
         )
-    return kind, None
+    return PixelRange(dtype, low, high), None
