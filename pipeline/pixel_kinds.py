@@ -26,12 +26,14 @@ brightness gave 1285 detections.  So, at the header, before any tile:
 carries); ``apply_plan`` turns the raw pixels of a read into model pixels.
 The decision is a function of the file alone (the same decimated read in
 every task), so every tile of a scene, and every re-run, gets the same
-scale.  Without ``ReadConfig.model_input`` (training, label images, the
+scale (a process measures a scene once: its later read tasks reuse the
+limits).  Without ``ReadConfig.model_input`` (training, label images, the
 stand-in model) kinds are not compared.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -155,10 +157,38 @@ def _stretch(lo: float, hi: float, target: PixelRange) -> tuple[float, float]:
     return scale, target.min_value - lo * scale
 
 
+# (uri, size, bands, mode) -> (low, high): a worker's read tasks of one scene sample it once
+_LIMITS: dict[tuple[object, ...], tuple[float, float]] = {}
+_MAX_CACHED = 256
+
+
 def _sample_limits(
     src: rasterio.io.DatasetReader, uri: str, plan: PixelPlan, sample: Sample, mode: str
 ) -> tuple[float, float]:
-    """The scene's (low, high) raw values by ``mode``, over the pixels that have a value."""
+    """The scene's (low, high) raw values by ``mode``, over the pixels that have a value (cached per process)."""
+    changed = (
+        os.stat(uri).st_mtime_ns if os.path.isfile(uri) else None
+    )  # a local file rewritten: measured again
+    key = (
+        uri,
+        changed,
+        src.width,
+        src.height,
+        src.dtypes[0],
+        plan.read_bands,
+        plan.palette is not None,
+        mode,
+    )
+    if key not in _LIMITS:
+        if len(_LIMITS) >= _MAX_CACHED:
+            _LIMITS.clear()
+        _LIMITS[key] = _measure_limits(src, uri, plan, sample, mode)
+    return _LIMITS[key]
+
+
+def _measure_limits(
+    src: rasterio.io.DatasetReader, uri: str, plan: PixelPlan, sample: Sample, mode: str
+) -> tuple[float, float]:
     factor = max(1.0, max(src.width, src.height) / SAMPLE_SIZE_PX)
     shape_hw = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
     read = sample(src, uri, plan.read_bands, None, shape_hw)
