@@ -109,7 +109,7 @@ def _open(uri: str, config: ReadConfig, hint: str) -> rasterio.io.DatasetReader:
     raise InvalidSceneError(
         f"{uri}: cannot open as {'/'.join(config.drivers)}"
         f"{' (the file is empty, 0 bytes)' if empty else ''}: {errors[0] if errors else 'no driver'}. "
-        f"{open_hint(uri, hint)}"
+        f"{open_hint(uri, hint, str(errors[0]) if errors else '')}"
     ) from (errors[0] if errors else None)
 
 

@@ -65,9 +65,13 @@ def _starts_like_tiff(uri: str) -> bool:
         return False
 
 
-def open_hint(uri: str, default: str) -> str:
-    """What to tell about a file that does not open: ``default`` unless it is a TIFF GDAL cannot read."""
-    if _starts_like_tiff(uri):
+def open_hint(uri: str, default: str, error: str = "") -> str:
+    """What to tell about a file that does not open: ``default`` unless it is a TIFF GDAL cannot read.
+
+    A local file is a TIFF by its first bytes; an object (``/vsis3/``) by GDAL's
+    ``error``, which names TIFF (libtiff's own messages) only for one.
+    """
+    if _starts_like_tiff(uri) or "TIFF" in error:
         return (
             "It is a TIFF, but one this GDAL cannot read (a feature it lacks, named above); if the file is "
             "complete, convert it with a tool that reads it (e.g. a newer GDAL: gdal_translate IN.tif OUT.tif)"

@@ -194,8 +194,9 @@ def test_corrupt_pixels_keep_gdals_cause(tmp_path):
     assert "See previous exception" not in str(err.value)
 
 
-def test_a_tiff_with_a_codec_gdal_lacks_is_not_told_to_pass_drivers(tmp_path):
-    path = _strip_tiff(tmp_path / "codec.tif")
+def _codec_tiff(path: Path) -> Path:
+    """A complete TIFF whose compression tag names a codec this GDAL lacks."""
+    _strip_tiff(path)
     raw = bytearray(path.read_bytes())
     ifd = struct.unpack_from("<I", raw, 4)[0]
     for i in range(struct.unpack_from("<H", raw, ifd)[0]):
@@ -203,11 +204,32 @@ def test_a_tiff_with_a_codec_gdal_lacks_is_not_told_to_pass_drivers(tmp_path):
         if struct.unpack_from("<H", raw, entry)[0] == 259:  # Compression
             struct.pack_into("<H", raw, entry + 8, 34933)  # a codec this GDAL does not have
     path.write_bytes(bytes(raw))
+    return path
+
+
+def test_a_tiff_with_a_codec_gdal_lacks_is_not_told_to_pass_drivers(tmp_path):
+    path = _codec_tiff(tmp_path / "codec.tif")
     with pytest.raises(InvalidSceneError) as err:
         open_scene(str(path), ReadConfig(bands=(1,)))
     message = str(err.value)
     assert "codec.tif" in message and "missing codec" in message and "It is a TIFF" in message
     assert "--drivers" not in message
+
+
+def test_a_tiff_object_with_a_codec_gdal_lacks_is_not_told_to_pass_drivers(s3_server, tmp_path):
+    import boto3
+
+    local = _codec_tiff(tmp_path / "codec.tif")
+    client = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket="odd")
+    client.upload_file(str(local), "odd", "scenes/codec.tif")
+    client.put_object(Bucket="odd", Key="scenes/text.tif", Body=b"not a tiff at all")
+    with pytest.raises(InvalidSceneError) as err:
+        open_scene("s3://odd/scenes/codec.tif", ReadConfig(bands=(1,)))
+    assert "missing codec" in str(err.value) and "It is a TIFF" in str(err.value)
+    assert "--drivers" not in str(err.value)
+    with pytest.raises(InvalidSceneError, match="Other formats need --drivers"):  # not a TIFF: as before
+        open_scene("s3://odd/scenes/text.tif", ReadConfig(bands=(1,)))
 
 
 def test_gcp_only_rpc_only_and_ungeoreferenced_scenes_get_different_lines(tmp_path):
