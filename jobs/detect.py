@@ -19,6 +19,7 @@ from jobs.options import (
     overwrite_option,
     precision_option,
     progress_option,
+    rescale_option,
     run_standalone,
     tile_size_option,
     verbose_option,
@@ -57,6 +58,7 @@ Examples:
 )
 @bands_option("the model's")
 @click.option("--assume-crs", default=None, help="CRS for scenes that have none, e.g. EPSG:32633.")
+@rescale_option
 @click.option(
     "--to-crs", default=None, help="Output CRS [default: the scenes' CRS if shared, else OGC:CRS84]."
 )
@@ -198,6 +200,24 @@ def _model_loader(model: str) -> Any:
         raise click.BadParameter(str(exc), param_hint="--model") from None
 
 
+def _model_input(loader: Any) -> Any:
+    """The pixel kind a checkpoint was trained on (``meta.json`` ``input``); None for the stand-in or unknown."""
+    if not getattr(loader, "checkpoint_dir", None):
+        return None
+    from retinanet.checkpoint_input import model_input
+    from retinanet.checkpoint_meta import config_of, read_meta
+    from retinanet.errors import CheckpointError
+
+    try:
+        meta = read_meta(loader.checkpoint_dir)
+        kind, note = model_input(meta, config_of(meta, loader.checkpoint_dir), loader.checkpoint_dir)
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
+    if note:
+        click.echo(note, err=True)  # once per run: assumed uint8, or scenes unchecked
+    return kind
+
+
 def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:
     """A warning when ``--overlap-px`` is below the largest object the model was trained on."""
     if min_overlap_px is None or overlap_px >= min_overlap_px:
@@ -241,6 +261,8 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
             bands=opts["bands"] or loader.info.bands,
             drivers=opts["drivers"],
             assume_crs=opts["assume_crs"],
+            model_input=_model_input(loader),
+            rescale=opts["rescale"],
         ),
         merge=MergeConfig(strategy=opts["merge_strategy"], class_agnostic=opts["class_agnostic"]),
         to_crs=opts["to_crs"],

@@ -172,6 +172,21 @@ def bands_option(help_default: str) -> Callable[[F], F]:
     )
 
 
+RESCALE_MODES: tuple[str, ...] = ("refuse", "minmax", "percentile")  # pipeline.pixel_kinds
+
+
+def rescale_option(f: F) -> F:
+    """``--rescale``: what detect does with a scene whose dtype/range differs from the model's."""
+    return click.option(
+        "--rescale",
+        default="refuse",
+        show_default=True,
+        type=click.Choice(RESCALE_MODES),
+        help="Scenes whose dtype/range differ from the model's (e.g. uint16 for a uint8 model): refuse them, "
+        "or stretch each linearly from its min/max or its 2nd/98th percentile to the model's range.",
+    )(f)
+
+
 def tile_size_option(default: int, help_text: str) -> Callable[[F], F]:
     """``--tile-size-px``: edge of the square tiles fed to the model, pixels."""
     return click.option(

@@ -8,7 +8,8 @@ run            the lifecycle: list, claim, open, plan, stream, finish ``pipeline
 list           scene URIs of a folder, glob or ``s3://`` prefix      ``pipeline.sources``
 open           ``SceneInfo`` from a scene's header (no pixels)        ``pipeline.reading``
 tile           ``TileSpec`` windows with overlap and cores            ``pipeline.tiling``
-read           ``[C, H, W]`` tiles in the scene's dtype               ``pipeline.reading``
+read           ``[C, H, W]`` tiles in the scene's dtype, or in the    ``pipeline.reading``
+               model's (palettes expanded, rescaled at the header)    (``pipeline.pixel_kinds``)
 detect         ``TileDetections`` in tile pixels                      ``pipeline.detection``
 merge          scene-pixel boxes, one per object (cross-tile NMS)     ``pipeline.merging``
 georeference   CRS polygons from box corners                          ``pipeline.georef``

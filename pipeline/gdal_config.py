@@ -19,12 +19,16 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
 import rasterio
 
 from pipeline.s3_settings import S3Settings
+
+if TYPE_CHECKING:
+    from pipeline.types import PixelRange
 
 # GDAL reads COGs with the GTiff driver (its COG driver only writes).
 DEFAULT_DRIVERS: tuple[str, ...] = ("GTiff",)
@@ -41,11 +45,21 @@ class ReadConfig:
         bands: 1-based band indexes to read, in model channel order.
         drivers: GDAL drivers allowed to open a scene (never a VRT).
         assume_crs: CRS for scenes that have none (e.g. ``EPSG:32633``).
+        model_input: the pixel kind the model was trained on; a scene of
+            another kind is refused or rescaled (``pipeline.pixel_kinds``).
+            None: kinds are not compared (training, label images).
+        rescale: ``refuse``, ``minmax`` or ``percentile`` (``--rescale``).
     """
 
     bands: tuple[int, ...] = (1, 2, 3)
     drivers: tuple[str, ...] = DEFAULT_DRIVERS
     assume_crs: str | None = None
+    model_input: PixelRange | None = None
+    rescale: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.rescale not in ("refuse", "minmax", "percentile"):
+            raise ValueError(f"ReadConfig.rescale must be refuse, minmax or percentile, got {self.rescale!r}")
 
 
 def listable_drivers() -> dict[str, str]:

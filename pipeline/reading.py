@@ -6,7 +6,8 @@ the S3 endpoint from ``AWS_ENDPOINT_URL``, retries) and one no-value rule.
 
 * ``open_scene`` reads a scene's header into ``SceneInfo`` and refuses what
   detect cannot process (no CRS without ``--assume-crs``, too few bands),
-  naming the file and the problem; ``read_header`` reads a header without
+  naming the file and the problem (``pipeline.pixel_kinds`` decides how its
+  pixels become the model's kind); ``read_header`` reads a header without
   those checks (label images need no CRS).
 * ``read_tiles`` reads a list of tiles of one scene with *clamped* windows
   (never boundless reads, which bypass GDAL's block cache) and pads edge
@@ -56,7 +57,9 @@ from pipeline.gdal_config import ReadConfig as ReadConfig  # defined with the dr
 from pipeline.gdal_config import canonical_drivers as canonical_drivers  # re-exported: jobs.detect
 from pipeline.gdal_config import scene_extensions as scene_extensions  # re-exported: pipeline.ray_stages
 from pipeline.georef import scene_footprint
-from pipeline.types import SceneInfo, TileSpec
+from pipeline.pixel_kinds import PixelPlan, apply_plan, nominal_range, plan_pixels
+from pipeline.scene_messages import gdal_cause, missing_georeferencing, open_hint
+from pipeline.types import PixelRange, SceneInfo, TileSpec
 
 # GDAL's words for a path that is not there (local files and /vsis3/ objects)
 _GONE_MESSAGES = ("No such file or directory", "does not exist in the file system")
@@ -105,7 +108,8 @@ def _open(uri: str, config: ReadConfig, hint: str) -> rasterio.io.DatasetReader:
     empty = "://" not in uri and os.path.isfile(uri) and os.path.getsize(uri) == 0
     raise InvalidSceneError(
         f"{uri}: cannot open as {'/'.join(config.drivers)}"
-        f"{' (the file is empty, 0 bytes)' if empty else ''}: {errors[0] if errors else 'no driver'}. {hint}"
+        f"{' (the file is empty, 0 bytes)' if empty else ''}: {errors[0] if errors else 'no driver'}. "
+        f"{open_hint(uri, hint, str(errors[0]) if errors else '')}"
     ) from (errors[0] if errors else None)
 
 
@@ -136,14 +140,12 @@ def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> 
     """
     if src.crs is None:
         if config.assume_crs is None:
-            raise InvalidSceneError(
-                f"{uri}: scene has no CRS, so detections cannot be georeferenced; "
-                "pass --assume-crs EPSG:XXXX to process it anyway"
-            )
+            raise missing_georeferencing(src, uri)
         crs = CRS.from_user_input(config.assume_crs)
     else:
         crs = CRS.from_user_input(src.crs.to_wkt())
-    if max(config.bands) > src.count:
+    pixels = plan_pixels(src, uri, config, _read)  # complex, palette, dtype/range vs the model
+    if pixels.palette is None and max(config.bands) > src.count:
         raise InvalidSceneError(
             f"{uri}: scene has {src.count} band(s) but bands {config.bands} were asked for; "
             f"pass --bands with indexes 1..{src.count} (e.g. --bands {','.join(['1'] * len(config.bands))})"
@@ -165,6 +167,7 @@ def scene_info(src: rasterio.io.DatasetReader, uri: str, config: ReadConfig) -> 
         transform=src.transform,
         nodata=src.nodata,
         has_mask=_has_mask(src),
+        note=pixels.note,
     )
 
 
@@ -199,6 +202,7 @@ class RasterHeader:
         crs_wkt: the CRS as WKT (``assume_crs`` applied), None when it has none.
         nodata: the nodata value, or None.
         has_mask: whether it has a per-dataset/alpha mask.
+        pixel_kind: dtype and value range (``NBITS`` applied), what training records.
     """
 
     uri: str
@@ -210,6 +214,7 @@ class RasterHeader:
     crs_wkt: str | None
     nodata: float | None
     has_mask: bool
+    pixel_kind: PixelRange | None = None
 
 
 def read_header(uri: str, config: ReadConfig) -> RasterHeader:
@@ -234,6 +239,7 @@ def read_header(uri: str, config: ReadConfig) -> RasterHeader:
             crs_wkt=CRS.from_user_input(crs).to_wkt() if crs else None,
             nodata=src.nodata,
             has_mask=_has_mask(src),
+            pixel_kind=nominal_range(src),
         )
 
 
@@ -283,23 +289,27 @@ def _valid_pixels(
     return valid
 
 
-def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig) -> TileRead:
-    """Read one tile from an open dataset with a clamped window, pad in numpy (scene dtype kept)."""
+def read_tile(
+    src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig, plan: PixelPlan | None = None
+) -> TileRead:
+    """Read one tile from an open dataset with a clamped window, pad in numpy (scene dtype kept, or ``plan``'s)."""
     window = tile.window()
+    plan = plan or PixelPlan(tuple(config.bands))
     try:
-        data = src.read(list(config.bands), window=window)
+        data = src.read(list(plan.read_bands), window=window)
         valid = _valid_pixels(src, data, window)
+        data = apply_plan(plan, data, valid)
     except (RasterioError, OSError) as exc:
         raise TileReadError(
             f"{tile.scene_uri}: cannot read tile {tile.index} (window col {tile.col_off_px}, "
-            f"row {tile.row_off_px}, {tile.valid_width_px}x{tile.valid_height_px} px): {exc}. "
+            f"row {tile.row_off_px}, {tile.valid_width_px}x{tile.valid_height_px} px): {gdal_cause(exc)}. "
             "The file may be truncated or corrupt"
         ) from exc
     if not valid.any():
         return TileRead(tile, None)
     if data.shape[1:] == (tile.height_px, tile.width_px):
         return TileRead(tile, data)
-    image = np.zeros((len(config.bands), tile.height_px, tile.width_px), dtype=data.dtype)
+    image = np.zeros((data.shape[0], tile.height_px, tile.width_px), dtype=data.dtype)
     image[:, : tile.valid_height_px, : tile.valid_width_px] = data
     return TileRead(tile, image)
 
@@ -318,11 +328,12 @@ def read_tiles(uri: str, tiles: Sequence[TileSpec], config: ReadConfig) -> Itera
         return
     tile_height_px = max(tile.height_px for tile in tiles)
     with _opened(uri, config) as src:
+        plan = plan_pixels(src, uri, config, _read)  # the same plan as the header's
         cache_mb = block_cache_mb(src.width, tile_height_px, len(config.bands), src.dtypes[0])
         # rasterio passes an int GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
         with rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20):
             for tile in tiles:
-                yield read_tile(src, tile, config)
+                yield read_tile(src, tile, config, plan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +367,7 @@ def _read(
         valid = _valid_pixels(src, data, window, out_shape_hw)
     except (RasterioError, OSError) as exc:
         raise TileReadError(
-            f"{uri}: cannot read {where}: {exc}. The file may be truncated or corrupt"
+            f"{uri}: cannot read {where}: {gdal_cause(exc)}. The file may be truncated or corrupt"
         ) from exc
     return WindowRead(data, valid)
 

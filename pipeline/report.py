@@ -69,6 +69,7 @@ class SceneReport:
     tiles_by_node: dict[str, int] = field(default_factory=dict)
     actor_ids: list[str] = field(default_factory=list)
     retries: int = 0
+    note: str | None = None  # what the reader did to its pixels (pipeline.pixel_kinds), e.g. rescaled
 
     def __post_init__(self) -> None:
         self.status = SceneStatus(self.status).value  # refuse a status that is not one

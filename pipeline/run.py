@@ -365,6 +365,7 @@ class DetectRun:
             seconds=round(time.time() - scene.started, 3),
             tiles_by_node=dict(sorted(scene.tiles_by_node.items())),
             actor_ids=sorted(scene.actor_ids),
+            note=scene.info.note,
             **fields,  # type: ignore[arg-type]
         )
         if line.error:

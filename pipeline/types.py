@@ -134,6 +134,9 @@ class SceneInfo:
             and turned into an ``Affine``.
         nodata: the nodata value, or None.
         has_mask: whether the scene has a per-dataset/alpha mask.
+        note: what the reader does to its pixels besides reading them
+            (``pipeline.pixel_kinds``: palette expanded, rescaled, first
+            image only), for the scene's report line; None: nothing.
     """
 
     uri: str
@@ -145,6 +148,41 @@ class SceneInfo:
     transform: Affine
     nodata: float | None = None
     has_mask: bool = False
+    note: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transform", as_affine(self.transform))
+
+
+@dataclass(frozen=True, slots=True)
+class PixelRange:
+    """A kind of pixel values: what a model was trained on, or what a scene holds.
+
+    Attributes:
+        dtype: numpy dtype name (``uint8``, ``uint16``, ``float32``...).
+        min_value: lowest value: for integers the lowest the dtype (narrowed
+            by ``NBITS``) holds; for floats a measured one, or None (unknown).
+        max_value: highest value, likewise.
+
+    Example:
+        >>> PixelRange("uint8", 0, 1).matches(PixelRange("uint8", 0, 255))
+        False
+    """
+
+    dtype: str
+    min_value: float | None
+    max_value: float | None
+
+    def matches(self, other: PixelRange) -> bool:
+        """Same kind: equal dtypes, and equal ranges for integers (any two floats match)."""
+        if np.issubdtype(np.dtype(self.dtype), np.floating) and np.issubdtype(
+            np.dtype(other.dtype), np.floating
+        ):
+            return True
+        return (self.dtype, self.min_value, self.max_value) == (other.dtype, other.min_value, other.max_value)
+
+    def describe(self) -> str:
+        """E.g. ``uint8 0..255``, ``uint8 0..1`` (1-bit), ``float32`` (range unknown)."""
+        if self.min_value is None or self.max_value is None:
+            return self.dtype
+        return f"{self.dtype} {self.min_value:g}..{self.max_value:g}"

@@ -358,6 +358,18 @@ def largest_object_px(images: Sequence[LabeledImage]) -> float | None:
     return max(sides) if sides else None
 
 
+def recorded_input(data: TrainData, config: ModelConfig) -> dict[str, Any]:
+    """``meta.json``'s ``input``: the dtype/range of the training images (``retinanet.checkpoint_input``)."""
+    from retinanet.checkpoint_input import image_kinds, input_meta, training_input
+    from retinanet.errors import LabelError
+
+    try:
+        kinds = image_kinds([im.path for im in data.train])
+    except LabelError as exc:
+        raise TrainPlanError(str(exc)) from None
+    return input_meta(training_input(kinds, config.band_config))
+
+
 def _spec(
     opts: TrainOptions, model_cfg: ModelConfig, init: Init, num_tiles: int, data: TrainData
 ) -> TrainSpec:
@@ -377,6 +389,7 @@ def _spec(
         cpus_per_worker=opts.cpus_per_worker or max(1, (os.cpu_count() or 1) // opts.workers),
         backbone_weights=str(Path(opts.backbone_weights).resolve()) if opts.backbone_weights else None,
         largest_object_px=largest_object_px(data.train),
+        input_kind=recorded_input(data, model_cfg),
     )
 
 

@@ -94,6 +94,7 @@ def _run_meta(spec: TrainSpec) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if spec.largest_object_px:
         meta["largest_object_px"] = spec.largest_object_px
+    meta.update(spec.input_kind)  # the pixel kind detect checks scenes against
     if spec.train.ema_half_life_steps is not None:
         meta["weights"] = f"moving average, half-life {spec.train.ema_half_life_steps} steps"
     return meta

@@ -36,6 +36,9 @@ class TrainSpec:
         largest_object_px: the largest side of any training box, px; the
             checkpoints record it (``meta.json`` ``largest_object_px``) as the
             overlap detect should use.
+        input_kind: the pixel kind of the training images, as the
+            checkpoints' ``meta.json`` ``input`` records it
+            (``retinanet.checkpoint_input``); empty when unknown.
     """
 
     labels: tuple[str, ...]
@@ -50,6 +53,7 @@ class TrainSpec:
     cpus_per_worker: int = 1
     backbone_weights: str | None = None
     largest_object_px: float | None = None
+    input_kind: dict[str, Any] = field(default_factory=dict)
 
 
 def spec_to_json(spec: TrainSpec) -> dict[str, Any]:
@@ -74,4 +78,5 @@ def spec_from_json(data: dict[str, Any]) -> TrainSpec:
         cpus_per_worker=data["cpus_per_worker"],
         backbone_weights=data.get("backbone_weights"),
         largest_object_px=data.get("largest_object_px"),
+        input_kind=data.get("input_kind") or {},
     )
