@@ -73,7 +73,7 @@ def _write_cut(
     """The window (col, row, width, height) of the ground as its own GeoTIFF, in ``dst_crs``."""
     col0, row0, w, h = window
     pixels = read_window(str(ground), window, ReadConfig(bands=(1, 2, 3))).pixels
-    transform = truth.transform * Affine.translation(col0, row0)
+    transform = truth.transform @ Affine.translation(col0, row0)
     if src_crs != dst_crs:
         left, top = transform.c, transform.f
         right, bottom = left + w * transform.a, top + h * transform.e
@@ -82,7 +82,7 @@ def _write_cut(
         reproject(
             pixels,
             out,
-            src_transform=truth.transform * Affine.translation(col0, row0),
+            src_transform=truth.transform @ Affine.translation(col0, row0),
             src_crs=src_crs,
             dst_transform=transform,
             dst_crs=dst_crs,
@@ -149,7 +149,7 @@ def write_mosaic(
         for r in range(rows):
             for c in range(cols):
                 window = (c * stride, r * stride, scene_px, scene_px)
-                cx, cy = truth.transform * (window[0] + scene_px / 2, window[1] + scene_px / 2)
+                cx, cy = truth.transform @ (window[0] + scene_px / 2, window[1] + scene_px / 2)
                 lon, _ = to_lonlat.transform(cx, cy)
                 west = span_zones and zone is not None and lon < -180.0 + 6.0 * (zone - 1)
                 dst = CRS.from_epsg(32600 + zone - 1) if west and zone else crs
