@@ -77,6 +77,15 @@ Examples:
     help="Cross-tile merge strategy.",
 )
 @click.option(
+    "--cross-scene-merge/--no-cross-scene-merge",
+    default=True,
+    show_default=True,
+    help="Report an object seen by overlapping scenes once: each scene keeps the objects in the part of "
+    "the mosaic it owns (nearest scene centre; footprints recorded in OUT/_mosaic.*.parquet before the "
+    "first tile). --no-cross-scene-merge for repeat coverage of one place you want per scene (a time "
+    "series); scenes overlapping over 90 % are never merged.",
+)
+@click.option(
     "--actors", default=None, type=click.IntRange(min=1), help="Model actors [default: one per GPU or node]."
 )
 @click.option(
@@ -269,6 +278,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
         min_score=opts["min_score"],
         overwrite=opts["overwrite"],
         progress=not opts["no_progress"],
+        cross_scene_merge=opts["cross_scene_merge"],
     )
 
 

@@ -151,10 +151,14 @@ class ClaimKeeper:
             self._names.add(output_name)
 
     def drop(self, output_name: str) -> None:
-        """Stop renewing this scene's claim and release it."""
+        """Stop renewing this scene's claim and release it.
+
+        Under the lock the renewals take, so a renewal already under way cannot
+        write a fresh lease over the release.
+        """
         with self._lock:
             self._names.discard(output_name)
-        release(self.store, output_name, self.run_id)
+            release(self.store, output_name, self.run_id)
 
     def stop(self) -> None:
         """End the renewals (the claims still held run out with their lease)."""
@@ -166,7 +170,10 @@ class ClaimKeeper:
             with self._lock:
                 names = sorted(self._names)
             for name in names:
-                try:
-                    renew(self.store, name, self.run_id, lease_s=self.lease_s)
-                except Exception:  # storage hiccup: the next tick tries again, well inside the lease
-                    continue
+                with self._lock:  # one name at a time: ``drop`` waits for at most one renewal
+                    if name not in self._names:
+                        continue  # dropped (and released) since the list was taken
+                    try:
+                        renew(self.store, name, self.run_id, lease_s=self.lease_s)
+                    except Exception:  # storage hiccup: the next tick tries again, well inside the lease
+                        continue

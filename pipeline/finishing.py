@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pyproj import CRS
 
 from pipeline.merging import MergeConfig, MergedBoxes, merge_scene
+from pipeline.mosaic import centres_inside
 from pipeline.output import OutputExistsError, encode_scene_detections, scene_output_name, write_scene_file
 from pipeline.storage import OutputStore, open_store
 from pipeline.types import SceneInfo, TileDetections
@@ -45,6 +47,10 @@ class FinishSettings:
         model_id: checkpoint id, written in each row.
         run_id: this run's id, written in each row.
         replace: replace an existing output (``--overwrite``).
+        keep_region_px: the part of the scene it owns in the mosaic (scene px,
+            ``pipeline.mosaic.owned_px``); detections whose centre lies
+            outside are another scene's.  None keeps all (one scene's
+            settings: ``dataclasses.replace`` of the run's).
     """
 
     out_dir: str
@@ -55,6 +61,7 @@ class FinishSettings:
     model_id: str
     run_id: str
     replace: bool
+    keep_region_px: Any = None  # shapely geometry; Any keeps shapely out of this dataclass's signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +119,9 @@ def prepare_scene(scene: SceneInfo, tiles: list[TileDetections], settings: Finis
     started = time.time()
     try:
         merged = keep_scores(merge_scene(tiles, settings.merge), settings.min_score_per_class)
+        if settings.keep_region_px is not None:
+            keep = centres_inside(merged.boxes_xyxy_px, settings.keep_region_px)
+            merged = MergedBoxes(merged.boxes_xyxy_px[keep], merged.scores[keep], merged.labels[keep])
         data = encode_scene_detections(
             scene,
             merged,

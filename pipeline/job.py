@@ -55,6 +55,8 @@ class DetectJob:
         progress: show a progress bar.
         window_scenes: scenes in flight at once (claimed and not yet recorded).
         header_batch: scenes whose headers one executor call opens.
+        cross_scene_merge: an object seen by overlapping scenes is reported by
+            one of them (``pipeline.mosaic``); False keeps every scene's own.
     """
 
     source: str
@@ -70,6 +72,7 @@ class DetectJob:
     progress: bool = True
     window_scenes: int = 64
     header_batch: int = 16
+    cross_scene_merge: bool = True
 
     def __post_init__(self) -> None:
         if self.window_scenes < 1 or self.header_batch < 1:

@@ -64,6 +64,7 @@ class SceneReport:
     error: str | None = None
     num_tiles: int = 0
     num_tiles_skipped_nodata: int = 0
+    num_tiles_not_owned: int = 0  # left to the overlapping scene that owns their part of the mosaic
     num_detections: int = 0
     seconds: float = 0.0
     tiles_by_node: dict[str, int] = field(default_factory=dict)

@@ -33,7 +33,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from pipeline.claims import ClaimKeeper, try_claim
 from pipeline.dataset import check_to_crs, fix_output_crs
@@ -41,6 +42,8 @@ from pipeline.errors import PipelineError, first_line
 from pipeline.executor import Executor, Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, write_prepared
 from pipeline.job import DetectJob, check_bands, min_scores
+from pipeline.mosaic import Footprints, owned_px, owned_tiles
+from pipeline.mosaic_index import footprint_pass
 from pipeline.output import check_reachable, scene_output_name
 from pipeline.reading import scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
@@ -69,6 +72,8 @@ class _Scene:
     started: float = field(default_factory=time.time)
     tiles_by_node: dict[str, int] = field(default_factory=dict)
     actor_ids: set[str] = field(default_factory=set)
+    owned_px: Any = None  # the part of the scene it owns in the mosaic (shapely, scene px); None: all
+    not_owned: list[int] = field(default_factory=lambda: [0])  # tiles left to the scenes that own them
 
     @property
     def all_back(self) -> bool:
@@ -92,6 +97,7 @@ def new_record(job: DetectJob, store: OutputStore | None) -> RunRecord:
             "min_score": job.min_score,
             "score_thresholds": dict(zip(job.model.info.class_names, job.model.info.score_thresholds or ())),
             "window_scenes": job.window_scenes,
+            "cross_scene_merge": job.cross_scene_merge,
             "model_actors": [],
         },
     )
@@ -134,12 +140,15 @@ class DetectRun:
         self.window: dict[str, _Scene] = {}
         self.settings: FinishSettings | None = None
         self.tiles_done = self.tiles_planned = 0
+        self.footprints: Footprints | None = None
 
     # -- the loop ----------------------------------------------------------------------------------------
 
     def run(self) -> RunRecord:
         """Run to the end (or until stopped); the record is finished and written in every case."""
         try:
+            if self.job.cross_scene_merge:
+                self._record_footprints()
             self._loop()
         except Exception as exc:  # the run itself broke (e.g. no model actor could start)
             self._abort(f"run aborted: {first_line(exc)}")
@@ -172,6 +181,12 @@ class DetectRun:
                     f"WARNING nothing has come back for {self.stall_warning_s:.0f} s: the cluster may lack the "
                     "CPUs or GPUs the model actors and read tasks need (`ray status` shows what waits)"
                 )
+
+    def _record_footprints(self) -> None:
+        """Every listed scene's footprint, recorded in the output before the first tile (``pipeline.mosaic``)."""
+        listing = iter_listing(self.job.source, extensions=scene_extensions(self.job.read.drivers))
+        self.footprints = footprint_pass(self.store, listing, self.executor.open_headers)
+        self.record.mark("footprints_recorded")
 
     def _close(self) -> None:
         try:
@@ -272,13 +287,25 @@ class DetectRun:
             except PipelineError as exc:
                 self._fail_now(uri, str(exc))
                 continue
-            plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling)
-            groups = group_tile_rows(
-                plan, self.job.tiling.tile_rows_per_task, self.job.tiling.max_tiles_per_task
-            )
-            self.window[uri] = _Scene(header, plan, groups)
-            self.tiles_planned += len(plan)
+            self._plan(uri, header)
         self.opening = []
+
+    def _plan(self, uri: str, header: SceneInfo) -> None:
+        """The scene's lazy plan, less the tiles whose part of the mosaic another scene owns."""
+        plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling)
+        region = owned_px(self.footprints, header) if self.footprints is not None else None
+        scene = _Scene(header, plan, iter(()), owned_px=region)
+        tiles: Iterator[TileSpec] = iter(plan)
+        if region is not None:
+            core = (
+                self.job.merge.strategy.value == "core"
+            )  # exact: such a tile's boxes all go to other scenes
+            tiles = owned_tiles(plan, region, core, scene.not_owned)
+        scene.groups = group_tile_rows(
+            tiles, self.job.tiling.tile_rows_per_task, self.job.tiling.max_tiles_per_task
+        )
+        self.window[uri] = scene
+        self.tiles_planned += len(plan)
 
     def _fail_now(self, uri: str, error: str) -> None:
         self.log(f"FAILED {error}")
@@ -340,7 +367,10 @@ class DetectRun:
         assert self.settings is not None
         # by tile index, not arrival: equal scores are broken the same way in every run
         tiles = sorted(scene.received, key=lambda td: td.tile.index)
-        self.executor.submit_finish(scene.info, tiles, self.settings)
+        settings = self.settings
+        if scene.owned_px is not None:
+            settings = replace(settings, keep_region_px=scene.owned_px)
+        self.executor.submit_finish(scene.info, tiles, settings)
 
     def _write(self, event: Finished) -> None:
         """Write a finished scene from the driver (its own credentials), record it, release it."""
@@ -362,6 +392,7 @@ class DetectRun:
             status,
             num_tiles=len(scene.plan),
             num_tiles_skipped_nodata=scene.nodata,
+            num_tiles_not_owned=scene.not_owned[0],
             seconds=round(time.time() - scene.started, 3),
             tiles_by_node=dict(sorted(scene.tiles_by_node.items())),
             actor_ids=sorted(scene.actor_ids),
