@@ -9,8 +9,9 @@ generation 0; a later run that lists scenes no generation holds adds the
 next one.  Of two drivers adding the same generation together, one write
 wins and the other reads it and tries the next for what is still missing.
 
-A file holds ``uri`` (string), ``footprint_m`` (WKB, the mosaic CRS) and,
-in its schema metadata, the mosaic CRS (``mosaic_crs_wkt``).
+A file is GeoParquet: ``uri`` (string) and ``geometry`` (the footprint, in
+the mosaic CRS, which its ``geo`` metadata carries as PROJJSON), so a
+validator run over the whole output, or a GIS, reads it like the detections.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import io
 import re
 from collections.abc import Callable, Iterable, Sequence
 
+import geopandas
 import pyarrow as pa
-import pyarrow.parquet as pq
 import shapely
+from pyproj import CRS
 from pyproj.exceptions import ProjError
 
 from pipeline.errors import OutputError
@@ -40,11 +42,11 @@ def generation_name(generation: int) -> str:
 
 def _read_generation(store: OutputStore, name: str) -> tuple[str, list[str], list[shapely.Polygon]]:
     try:
-        table = pq.read_table(io.BytesIO(store.read_bytes(name)))
-        crs_wkt = table.schema.metadata[b"mosaic_crs_wkt"].decode()
-        uris = table.column("uri").to_pylist()
-        polygons = list(shapely.from_wkb(table.column("footprint_m").to_pylist()))
-    except (OSError, KeyError, ValueError, pa.ArrowException, shapely.errors.ShapelyError) as exc:
+        frame = geopandas.read_parquet(io.BytesIO(store.read_bytes(name)))
+        crs_wkt = frame.crs.to_wkt()
+        uris = [str(u) for u in frame["uri"]]
+        polygons = list(frame.geometry.values)
+    except (OSError, KeyError, ValueError, AttributeError, pa.ArrowException) as exc:
         raise OutputError(
             f"{store.uri(name)} cannot be read ({type(exc).__name__}: {exc}); restore it, "
             "or write to a new --out (or pass --no-cross-scene-merge)"
@@ -65,14 +67,10 @@ def load_footprints(store: OutputStore) -> Footprints | None:
 
 
 def _encode(crs_wkt: str, uris: Sequence[str], polygons: Sequence[shapely.Polygon]) -> bytes:
-    table = pa.table(
-        {
-            "uri": pa.array(list(uris), pa.string()),
-            "footprint_m": pa.array(shapely.to_wkb(list(polygons)), pa.binary()),
-        }
-    ).replace_schema_metadata({"mosaic_crs_wkt": crs_wkt})
+    """One generation as GeoParquet (so a validator or a GIS reads it like the detections)."""
+    frame = geopandas.GeoDataFrame({"uri": list(uris)}, geometry=list(polygons), crs=CRS.from_wkt(crs_wkt))
     sink = io.BytesIO()
-    pq.write_table(table, sink)
+    frame.to_parquet(sink, index=False, write_covering_bbox=True)
     return sink.getvalue()
 
 
