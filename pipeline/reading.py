@@ -56,6 +56,8 @@ from pipeline.gdal_config import ReadConfig as ReadConfig  # defined with the dr
 from pipeline.gdal_config import canonical_drivers as canonical_drivers  # re-exported: jobs.detect
 from pipeline.gdal_config import scene_extensions as scene_extensions  # re-exported: pipeline.ray_stages
 from pipeline.georef import scene_footprint
+from pipeline.resampled_read import read_resampled
+from pipeline.resolution import ResampledTile
 from pipeline.types import SceneInfo, TileSpec
 
 # GDAL's words for a path that is not there (local files and /vsis3/ objects)
@@ -284,11 +286,18 @@ def _valid_pixels(
 
 
 def read_tile(src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig) -> TileRead:
-    """Read one tile from an open dataset with a clamped window, pad in numpy (scene dtype kept)."""
+    """Read one tile from an open dataset with a clamped window, pad in numpy (scene dtype kept).
+
+    A ``ResampledTile`` (model pixels) is read from its native window at its
+    ``out_shape_hw`` (``pipeline.resampled_read``).
+    """
     window = tile.window()
     try:
-        data = src.read(list(config.bands), window=window)
-        valid = _valid_pixels(src, data, window)
+        if isinstance(tile, ResampledTile):
+            data, valid = read_resampled(src, tile, config.bands, _valid_pixels)
+        else:
+            data = src.read(list(config.bands), window=window)
+            valid = _valid_pixels(src, data, window)
     except (RasterioError, OSError) as exc:
         raise TileReadError(
             f"{tile.scene_uri}: cannot read tile {tile.index} (window col {tile.col_off_px}, "

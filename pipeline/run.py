@@ -44,6 +44,7 @@ from pipeline.job import DetectJob, check_bands, min_scores
 from pipeline.output import check_reachable, scene_output_name
 from pipeline.reading import scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
+from pipeline.resolution import ReadScale, detections_to_native, plan_read, resolution_fields
 from pipeline.sources import iter_listing
 from pipeline.storage import OutputStore, open_store
 from pipeline.tiling import check_scene_size, group_tile_rows, tile_scene
@@ -69,6 +70,7 @@ class _Scene:
     started: float = field(default_factory=time.time)
     tiles_by_node: dict[str, int] = field(default_factory=dict)
     actor_ids: set[str] = field(default_factory=set)
+    read: ReadScale | None = None  # read at the model's GSD (None: native pixels)
 
     @property
     def all_back(self) -> bool:
@@ -87,6 +89,7 @@ def new_record(job: DetectJob, store: OutputStore | None) -> RunRecord:
             "tiling": asdict(job.tiling),
             "read": asdict(job.read),
             "merge": asdict(job.merge),
+            "resolution": asdict(job.resolution),
             "detect": asdict(job.detect),
             "to_crs": job.to_crs,
             "min_score": job.min_score,
@@ -269,14 +272,15 @@ class DetectRun:
                 assert self.settings is not None
                 check_scene_size(uri, header.width_px, header.height_px, self.job.tiling)
                 check_reachable(header, self.settings.out_crs_wkt)
+                read = plan_read(header, self.job.resolution)
             except PipelineError as exc:
                 self._fail_now(uri, str(exc))
                 continue
-            plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling)
+            plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling, read)
             groups = group_tile_rows(
                 plan, self.job.tiling.tile_rows_per_task, self.job.tiling.max_tiles_per_task
             )
-            self.window[uri] = _Scene(header, plan, groups)
+            self.window[uri] = _Scene(header, plan, groups, read=read)
             self.tiles_planned += len(plan)
         self.opening = []
 
@@ -339,7 +343,7 @@ class DetectRun:
             return
         assert self.settings is not None
         # by tile index, not arrival: equal scores are broken the same way in every run
-        tiles = sorted(scene.received, key=lambda td: td.tile.index)
+        tiles = [detections_to_native(td) for td in sorted(scene.received, key=lambda td: td.tile.index)]
         self.executor.submit_finish(scene.info, tiles, self.settings)
 
     def _write(self, event: Finished) -> None:
@@ -365,6 +369,7 @@ class DetectRun:
             seconds=round(time.time() - scene.started, 3),
             tiles_by_node=dict(sorted(scene.tiles_by_node.items())),
             actor_ids=sorted(scene.actor_ids),
+            **resolution_fields(scene.info, scene.read, scene.received),
             **fields,  # type: ignore[arg-type]
         )
         if line.error:
