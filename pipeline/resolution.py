@@ -59,11 +59,13 @@ class ResolutionConfig:
             times finer or coarser than ``model_gsd_m`` (``--max-gsd-factor``).
         source: where ``model_gsd_m`` came from (``checkpoint``, ``--gsd-m``,
             ``native``), for the run's record.
+        note: the line to say once about it (a model without ``gsd_m``), or None.
     """
 
     model_gsd_m: float | None = None
     max_gsd_factor: float = DEFAULT_MAX_GSD_FACTOR
     source: str = "native"
+    note: str | None = None
 
     def __post_init__(self) -> None:
         if self.model_gsd_m is not None and not (math.isfinite(self.model_gsd_m) and self.model_gsd_m > 0):
@@ -313,8 +315,8 @@ def resolution_fields(
 
 def resolve_resolution(
     checkpoint_gsd_m: float | None, gsd_m: float | None, native: bool, max_gsd_factor: float
-) -> tuple[ResolutionConfig, str | None]:
-    """The run's read GSD from the checkpoint and the options, and the one line to say about it.
+) -> ResolutionConfig:
+    """The run's read GSD from the checkpoint and the options, with the one line to say about it (``note``).
 
     Args:
         checkpoint_gsd_m: the model's ``gsd_m`` (``ModelInfo.gsd_m``), None when unknown.
@@ -326,19 +328,19 @@ def resolve_resolution(
         ValueError: ``--gsd-m`` with ``--native-resolution``.
 
     Example:
-        >>> resolve_resolution(None, None, False, 8.0)[1]
+        >>> resolve_resolution(None, None, False, 8.0).note
         'the model records no gsd_m (training GSD): scenes are read at their native resolution; pass --gsd-m to read them at the GSD it was trained at'
     """
     if native and gsd_m is not None:
         raise ValueError("--gsd-m and --native-resolution contradict each other; pass one")
     if native:
-        return ResolutionConfig(None, max_gsd_factor, "native"), None
+        return ResolutionConfig(None, max_gsd_factor, "native")
     if gsd_m is not None:
-        return ResolutionConfig(gsd_m, max_gsd_factor, "--gsd-m"), None
+        return ResolutionConfig(gsd_m, max_gsd_factor, "--gsd-m")
     if checkpoint_gsd_m is not None:
-        return ResolutionConfig(checkpoint_gsd_m, max_gsd_factor, "checkpoint"), None
+        return ResolutionConfig(checkpoint_gsd_m, max_gsd_factor, "checkpoint")
     note = (
         "the model records no gsd_m (training GSD): scenes are read at their native resolution; "
         "pass --gsd-m to read them at the GSD it was trained at"
     )
-    return ResolutionConfig(None, max_gsd_factor, "native"), note
+    return ResolutionConfig(None, max_gsd_factor, "native", note)

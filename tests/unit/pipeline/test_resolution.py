@@ -109,11 +109,11 @@ def test_the_model_size_of_a_scene_per_axis():
 
 
 def test_checkpoint_gsd_override_and_native():
-    assert resolve_resolution(0.3, None, False, 8.0)[0].model_gsd_m == 0.3
-    assert resolve_resolution(0.3, 0.15, False, 8.0)[0].model_gsd_m == 0.15
-    assert resolve_resolution(0.3, None, True, 8.0)[0].model_gsd_m is None
-    config, note = resolve_resolution(None, None, False, 8.0)
-    assert config.model_gsd_m is None and "native resolution" in note
+    assert resolve_resolution(0.3, None, False, 8.0).model_gsd_m == 0.3
+    assert resolve_resolution(0.3, 0.15, False, 8.0).model_gsd_m == 0.15
+    assert resolve_resolution(0.3, None, True, 8.0).model_gsd_m is None
+    config = resolve_resolution(None, None, False, 8.0)
+    assert config.model_gsd_m is None and "native resolution" in config.note
     with pytest.raises(ValueError):
         resolve_resolution(0.3, 0.3, True, 8.0)
 
