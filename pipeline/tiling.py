@@ -265,7 +265,7 @@ def tile_scene(
         >>> [(t.width_px, t.height_px) for t in tile_scene("s.tif", 300, 200, TilingConfig())]
         [(320, 224)]
     """
-    if read is not None:
+    if read is not None and not read.is_native:  # a scene at the model's GSD is read as it is
         return TilePlan(scene_uri, read.model_width_px, read.model_height_px, config, read)
     return TilePlan(scene_uri, width_px, height_px, config)
 

@@ -106,6 +106,10 @@ def test_the_model_size_of_a_scene_per_axis():
     assert (read.scale_x, read.scale_y) == (4.0, 2.0)
     assert read.native_gsd_m == pytest.approx(math.sqrt(0.075 * 0.15))
     assert plan_read(_info(Affine(0.3, 0, 0, 0, -0.3, 0)), ResolutionConfig()) is None  # native resolution
+    same = plan_read(_info(Affine(0.3, 0, 0, 0, -0.3, 0)), ResolutionConfig(0.3))
+    assert (
+        same.is_native and type(tile_scene("s.tif", 400, 200, TilingConfig(), same)[0]).__name__ == "TileSpec"
+    )
 
 
 def test_checkpoint_gsd_override_and_native():
