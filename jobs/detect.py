@@ -14,6 +14,7 @@ from jobs.options import (
     UserError,
     address_option,
     bands_option,
+    gsd_option,
     min_score_option,
     out_option,
     overwrite_option,
@@ -45,13 +46,28 @@ Examples:
 @click.argument("source")
 @click.option("--model", "model", required=True, help="Checkpoint directory or training run directory.")
 @out_option("Output directory or s3://bucket/prefix.")
-@tile_size_option(1024, "Tile edge fed to the model, pixels.")
+@tile_size_option(
+    1024, "Tile edge fed to the model, in model pixels (at the model's GSD; native without one)."
+)
 @click.option(
     "--overlap-px",
     default=128,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Overlap between tiles; at least the largest object.",
+    help="Overlap between tiles, in model pixels; at least the largest object.",
+)
+@gsd_option("Read scenes at this many metres per pixel [default: the checkpoint's gsd_m, else native].")
+@click.option(
+    "--native-resolution",
+    is_flag=True,
+    help="Read every scene pixel for pixel, whatever its GSD (the behaviour before reads at the model's GSD).",
+)
+@click.option(
+    "--max-gsd-factor",
+    default=8.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Fail a scene whose GSD is more than this many times finer or coarser than the model's.",
 )
 @click.option(
     "--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Tiles per model call."
@@ -117,7 +133,7 @@ Examples:
     "--max-scene-px",
     default=None,
     type=click.IntRange(min=1),
-    help="Refuse scenes with more pixels than this (width x height) [default: 10 gigapixels].",
+    help="Refuse scenes with more native pixels than this (width x height) [default: 10 gigapixels].",
 )
 @click.option(
     "--max-tiles-per-scene",
@@ -143,6 +159,8 @@ def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
     _check_writable(out_dir)
     if getattr(loader, "note", None):
         click.echo(loader.note, err=True)
+    if job.resolution.note:
+        click.echo(job.resolution.note, err=True)  # once: a model without gsd_m runs at native resolution
     warning = overlap_warning(loader.info.min_overlap_px, opts["overlap_px"])
     if warning:
         click.echo(warning, err=True)
@@ -241,6 +259,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
     from pipeline.job import DetectConfig, DetectJob
     from pipeline.merging import MergeConfig
     from pipeline.reading import ReadConfig
+    from pipeline.resolution import resolve_resolution
     from pipeline.tiling import TilingConfig
 
     tile, overlap = opts["tile_size_px"], opts["overlap_px"]
@@ -274,12 +293,26 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
             rescale=opts["rescale"],
         ),
         merge=MergeConfig(strategy=opts["merge_strategy"], class_agnostic=opts["class_agnostic"]),
+        resolution=_resolution(loader, opts, resolve_resolution),
         to_crs=opts["to_crs"],
         min_score=opts["min_score"],
         overwrite=opts["overwrite"],
         progress=not opts["no_progress"],
         cross_scene_merge=opts["cross_scene_merge"],
     )
+
+
+def _resolution(loader: Any, opts: dict[str, Any], resolve: Any) -> Any:
+    """``--gsd-m`` / ``--native-resolution`` / the checkpoint's ``gsd_m`` -> ``ResolutionConfig``."""
+    try:
+        return resolve(
+            getattr(loader.info, "gsd_m", None),
+            opts["gsd_m"],
+            opts["native_resolution"],
+            opts["max_gsd_factor"],
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--gsd-m") from None
 
 
 def _precision(opts: dict[str, Any]) -> Any:

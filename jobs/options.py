@@ -213,3 +213,8 @@ def min_score_option(default: float | None, help_text: str = "Minimum score.") -
         type=finite_float_range(0.0, 1.0),
         help=help_text,
     )
+
+
+def gsd_option(help_text: str) -> Callable[[F], F]:
+    """``--gsd-m``: metres per model pixel (the resolution scenes are read, or labels resampled, at)."""
+    return click.option("--gsd-m", default=None, type=click.FloatRange(min=0, min_open=True), help=help_text)

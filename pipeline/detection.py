@@ -25,10 +25,10 @@ Importing this module loads no torch; ``detect_tiles`` imports it on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ from pipeline.choices import (
 )
 from pipeline.georef import clip_boxes_px
 from pipeline.types import TileDetections, TileSpec
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import torch
@@ -87,6 +89,8 @@ class ModelInfo:
         min_overlap_px: the tile overlap the model recommends: its largest
             training object's side, px (cores then hold every object whole;
             detect warns below it).  None: unknown.
+        gsd_m: metres per pixel of the imagery the model was trained at:
+            detect reads scenes at it (``pipeline.resolution``).  None: unknown.
     """
 
     model_id: str
@@ -94,6 +98,7 @@ class ModelInfo:
     bands: tuple[int, ...]
     score_thresholds: tuple[float, ...] | None = None
     min_overlap_px: int | None = None
+    gsd_m: float | None = None
 
 
 class ModelLoader(Protocol):
@@ -154,6 +159,26 @@ def detect_tiles(
     with torch.inference_mode(), reduced_precision(model, device, precision):
         outputs = model(list(batch))
     return [_to_tile_detections(tile, out) for tile, out in zip(tiles, outputs)]
+
+
+def batches_by_shape(
+    items: Sequence[T], shape_of: Callable[[T], tuple[int, ...]], batch_size: int
+) -> Iterator[list[T]]:
+    """``items`` in batches of at most ``batch_size`` that share one image shape, in order within a shape.
+
+    A model call stacks its tiles into one array: a small scene's clamped tile
+    (``pipeline.tiling``, e.g. 320 x 224 px) never shares a batch with a full tile.
+
+    Example:
+        >>> list(batches_by_shape([(2, 2), (4, 4), (2, 2), (2, 2)], lambda s: s, 2))
+        [[(2, 2), (2, 2)], [(2, 2)], [(4, 4)]]
+    """
+    by_shape: dict[tuple[int, ...], list[T]] = {}
+    for item in items:
+        by_shape.setdefault(tuple(shape_of(item)), []).append(item)
+    for same in by_shape.values():
+        for start in range(0, len(same), batch_size):
+            yield same[start : start + batch_size]
 
 
 def to_device(images: np.ndarray, device: str) -> torch.Tensor:

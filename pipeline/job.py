@@ -8,6 +8,7 @@ from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
 from pipeline.merging import MergeConfig
 from pipeline.reading import ReadConfig
+from pipeline.resolution import ResolutionConfig
 from pipeline.tiling import TilingConfig
 
 
@@ -47,6 +48,7 @@ class DetectJob:
         tiling: tile size and overlap.
         read: bands, drivers, assumed CRS.
         merge: cross-tile merge settings.
+        resolution: the GSD scenes are read at (None: native resolution).
         to_crs: output CRS (None: see the module docstring).
         min_score: keep detections scoring at least this; None: the model's
             calibrated per-class scores (``ModelInfo.score_thresholds``), or
@@ -66,6 +68,7 @@ class DetectJob:
     tiling: TilingConfig = field(default_factory=TilingConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
     to_crs: str | None = None
     min_score: float | None = None
     overwrite: bool = False

@@ -286,7 +286,8 @@ def owned_tiles(
 
     Args:
         plan: the scene's tiles.
-        region_px: what the scene owns (``owned_px``).
+        region_px: what the scene owns (``owned_px``, native scene px; a
+            ``pipeline.resolution.ResampledTile`` in model px is scaled to it).
         core: test the tile's core, not its whole square: exact under the
             ``core`` merge, where a tile keeps only boxes centred in its core.
         skipped: a one-item counter, incremented for each tile left out.
@@ -294,15 +295,12 @@ def owned_tiles(
     shapely.prepare(region_px)
     for tile in plan:
         if core:
-            bounds = tile.core_xyxy_px
+            x0, y0, x1, y1 = tile.core_xyxy_px
         else:
-            bounds = (
-                tile.col_off_px,
-                tile.row_off_px,
-                tile.col_off_px + tile.width_px,
-                tile.row_off_px + tile.height_px,
-            )
-        if shapely.intersects(region_px, shapely.box(*bounds)):
+            x0, y0 = tile.col_off_px, tile.row_off_px
+            x1, y1 = x0 + tile.width_px, y0 + tile.height_px
+        sx, sy = getattr(tile, "scale_x", 1.0), getattr(tile, "scale_y", 1.0)  # a tile in model px
+        if shapely.intersects(region_px, shapely.box(x0 * sx, y0 * sy, x1 * sx, y1 * sy)):
             yield tile
         else:
             skipped[0] += 1

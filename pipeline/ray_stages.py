@@ -155,13 +155,12 @@ class TileDetector:
         Returns:
             ``(scene_uri, tile_index, status, error, packed detections)`` per row.
         """
-        from pipeline.detection import detect_tiles
+        from pipeline.detection import batches_by_shape, detect_tiles
 
         rows = [row for group in groups for row in group]
         ok = [row for row in rows if row.status is TileStatus.OK]
         packed: dict[int, bytes] = {}
-        for start in range(0, len(ok), self.batch_size):
-            batch = ok[start : start + self.batch_size]
+        for batch in batches_by_shape(ok, lambda row: row.pixels.shape, self.batch_size):  # type: ignore[union-attr]
             images = np.stack([row.pixels for row in batch if row.pixels is not None])  # (B, C, H, W)
             found = detect_tiles(
                 self.model, images, [row.tile for row in batch], device=self.device, precision=self.precision

@@ -58,6 +58,8 @@ from pipeline.gdal_config import canonical_drivers as canonical_drivers  # re-ex
 from pipeline.gdal_config import scene_extensions as scene_extensions  # re-exported: pipeline.ray_stages
 from pipeline.georef import scene_footprint
 from pipeline.pixel_kinds import PixelPlan, apply_plan, nominal_range, plan_pixels
+from pipeline.resampled_read import read_resampled
+from pipeline.resolution import ResampledTile
 from pipeline.scene_messages import gdal_cause, missing_georeferencing, open_hint
 from pipeline.types import PixelRange, SceneInfo, TileSpec
 
@@ -292,12 +294,19 @@ def _valid_pixels(
 def read_tile(
     src: rasterio.io.DatasetReader, tile: TileSpec, config: ReadConfig, plan: PixelPlan | None = None
 ) -> TileRead:
-    """Read one tile from an open dataset with a clamped window, pad in numpy (scene dtype kept, or ``plan``'s)."""
+    """Read one tile from an open dataset with a clamped window, pad in numpy (scene dtype kept, or ``plan``'s).
+
+    A ``ResampledTile`` (model pixels) is read from its native window at its
+    ``out_shape_hw`` (``pipeline.resampled_read``).
+    """
     window = tile.window()
     plan = plan or PixelPlan(tuple(config.bands))
     try:
-        data = src.read(list(plan.read_bands), window=window)
-        valid = _valid_pixels(src, data, window)
+        if isinstance(tile, ResampledTile):
+            data, valid = read_resampled(src, tile, plan.read_bands, _valid_pixels)
+        else:
+            data = src.read(list(plan.read_bands), window=window)
+            valid = _valid_pixels(src, data, window)
         data = apply_plan(plan, data, valid)
     except (RasterioError, OSError) as exc:
         raise TileReadError(

@@ -71,6 +71,10 @@ class SceneReport:
     actor_ids: list[str] = field(default_factory=list)
     retries: int = 0
     note: str | None = None  # what the reader did to its pixels (pipeline.pixel_kinds), e.g. rescaled
+    native_gsd_m: float | None = None  # the scene's GSD (pipeline.resolution), None when unknowable
+    model_gsd_m: float | None = None  # the GSD it was read at; None: native resolution
+    read_factor: float = 1.0  # native px per model px (4.0: a 0.075 m scene read at 0.3 m)
+    num_px_inferred: int = 0  # pixels of the tiles the model ran on (model px)
 
     def __post_init__(self) -> None:
         self.status = SceneStatus(self.status).value  # refuse a status that is not one

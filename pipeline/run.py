@@ -47,6 +47,7 @@ from pipeline.mosaic_index import footprint_pass
 from pipeline.output import check_reachable, scene_output_name
 from pipeline.reading import scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
+from pipeline.resolution import ReadScale, detections_to_native, plan_read, resolution_fields
 from pipeline.sources import iter_listing
 from pipeline.storage import OutputStore, open_store
 from pipeline.tiling import check_scene_size, group_tile_rows, tile_scene
@@ -72,6 +73,7 @@ class _Scene:
     started: float = field(default_factory=time.time)
     tiles_by_node: dict[str, int] = field(default_factory=dict)
     actor_ids: set[str] = field(default_factory=set)
+    read: ReadScale | None = None  # read at the model's GSD (None: native pixels)
     owned_px: Any = None  # the part of the scene it owns in the mosaic (shapely, scene px); None: all
     not_owned: list[int] = field(default_factory=lambda: [0])  # tiles left to the scenes that own them
 
@@ -92,6 +94,7 @@ def new_record(job: DetectJob, store: OutputStore | None) -> RunRecord:
             "tiling": asdict(job.tiling),
             "read": asdict(job.read),
             "merge": asdict(job.merge),
+            "resolution": asdict(job.resolution),
             "detect": asdict(job.detect),
             "to_crs": job.to_crs,
             "min_score": job.min_score,
@@ -284,17 +287,18 @@ class DetectRun:
                 assert self.settings is not None
                 check_scene_size(uri, header.width_px, header.height_px, self.job.tiling)
                 check_reachable(header, self.settings.out_crs_wkt)
+                read = plan_read(header, self.job.resolution)
             except PipelineError as exc:
                 self._fail_now(uri, str(exc))
                 continue
-            self._plan(uri, header)
+            self._plan(uri, header, read)
         self.opening = []
 
-    def _plan(self, uri: str, header: SceneInfo) -> None:
+    def _plan(self, uri: str, header: SceneInfo, read: ReadScale | None) -> None:
         """The scene's lazy plan, less the tiles whose part of the mosaic another scene owns."""
-        plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling)
+        plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling, read)
         region = owned_px(self.footprints, header) if self.footprints is not None else None
-        scene = _Scene(header, plan, iter(()), owned_px=region)
+        scene = _Scene(header, plan, iter(()), read=read, owned_px=region)
         tiles: Iterator[TileSpec] = iter(plan)
         if region is not None:
             core = (
@@ -366,7 +370,7 @@ class DetectRun:
             return
         assert self.settings is not None
         # by tile index, not arrival: equal scores are broken the same way in every run
-        tiles = sorted(scene.received, key=lambda td: td.tile.index)
+        tiles = [detections_to_native(td) for td in sorted(scene.received, key=lambda td: td.tile.index)]
         settings = self.settings
         if scene.owned_px is not None:
             settings = replace(settings, keep_region_px=scene.owned_px)
@@ -397,6 +401,7 @@ class DetectRun:
             tiles_by_node=dict(sorted(scene.tiles_by_node.items())),
             actor_ids=sorted(scene.actor_ids),
             note=scene.info.note,
+            **resolution_fields(scene.info, scene.read, scene.received),
             **fields,  # type: ignore[arg-type]
         )
         if line.error:

@@ -7,7 +7,13 @@ tile of a row or column is shifted back to end on the scene's edge, so it
 overlaps its neighbour by more than ``overlap_px`` rather than reaching past
 the edge: the model never sees padding inside a scene (a trained model draws
 false boxes along a padded edge).  Only a scene smaller than one tile is one
-padded tile.
+padded tile, and that tile is clamped to the scene: its side is the
+scene's side rounded up to ``size_multiple_px`` (the model's stride), so a
+300 x 200 px scene costs a 320 x 224 px forward pass, not 1024 x 1024.
+
+A scene read at the model's GSD (``pipeline.resolution``) is planned in model
+pixels: ``tile_scene(..., read=ReadScale)`` plans its model-pixel size and
+gives ``ResampledTile``s, which know their native windows.
 
 ``tile_scene`` returns a ``TilePlan``: a lazy, indexable sequence of
 ``TileSpec`` that computes each tile from its index, so no plan holds one
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import overload
 
 from pipeline.errors import InvalidSceneError
+from pipeline.resolution import ReadScale, ResampledTile
 from pipeline.types import TileSpec
 
 # 10 gigapixels (100,000 x 100,000 px, 12,500 tiles of 1024/128 px): far above any
@@ -57,6 +64,9 @@ class TilingConfig:
         max_tiles_per_scene: most tiles one scene may plan; a degenerate shape
             (2,147,483,647 x 1 px passes the pixel limit and planned 2.4
             million tiles) is refused by ``check_scene_size``.
+        size_multiple_px: a scene side shorter than a tile gets a tile of that
+            side rounded up to this (the model's largest stride: RetinaNet's
+            FPN pads inputs to a multiple of 32), never more than the tile.
     """
 
     tile_size_px: int = 1024
@@ -65,6 +75,7 @@ class TilingConfig:
     max_tiles_per_task: int = 8
     max_scene_px: int = DEFAULT_MAX_SCENE_PX
     max_tiles_per_scene: int = DEFAULT_MAX_TILES_PER_SCENE
+    size_multiple_px: int = 32
 
     def __post_init__(self) -> None:
         if self.tile_size_px <= 0:
@@ -82,11 +93,23 @@ class TilingConfig:
             raise ValueError(f"max_scene_px must be >= 1, got max_scene_px={self.max_scene_px}")
         if self.max_tiles_per_scene < 1:
             raise ValueError(f"max_tiles_per_scene must be >= 1, got {self.max_tiles_per_scene}")
+        if self.size_multiple_px < 1:
+            raise ValueError(f"size_multiple_px must be >= 1, got {self.size_multiple_px}")
 
     @property
     def stride_px(self) -> int:
         """Distance between neighbouring tile origins."""
         return self.tile_size_px - self.overlap_px
+
+    def clamped_size_px(self, length_px: int) -> int:
+        """Tile side along an axis of ``length_px``: the tile, or the scene rounded up to ``size_multiple_px``.
+
+        Example:
+            >>> [TilingConfig(tile_size_px=1024).clamped_size_px(n) for n in (1, 300, 1000, 5000)]
+            [32, 320, 1024, 1024]
+        """
+        multiple = self.size_multiple_px
+        return min(self.tile_size_px, max(1, math.ceil(length_px / multiple)) * multiple)
 
 
 def tile_starts(length_px: int, config: TilingConfig) -> list[int]:
@@ -125,15 +148,18 @@ class TilePlan(Sequence[TileSpec]):
 
     Attributes:
         scene_uri: the scene's URI, copied into each TileSpec.
-        width_px: scene width.
+        width_px: scene width (model pixels when ``read`` is given).
         height_px: scene height.
         config: tile size and overlap.
+        read: the scene's read at the model's GSD: tiles are then
+            ``ResampledTile``s in model pixels.  None: native pixels.
     """
 
     scene_uri: str
     width_px: int
     height_px: int
     config: TilingConfig
+    read: ReadScale | None = None
     _cols: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _rows: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _col_cores: tuple[tuple[float, float], ...] = field(init=False, repr=False, compare=False)
@@ -182,16 +208,19 @@ class TilePlan(Sequence[TileSpec]):
     def _tile(self, index: int) -> TileSpec:
         r, c = divmod(index, len(self._cols))
         col_off, row_off = self._cols[c], self._rows[r]
-        size = self.config.tile_size_px
-        return TileSpec(
+        width, height = (
+            self.config.clamped_size_px(self.width_px),
+            self.config.clamped_size_px(self.height_px),
+        )
+        fields = dict(
             scene_uri=self.scene_uri,
             index=index,
             col_off_px=col_off,
             row_off_px=row_off,
-            width_px=size,
-            height_px=size,
-            valid_width_px=min(size, self.width_px - col_off),
-            valid_height_px=min(size, self.height_px - row_off),
+            width_px=width,
+            height_px=height,
+            valid_width_px=min(width, self.width_px - col_off),
+            valid_height_px=min(height, self.height_px - row_off),
             core_xyxy_px=(
                 self._col_cores[c][0],
                 self._row_cores[r][0],
@@ -199,26 +228,45 @@ class TilePlan(Sequence[TileSpec]):
                 self._row_cores[r][1],
             ),
         )
+        if self.read is None:
+            return TileSpec(**fields)  # type: ignore[arg-type]
+        return ResampledTile(
+            **fields,  # type: ignore[arg-type]
+            scale_x=self.read.scale_x,
+            scale_y=self.read.scale_y,
+            native_width_px=round(self.width_px * self.read.scale_x),
+            native_height_px=round(self.height_px * self.read.scale_y),
+        )
 
 
-def tile_scene(scene_uri: str, width_px: int, height_px: int, config: TilingConfig) -> TilePlan:
+def tile_scene(
+    scene_uri: str, width_px: int, height_px: int, config: TilingConfig, read: ReadScale | None = None
+) -> TilePlan:
     """All tiles of a scene, row-major, planned lazily.
 
     Args:
         scene_uri: the scene's URI, copied into each TileSpec.
-        width_px: scene width.
-        height_px: scene height.
-        config: tile size and overlap.
+        width_px: scene width, native pixels.
+        height_px: scene height, native pixels.
+        config: tile size and overlap (model pixels when ``read`` is given).
+        read: read the scene at the model's GSD: the plan covers
+            ``read.model_width_px x read.model_height_px`` model pixels with
+            ``ResampledTile``s.  None: native pixels.
 
     Returns:
         A ``TilePlan``: indexable by tile index, with ``len``; edge tiles have
-        full size and ``valid_*_px`` < size where they reach past the scene.
+        full size and ``valid_*_px`` < size where they reach past the scene;
+        a scene side shorter than a tile gets a clamped tile side.
 
     Example:
         >>> tiles = tile_scene("a.tif", 2000, 1000, TilingConfig(tile_size_px=1024, overlap_px=128))
         >>> [(t.col_off_px, t.row_off_px, t.valid_width_px, t.valid_height_px) for t in tiles]
         [(0, 0, 1024, 1000), (896, 0, 1024, 1000), (976, 0, 1024, 1000)]
+        >>> [(t.width_px, t.height_px) for t in tile_scene("s.tif", 300, 200, TilingConfig())]
+        [(320, 224)]
     """
+    if read is not None and not read.is_native:  # a scene at the model's GSD is read as it is
+        return TilePlan(scene_uri, read.model_width_px, read.model_height_px, config, read)
     return TilePlan(scene_uri, width_px, height_px, config)
 
 

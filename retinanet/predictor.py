@@ -90,6 +90,7 @@ class CheckpointLoader:
             bands=loaded.config.band_config.bands,
             score_thresholds=calibrated_thresholds(loaded.meta, loaded.config.class_names, str(ckpt_dir)),
             min_overlap_px=recommended_overlap(loaded.meta, str(ckpt_dir)),
+            gsd_m=loaded.config.gsd_m,
         )
         return cls(str(ckpt_dir), info, note)
 

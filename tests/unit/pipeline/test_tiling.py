@@ -130,6 +130,9 @@ def _eager_tiles(scene_uri, width_px, height_px, config):
 
     col_cores, row_cores = cores(cols, width_px), cores(rows, height_px)
     size, tiles = config.tile_size_px, []
+    # issue 26: a side shorter than a tile gets the scene's side rounded up to 32 px (never past the tile)
+    size_w = size if width_px >= size else min(size, -(-width_px // 32) * 32)
+    size_h = size if height_px >= size else min(size, -(-height_px // 32) * 32)
     for r, row_off in enumerate(rows):
         for c, col_off in enumerate(cols):
             tiles.append(
@@ -138,10 +141,10 @@ def _eager_tiles(scene_uri, width_px, height_px, config):
                     len(tiles),
                     col_off,
                     row_off,
-                    size,
-                    size,
-                    min(size, width_px - col_off),
-                    min(size, height_px - row_off),
+                    size_w,
+                    size_h,
+                    min(size_w, width_px - col_off),
+                    min(size_h, height_px - row_off),
                     (col_cores[c][0], row_cores[r][0], col_cores[c][1], row_cores[r][1]),
                 )
             )
