@@ -36,6 +36,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.errors import first_line
+
 if TYPE_CHECKING:
     import geopandas
     import pandas
@@ -84,7 +86,7 @@ def _in_lon_lat(gdf: geopandas.GeoDataFrame) -> geopandas.GeoDataFrame:
     try:
         frame = gdf.to_crs(GEOJSON_CRS)
     except ProjError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise ValueError(
             f"GeoJSON is lon/lat (RFC 7946), and the detections' CRS {gdf.crs.name!r} cannot be transformed "
             f"to it ({reason}); {hint}"
