@@ -94,6 +94,8 @@ class TrainOptions:
     cpus_per_worker: int | None
     max_failures: int
     seed: int
+    class_map: tuple[tuple[str, str], ...] = ()
+    single_class: str | None = None
 
     @property
     def out(self) -> Path:
@@ -184,14 +186,21 @@ def keep_weight_average(opts: TrainOptions, resumed: TrainSpec | None) -> TrainO
     return opts
 
 
-def _read_data(opts: TrainOptions, class_names: tuple[str, ...] | None) -> TrainData:
-    """The run's labels, read once, with label-file problems as one-line errors."""
+def _read_data(opts: TrainOptions, resumed: TrainSpec | None) -> TrainData:
+    """The run's labels, read once through its class map, with label-file problems as one-line errors."""
+    from retinanet.class_map import ClassMap
     from retinanet.errors import LabelError
     from retinanet.labeled_tiles import read_train_data
 
+    classes = opts.classes if resumed is None else resumed.model.class_names
+    rename, single = opts.class_map, opts.single_class
+    try:
+        class_map = ClassMap(classes=classes, rename=rename, single_class=single)
+    except ValueError as exc:
+        raise TrainPlanError(str(exc), option="--single-class" if single else "--map") from None
     try:
         return read_train_data(
-            opts.labels, opts.val_labels, class_names, tile_size_px=opts.tile_size_px, seed=opts.seed
+            opts.labels, opts.val_labels, tile_size_px=opts.tile_size_px, seed=opts.seed, class_map=class_map
         )
     except LabelError as exc:
         raise TrainPlanError(str(exc)) from None
@@ -377,6 +386,8 @@ def _spec(
         cpus_per_worker=opts.cpus_per_worker or max(1, (os.cpu_count() or 1) // opts.workers),
         backbone_weights=str(Path(opts.backbone_weights).resolve()) if opts.backbone_weights else None,
         largest_object_px=largest_object_px(data.train),
+        class_map=opts.class_map,
+        single_class=opts.single_class,
     )
 
 
@@ -395,11 +406,14 @@ def plan_training(opts: TrainOptions, say: Callable[[str], None] = _quiet) -> Tr
             ``--backbone-weights`` or ``--ema`` cannot serve the run (one line).
     """
     from retinanet.train_report import describe
+    from retinanet.val_split import unvalidated_warning
 
     resumed = resumed_spec(opts)
     opts = keep_weight_average(opts, resumed)
+    if resumed is not None and not (opts.class_map or opts.single_class):  # the map it was started with
+        opts = dataclasses.replace(opts, class_map=resumed.class_map, single_class=resumed.single_class)
     previous = None if resumed is None else resumed.model
-    data = _read_data(opts, previous.class_names if previous is not None else opts.classes)
+    data = _read_data(opts, resumed)
     model_cfg, data, init = model_config(opts, data, previous, say)
     if opts.backbone_weights and previous is None:
         _check_backbone_weights(opts.backbone_weights, model_cfg)
@@ -407,6 +421,7 @@ def plan_training(opts: TrainOptions, say: Callable[[str], None] = _quiet) -> Tr
     spec = _spec(opts, model_cfg, init, tiles[1], data)
     resuming = previous is not None
     lines = describe(spec, data, tiles, resuming=resuming, min_steps=MIN_STEPS, min_objects=MIN_OBJECTS)
+    lines += unvalidated_warning(data.train, data.val, data.class_names)
     return TrainPlan(opts.out, spec, data, init, opts.init_ckpt, lines, opts.overwrite)
 
 

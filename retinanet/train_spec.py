@@ -36,6 +36,9 @@ class TrainSpec:
         largest_object_px: the largest side of any training box, px; the
             checkpoints record it (``meta.json`` ``largest_object_px``) as the
             overlap detect should use.
+        class_map: ``--map`` (label name, class) pairs the labels were read with
+            (``retinanet.class_map``); a resumed run reads its labels with them.
+        single_class: ``--single-class``: every label was read as this class.
     """
 
     labels: tuple[str, ...]
@@ -50,6 +53,8 @@ class TrainSpec:
     cpus_per_worker: int = 1
     backbone_weights: str | None = None
     largest_object_px: float | None = None
+    class_map: tuple[tuple[str, str], ...] = ()
+    single_class: str | None = None
 
 
 def spec_to_json(spec: TrainSpec) -> dict[str, Any]:
@@ -74,4 +79,6 @@ def spec_from_json(data: dict[str, Any]) -> TrainSpec:
         cpus_per_worker=data["cpus_per_worker"],
         backbone_weights=data.get("backbone_weights"),
         largest_object_px=data.get("largest_object_px"),
+        class_map=tuple((str(s), str(t)) for s, t in data.get("class_map", ())),
+        single_class=data.get("single_class"),
     )
