@@ -34,6 +34,9 @@ Operating point: ``--score`` for every class; else, with ``--model``, the
 best-F1 score per class that training stored in the checkpoint
 (``score_thresholds`` in ``meta.json``); else 0.5.  ``--pr-curve FILE``
 draws precision against recall per class with the operating point marked.
+``--map Alive=Tree,Dead=Tree`` renames ground-truth classes first, as
+``aerialdet train --map`` does (ground truth labelled ``Alive``/``Dead``
+scored against a ``Tree`` model).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from typing import Any
 
 import click
 
-from jobs.options import UserError, finite_float_range
+from jobs.options import UserError, class_map_option, finite_float_range
 from pipeline.errors import first_line
 
 EPILOG = """\b
@@ -53,6 +56,7 @@ Examples:
   $ aerialdet evaluate out/ trees.gpkg --score 0.3
   $ aerialdet evaluate out/ trees.gpkg --model runs/trees --pr-curve pr.png
   $ aerialdet evaluate out/ chips/annotations.xml --iou 0.4
+  $ aerialdet evaluate out/ neon_labels.csv --map Alive=Tree,Dead=Tree
 """
 
 PIXEL_LABEL_SUFFIXES = (".json", ".xml", ".csv")
@@ -114,13 +118,27 @@ def _read_ground_truth(path: str, crs: Any) -> Any:
     return gt.assign(label=gt["label"].astype(str))
 
 
+def _renamed(names: Any, rename: tuple[tuple[str, str], ...], path: str) -> dict[str, str]:
+    """``--map`` as a dict, after checking that every name it renames is a ground-truth class of ``path``."""
+    found = {str(n) for n in names}
+    unknown = [f"{s}={t}" for s, t in rename if s not in found]
+    if unknown:
+        raise UserError(
+            f"--map {','.join(unknown)}: {path} has no object labelled so (its labels: "
+            f"{', '.join(sorted(found)) or 'none'}); check the spelling (names are case-sensitive)"
+        )
+    return dict(rename)
+
+
 def _is_pixel_labels(path: str) -> bool:
     """Whether ``path`` is COCO/VOC/CSV ground truth in image pixels (a folder of VOC XML included)."""
     p = Path(path)
     return p.suffix.lower() in PIXEL_LABEL_SUFFIXES or (p.is_dir() and any(p.glob("*.xml")))
 
 
-def _pixel_image_boxes(dt: Any, path: str) -> tuple[list[Any], list[Any], list[str], dict[str, Any]]:
+def _pixel_image_boxes(
+    dt: Any, path: str, rename: tuple[tuple[str, str], ...] = ()
+) -> tuple[list[Any], list[Any], list[str], dict[str, Any]]:
     """(ground truth, detections) ``ImageBoxes`` per labeled image, in image pixels; class names; info."""
     import numpy as np
 
@@ -136,13 +154,15 @@ def _pixel_image_boxes(dt: Any, path: str) -> tuple[list[Any], list[Any], list[s
     missing = [c for c in PX_COLUMNS if c not in dt.columns]
     if missing:
         raise UserError(f"the detections have no pixel boxes ({', '.join(missing)}); re-run aerialdet detect")
-    class_names = sorted(set(labels.class_names) | set(dt["label"].astype(str)))
+    mapping = _renamed(labels.class_names, rename, path)
+    gt_names = [mapping.get(n, n) for n in labels.class_names]
+    class_names = sorted(set(gt_names) | set(dt["label"].astype(str)))
     by_path = {scene_key(im.path): im for im in labels.images}
     keys = matched_keys(dt["scene"], [im.path for im in labels.images])
     dt = dt.assign(key=keys)
     gts, dts = [], []
     for key, im in sorted(by_path.items()):
-        names = [labels.class_names[k] for k in im.labels]
+        names = [gt_names[k] for k in im.labels]
         d = dt[dt["key"] == key]
         gts.append(ImageBoxes(im.boxes_xyxy_px, np.array([class_names.index(n) for n in names], int)))
         d_ids = np.array([class_names.index(str(n)) for n in d["label"]], int)
@@ -274,6 +294,10 @@ def _print_table(result: dict[str, Any], class_names: list[str]) -> None:
     "--pr-curve", default=None, type=click.Path(dir_okay=False), help="Write a precision/recall PNG."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@class_map_option(
+    "Rename ground-truth classes first, e.g. Alive=Tree,Dead=Tree to score ground truth labelled "
+    "Alive/Dead against a Tree model (each name must occur in GROUND_TRUTH)."
+)
 def evaluate_command(
     detections: str,
     ground_truth: str,
@@ -282,6 +306,7 @@ def evaluate_command(
     model: str | None,
     pr_curve: str | None,
     as_json: bool,
+    class_map: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """COCO mAP, AP50, precision and recall of DETECTIONS against GROUND_TRUTH, per class and overall.
 
@@ -300,10 +325,10 @@ def evaluate_command(
         score = _model_thresholds(model)
     dt = _read_detections(detections)
     if _is_pixel_labels(ground_truth):
-        gts, dts, class_names, info = _pixel_image_boxes(dt, ground_truth)
+        gts, dts, class_names, info = _pixel_image_boxes(dt, ground_truth, class_map)
         unmatched, num_scenes = info.pop("unmatched"), info.pop("num_scenes")
     else:
-        gts, dts, class_names, unmatched, info = _vector_image_boxes(dt, detections, ground_truth)
+        gts, dts, class_names, unmatched, info = _vector_image_boxes(dt, detections, ground_truth, class_map)
         num_scenes = len(gts)
     metrics = evaluate_detections(gts, dts, class_names, iou=iou, score_threshold=score)
     result = {
@@ -324,12 +349,14 @@ def evaluate_command(
 
 
 def _vector_image_boxes(
-    dt: Any, detections: str, ground_truth: str
+    dt: Any, detections: str, ground_truth: str, rename: tuple[tuple[str, str], ...] = ()
 ) -> tuple[list[Any], list[Any], list[str], list[str], dict[str, Any]]:
     """Vector ground truth in any CRS: per scene (ground truth, detections) ``ImageBoxes``, classes, unmatched, info."""
     from retinanet.scene_ground_truth import image_boxes, keys_by_location, keys_by_scene_column
 
     gt = _read_ground_truth(ground_truth, dt.crs)
+    if rename:
+        gt = gt.assign(label=gt["label"].replace(_renamed(gt["label"].unique(), rename, ground_truth)))
     if "scene" in gt.columns:
         dt, gt, info = keys_by_scene_column(dt, gt)
     else:

@@ -218,3 +218,29 @@ def min_score_option(default: float | None, help_text: str = "Minimum score.") -
 def gsd_option(help_text: str) -> Callable[[F], F]:
     """``--gsd-m``: metres per model pixel (the resolution scenes are read, or labels resampled, at)."""
     return click.option("--gsd-m", default=None, type=click.FloatRange(min=0, min_open=True), help=help_text)
+
+
+def _parse_class_map(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[tuple[str, str], ...]:
+    """``Alive=Tree,Dead=Tree`` -> ((label, class), ...) (click callback; ``retinanet.class_map``)."""
+    from retinanet.class_map import parse_rename
+
+    if not value:
+        return ()
+    try:
+        return parse_rename(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+def class_map_option(help_text: str) -> Callable[[F], F]:
+    """``--map LABEL=CLASS,...``: rename label classes before anything else (``retinanet.class_map``)."""
+    return click.option(
+        "--map",
+        "class_map",
+        default=None,
+        metavar="LABEL=CLASS,...",
+        callback=_parse_class_map,
+        help=help_text,
+    )

@@ -26,6 +26,7 @@ from jobs.options import (
     UserError,
     address_option,
     bands_option,
+    class_map_option,
     finite_float_range,
     out_option,
     overwrite_option,
@@ -66,15 +67,20 @@ Examples:
   $ aerialdet train trees/*.xml --out runs/trees --init NEON.pt --steps 500
   $ aerialdet train trees/*.xml --out runs/trees --backbone resnet50 --backbone-weights resnet50-0676ba61.pth
   $ aerialdet train data/synth/labels.parquet --out runs/demo --epochs 20 --resume
+  $ aerialdet train neon/*.csv --out runs/trees --classes Tree --map Alive=Tree,Dead=Tree
   $ ray job submit --working-dir . -- python -m jobs.train labels.parquet --out /shared/runs/a --workers 4 --gpus
 
 Every label format is cut into random training tiles of --tile-size-px
 (a 1249 px image gives 25 tiles of 256 px per epoch; an epoch is at least
 25 steps, a small data set repeating its tiles as fresh random crops, so it
-is not validated and checkpointed every few steps). Writes OUT/last
-(every epoch) and OUT/best (best validation AP50, needs validation boxes;
-its meta.json holds the best-F1 score threshold per class at IoU 0.4),
-checkpoints for `aerialdet detect --model`,
+is not validated and checkpointed every few steps). Without --val, whole
+images (scenes) are held out so that training and validation both hold
+boxes of every class (a class labelled in one image only is refused: map
+or leave it out). Writes OUT/last (every epoch) and OUT/best (best
+validation AP50 above 0, needs validation boxes; its meta.json holds the
+best-F1 score threshold per class at IoU 0.4; without it OUT/no_best.txt
+says why, and `detect --model OUT` uses last/), checkpoints for
+`aerialdet detect --model`,
 OUT/metrics.jsonl, OUT/training.png, and Ray's logs under OUT/_logs.
 """
 
@@ -203,7 +209,18 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     "--classes",
     default=None,
     callback=_parse_classes,
-    help="Comma-separated class names [default: from the labels].",
+    help="Comma-separated classes to train, in id order (after --map); labels of other classes are left "
+    "out, each a label issue [default: every class of the labels].",
+)
+@class_map_option(
+    "Rename label classes before anything else, e.g. Alive=Tree,Dead=Tree to train one Tree class from "
+    "files that label trees Tree, Alive or Dead (each name must occur in the labels)."
+)
+@click.option(
+    "--single-class",
+    default=None,
+    metavar="NAME",
+    help="Train one class NAME: every label, whatever its class, becomes NAME.",
 )
 @tile_size_option(
     256, "Training tile edge: images of every label format are cut into random tiles of this size."

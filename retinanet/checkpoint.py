@@ -188,12 +188,21 @@ def save_dir(
     return target
 
 
+def _no_best_reason(run: Path, chosen: str) -> str:
+    """``: <why>`` when ``last/`` was chosen and the run said why it has no best/ (``train_report``)."""
+    from retinanet.train_report import no_best_reason
+
+    reason = no_best_reason(run) if chosen == "last" else None
+    return f": {reason}" if reason else ""
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """Find the checkpoint directory for ``path``.
 
     ``path`` is a checkpoint directory (it holds ``meta.json``) or a training
     run directory written by ``aerialdet train --out RUN``: then ``RUN/best``
-    when validation ever wrote it, else ``RUN/last``.
+    when validation ever wrote it, else ``RUN/last`` (the note then gives the
+    run's reason, ``train_report.NO_BEST_FILE``).
 
     Returns:
         The checkpoint directory, and a note saying which one was chosen
@@ -207,7 +216,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
         return ckpt, None
     for name, why in (("best", "best validation AP50"), ("last", "last epoch; the run wrote no best/")):
         if (ckpt / name / META_FILE).is_file():
-            return ckpt / name, f"using {ckpt / name} ({why})"
+            return ckpt / name, f"using {ckpt / name} ({why}{_no_best_reason(ckpt, name)})"
     if not ckpt.is_dir():
         raise CheckpointError(
             f"checkpoint {str(ckpt)!r} is not a directory; pass a checkpoint directory (holding "

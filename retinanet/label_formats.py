@@ -402,3 +402,15 @@ def split_by_group(
     return [im for i, im in enumerate(images) if i not in val], [
         im for i, im in enumerate(images) if i in val
     ]
+
+
+def largest_object_px(images: Sequence[LabeledImage]) -> float | None:
+    """The largest side of any box in ``images`` (``LabeledImage``), px; None without boxes."""
+    import numpy as np
+
+    sides = [
+        float(np.max(im.boxes_xyxy_px[:, 2:] - im.boxes_xyxy_px[:, :2]))
+        for im in images
+        if len(im.boxes_xyxy_px)
+    ]
+    return max(sides) if sides else None

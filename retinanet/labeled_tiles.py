@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retinanet.errors import LabelError
 from retinanet.label_formats import (
@@ -44,6 +45,9 @@ from retinanet.training_tiles import (
     grid_tiles,
     samples_per_image,
 )
+
+if TYPE_CHECKING:
+    from retinanet.class_map import ClassMap
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -171,6 +175,16 @@ def _check_train_data(
         raise LabelError(f"{_files_named(val_labels)}: no validation image could be used{first_issue}")
 
 
+def _read_mapped(
+    paths: Sequence[str | Path], class_map: ClassMap, tile_size_px: int
+) -> tuple[LabelSet, set[str]]:
+    """Label files read through ``class_map``: (the label set, the label names that had boxes)."""
+    from retinanet.class_map import boxed_names
+
+    raw = read_labels(paths, class_map.reading_classes(), tile_size_px=tile_size_px)
+    return class_map.apply(raw), boxed_names(raw)
+
+
 def read_train_data(
     labels: Sequence[str | Path],
     val_labels: Sequence[str | Path] = (),
@@ -179,27 +193,44 @@ def read_train_data(
     tile_size_px: int = 512,
     val_fraction: float = 0.2,
     seed: int = 0,
+    class_map: ClassMap | None = None,
 ) -> TrainData:
     """Read the label files of a run once and split off validation.
 
     Args:
         labels: training label files.
         val_labels: validation label files; empty: hold out whole scenes or
-            images (``split_by_group``).
-        class_names: the classes in id order; None: those found in ``labels``.
+            images, every class on both sides (``val_split.split_by_class``).
+        class_names: the classes in id order; None: those found in ``labels``
+            (ignored with ``class_map``, which names them).
         tile_size_px: tile size that GeoParquet/GeoPackage scenes are cut into.
         val_fraction: share of groups held out without ``val_labels``.
         seed: split seed.
+        class_map: label names -> trained classes (``--map``, ``--classes``,
+            ``--single-class``); None: ``class_names`` as they are.
 
     Raises:
-        LabelError: a file cannot be read, or no image/box is left to train on.
+        LabelError: a file cannot be read, a ``--map`` name is in no file, a
+            class cannot be on both sides of the split, or no image/box is left to train on.
     """
-    train = read_labels(labels, class_names, tile_size_px=tile_size_px)
+    from retinanet.class_map import ClassMap, check_renamed
+    from retinanet.val_split import split_by_class
+
+    if class_map is None:
+        class_map = ClassMap(classes=None if class_names is None else tuple(class_names))
+    train, seen = _read_mapped(labels, class_map, tile_size_px)
     if val_labels:
-        val = read_labels(val_labels, train.class_names, tile_size_px=tile_size_px)
+        kept = tuple((s, t) for s, t in class_map.rename if t in train.class_names)
+        val_map = class_map if class_map.single_class else ClassMap(classes=train.class_names, rename=kept)
+        val, val_seen = _read_mapped(val_labels, val_map, tile_size_px)
+        check_renamed(class_map, seen | val_seen, [*labels, *val_labels], train.issues + val.issues)
         data = TrainData(train.images, val.images, train.class_names, train.issues + val.issues)
     else:
-        train_images, val_images = split_by_group(train.images, val_fraction, seed)
+        check_renamed(class_map, seen, labels, train.issues)
+        try:
+            train_images, val_images = split_by_class(train.images, train.class_names, val_fraction, seed)
+        except LabelError as exc:
+            raise LabelError(f"{_files_named(labels)}: {exc}") from None
         data = TrainData(train_images, val_images, train.class_names, train.issues)
     _check_train_data(data, labels, val_labels)
     return data

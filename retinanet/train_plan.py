@@ -26,16 +26,16 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retinanet.config import Backbone, BoxLoss
+from retinanet.label_formats import largest_object_px as largest_object_px  # re-exported: jobs.train
 
 if TYPE_CHECKING:
     from retinanet.config import ModelConfig
-    from retinanet.label_formats import LabeledImage
     from retinanet.labeled_tiles import TrainData
     from retinanet.train_loop import TrainConfig
     from retinanet.train_spec import TrainSpec
@@ -94,6 +94,8 @@ class TrainOptions:
     cpus_per_worker: int | None
     max_failures: int
     seed: int
+    class_map: tuple[tuple[str, str], ...] = ()
+    single_class: str | None = None
 
     @property
     def out(self) -> Path:
@@ -184,14 +186,21 @@ def keep_weight_average(opts: TrainOptions, resumed: TrainSpec | None) -> TrainO
     return opts
 
 
-def _read_data(opts: TrainOptions, class_names: tuple[str, ...] | None) -> TrainData:
-    """The run's labels, read once, with label-file problems as one-line errors."""
+def _read_data(opts: TrainOptions, resumed: TrainSpec | None) -> TrainData:
+    """The run's labels, read once through its class map, with label-file problems as one-line errors."""
+    from retinanet.class_map import ClassMap
     from retinanet.errors import LabelError
     from retinanet.labeled_tiles import read_train_data
 
+    classes = opts.classes if resumed is None else resumed.model.class_names
+    rename, single = opts.class_map, opts.single_class
+    try:
+        class_map = ClassMap(classes=classes, rename=rename, single_class=single)
+    except ValueError as exc:
+        raise TrainPlanError(str(exc), option="--single-class" if single else "--map") from None
     try:
         return read_train_data(
-            opts.labels, opts.val_labels, class_names, tile_size_px=opts.tile_size_px, seed=opts.seed
+            opts.labels, opts.val_labels, tile_size_px=opts.tile_size_px, seed=opts.seed, class_map=class_map
         )
     except LabelError as exc:
         raise TrainPlanError(str(exc)) from None
@@ -346,18 +355,6 @@ def train_config(opts: TrainOptions, num_tiles: int) -> TrainConfig:
     return dataclasses.replace(config, epochs=epochs, total_steps=total)
 
 
-def largest_object_px(images: Sequence[LabeledImage]) -> float | None:
-    """The largest side of any box in ``images`` (``LabeledImage``), px; None without boxes."""
-    import numpy as np
-
-    sides = [
-        float(np.max(im.boxes_xyxy_px[:, 2:] - im.boxes_xyxy_px[:, :2]))
-        for im in images
-        if len(im.boxes_xyxy_px)
-    ]
-    return max(sides) if sides else None
-
-
 def recorded_input(data: TrainData, config: ModelConfig) -> dict[str, Any]:
     """``meta.json``'s ``input``: the dtype/range of the training images (``retinanet.checkpoint_input``)."""
     from retinanet.checkpoint_input import image_kinds, input_meta, training_input
@@ -390,6 +387,8 @@ def _spec(
         backbone_weights=str(Path(opts.backbone_weights).resolve()) if opts.backbone_weights else None,
         largest_object_px=largest_object_px(data.train),
         input_kind=recorded_input(data, model_cfg),
+        class_map=opts.class_map,
+        single_class=opts.single_class,
     )
 
 
@@ -408,11 +407,14 @@ def plan_training(opts: TrainOptions, say: Callable[[str], None] = _quiet) -> Tr
             ``--backbone-weights`` or ``--ema`` cannot serve the run (one line).
     """
     from retinanet.train_report import describe
+    from retinanet.val_split import unvalidated_warning
 
     resumed = resumed_spec(opts)
     opts = keep_weight_average(opts, resumed)
+    if resumed is not None and not (opts.class_map or opts.single_class):  # the map it was started with
+        opts = dataclasses.replace(opts, class_map=resumed.class_map, single_class=resumed.single_class)
     previous = None if resumed is None else resumed.model
-    data = _read_data(opts, previous.class_names if previous is not None else opts.classes)
+    data = _read_data(opts, resumed)
     model_cfg, data, init = model_config(opts, data, previous, say)
     if opts.backbone_weights and previous is None:
         _check_backbone_weights(opts.backbone_weights, model_cfg)
@@ -420,6 +422,7 @@ def plan_training(opts: TrainOptions, say: Callable[[str], None] = _quiet) -> Tr
     spec = _spec(opts, model_cfg, init, tiles[1], data)
     resuming = previous is not None
     lines = describe(spec, data, tiles, resuming=resuming, min_steps=MIN_STEPS, min_objects=MIN_OBJECTS)
+    lines += unvalidated_warning(data.train, data.val, data.class_names)
     return TrainPlan(opts.out, spec, data, init, opts.init_ckpt, lines, opts.overwrite)
 
 

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
 ISSUES_FILE = "label_issues.txt"
+# Written beside last/ while no epoch earned best/: one line saying why (detect and the summary read it)
+NO_BEST_FILE = "no_best.txt"
+
+
+def no_best_reason(out_dir: str | Path) -> str | None:
+    """Why the run in ``out_dir`` has no ``best/`` (``NO_BEST_FILE``), or None when it says nothing."""
+    try:
+        return (Path(out_dir) / NO_BEST_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -256,6 +266,8 @@ def summary_lines(out_dir: str | Path) -> list[str]:
     last_dir = out / "last"
     if best is not None:
         lines.append(f"checkpoints: {best}; {last_dir} (last epoch)")
+    elif (last_dir / "meta.json").is_file() and no_best_reason(out):
+        lines.append(f"checkpoint: {last_dir} (last epoch). No best/: {no_best_reason(out)}")
     elif (last_dir / "meta.json").is_file():
         lines.append(
             f"checkpoint: {last_dir} (last epoch). No best/: the validation images hold no boxes, "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from retinanet.checkpoint import save_dir
-from retinanet.train_report import METRICS_FILE, PLOT_FILE, plot_metrics, read_metrics
+from retinanet.train_report import METRICS_FILE, NO_BEST_FILE, PLOT_FILE, plot_metrics, read_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -60,9 +60,11 @@ def write_epoch(
 ) -> tuple[Path, float]:
     """Rank 0's files of an evaluated epoch (plain torch, no Ray).
 
-    Writes ``last/``; ``best/`` when validation AP50 improved (never when it
-    is -1: no validation boxes), with the best-F1 ``score_thresholds`` per
-    class in its ``meta.json``; a line of ``metrics.jsonl``; the plot.
+    Writes ``last/``; ``best/`` when validation AP50 improved on every epoch
+    before and is above 0 (AP50 -1: no validation boxes, 0: nothing found,
+    cannot rank epochs), with the best-F1 ``score_thresholds`` per class in
+    its ``meta.json``; while there is no ``best/``, ``NO_BEST_FILE`` saying
+    why; a line of ``metrics.jsonl``; the plot.
     ``best/`` and ``last/`` hold ``evaluated`` (the weight average of
     ``TrainConfig.ema_half_life_steps``) when given, else ``model``.
 
@@ -70,7 +72,8 @@ def write_epoch(
         (checkpoint directory of this epoch under ``tmp``, with ``model``'s
         weights and ``train_state`` to resume from; best AP50 so far).
     """
-    improved = metrics["val_ap50"] > train_state["best_ap50"]
+    # AP50 0 (nothing of the trained classes found) or -1 (no validation boxes) cannot rank epochs
+    improved = metrics["val_ap50"] > max(0.0, train_state["best_ap50"])
     train_state = {**train_state, "best_ap50": max(train_state["best_ap50"], metrics["val_ap50"])}
     extra = {**(run_meta or {}), "epoch": metrics["epoch"], "metrics": scalars(metrics)}
     if "score_thresholds" in metrics:
@@ -83,10 +86,29 @@ def write_epoch(
     save_dir(out_dir / "last", kept, config, train_state=last_state, extra_meta=extra)
     if improved:
         save_dir(out_dir / "best", kept, config, extra_meta=extra)
+    _note_no_best(out_dir, metrics)
     with (out_dir / METRICS_FILE).open("a") as f:
         f.write(json.dumps({**metrics, "best_saved": improved, "time": time.time()}) + "\n")
     plot_metrics(out_dir / METRICS_FILE, out_dir / PLOT_FILE)
     return ckpt_dir, train_state["best_ap50"]
+
+
+def _note_no_best(out_dir: Path, metrics: dict[str, Any]) -> None:
+    """Say in ``NO_BEST_FILE`` why there is no ``best/`` yet (detect then uses ``last/``); drop it once there is."""
+    note = out_dir / NO_BEST_FILE
+    if (out_dir / "best").is_dir():
+        note.unlink(missing_ok=True)
+    elif metrics.get("val_num_gt", 0) == 0 or metrics["val_ap50"] < 0:
+        note.write_text(
+            "the validation images hold no boxes of the trained classes, so AP50 was never measured; "
+            "give validation labels with --val to keep the best epoch\n"
+        )
+    else:
+        note.write_text(
+            f"validation AP50 was 0.000 at every epoch ({metrics['val_num_gt']} validation boxes, none "
+            "found), so it could not rank the epochs; check that the validation labels name the trained "
+            "classes (--map, --classes)\n"
+        )
 
 
 def _run_meta(spec: TrainSpec) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class TrainSpec:
         input_kind: the pixel kind of the training images, as the
             checkpoints' ``meta.json`` ``input`` records it
             (``retinanet.checkpoint_input``); empty when unknown.
+        class_map: ``--map`` (label name, class) pairs the labels were read with
+            (``retinanet.class_map``); a resumed run reads its labels with them.
+        single_class: ``--single-class``: every label was read as this class.
     """
 
     labels: tuple[str, ...]
@@ -54,6 +57,8 @@ class TrainSpec:
     backbone_weights: str | None = None
     largest_object_px: float | None = None
     input_kind: dict[str, Any] = field(default_factory=dict)
+    class_map: tuple[tuple[str, str], ...] = ()
+    single_class: str | None = None
 
 
 def spec_to_json(spec: TrainSpec) -> dict[str, Any]:
@@ -79,4 +84,6 @@ def spec_from_json(data: dict[str, Any]) -> TrainSpec:
         backbone_weights=data.get("backbone_weights"),
         largest_object_px=data.get("largest_object_px"),
         input_kind=data.get("input_kind") or {},
+        class_map=tuple((str(s), str(t)) for s, t in data.get("class_map", ())),
+        single_class=data.get("single_class"),
     )

@@ -124,7 +124,10 @@ def test_validation_counts_boxes_and_writes_best_for_every_format(tmp_path, fmt)
     }
     state = {"epoch": 0, "global_step": 1, "best_ap50": -1.0}
     write_epoch(tmp_path / "run", model, config, metrics, state, tmp_path / "tmp")
-    meta = load_dir(tmp_path / "run" / "best").meta  # AP50 0.0 from random weights is measured: best/ written
+    # issue 24: AP50 0.0 from random weights cannot rank epochs, so best/ needs AP50 > 0; last/ holds
+    # the same calibration either way
+    assert (tmp_path / "run" / "best").is_dir() == (metrics["val_ap50"] > 0)
+    meta = load_dir(tmp_path / "run" / "last").meta
     assert set(meta["score_thresholds"]) == set(data.class_names) and meta["calibration"]["iou"] == 0.4
 
 
