@@ -7,7 +7,10 @@ run            the lifecycle: list, claim, open, plan, stream, finish ``pipeline
                record, release (a bounded window of scenes)           (``pipeline.executor``: seam)
 list           scene URIs of a folder, glob or ``s3://`` prefix      ``pipeline.sources``
 open           ``SceneInfo`` from a scene's header (no pixels)        ``pipeline.reading``
-tile           ``TileSpec`` windows with overlap and cores            ``pipeline.tiling``
+mosaic         each scene's part of an overlapping mosaic (footprints ``pipeline.mosaic``,
+               recorded before the first tile)                        ``pipeline.mosaic_index``
+tile           ``TileSpec`` windows with overlap and cores, in the    ``pipeline.tiling``,
+               model's pixels (its GSD)                               ``pipeline.resolution``
 read           ``[C, H, W]`` tiles in the scene's dtype, or in the    ``pipeline.reading``
                model's (palettes expanded, rescaled at the header)    (``pipeline.pixel_kinds``)
 detect         ``TileDetections`` in tile pixels                      ``pipeline.detection``
@@ -18,6 +21,7 @@ write          one GeoParquet 1.1 file per scene + the run record     ``pipeline
                                                                       ``pipeline.report``
 finish         merge + encode (a Ray task), then write (the driver)   ``pipeline.finishing``
 query          GeoDataFrames / SQL over the output                    ``pipeline.query``
+export         GeoJSON (RFC 7946), CSV, GPKG, FlatGeobuf files        ``pipeline.query_export``
 look           a PNG of a scene with its detections                   ``pipeline.quicklook``
 =============  ====================================================  ==========================
 
