@@ -19,6 +19,8 @@ the S3 endpoint from ``AWS_ENDPOINT_URL``, retries) and one no-value rule.
   (``pipeline.pixel_stats.band_statistics`` turns such reads into per-band
   mean/std over the pixels that have a value.)
 * ``read_footprint`` gives the polygon a scene covers, from its header.
+* ``read_xyz_tile`` reads one Web Mercator XYZ tile of a scene through
+  rio-tiler (``aerialdet review``), from the dataset opened here.
 
 The no-value rule (``_valid_pixels``), the same for every reader: a pixel has
 no value when all its bands equal ``nodata``, when it is NaN in every band,
@@ -417,3 +419,31 @@ def read_footprint(uri: str, out_crs: CRS, config: ReadConfig | None = None) -> 
             raise InvalidSceneError(f"{uri}: scene has no CRS, so its footprint is unknown")
         crs = CRS.from_user_input(config.assume_crs if src.crs is None else src.crs.to_wkt())
         return scene_footprint(src.width, src.height, src.transform, crs, out_crs)
+
+
+def read_xyz_tile(uri: str, x: int, y: int, z: int, config: ReadConfig, size_px: int = 256) -> WindowRead:
+    """One Web Mercator XYZ tile of a scene (``config.bands``), reprojected by rio-tiler from the file opened here.
+
+    Returns:
+        ``WindowRead``: ``[C, size_px, size_px]`` raw pixels, mask (all False outside the scene).
+
+    Raises:
+        InvalidSceneError: it does not open, or has fewer bands than ``config.bands``.
+        TileReadError: the pixels cannot be read.
+    """
+    from rio_tiler.errors import TileOutsideBounds
+    from rio_tiler.io import Reader
+
+    with _opened(uri, config, _file_hint(config)) as src:
+        if max(config.bands) > src.count:
+            raise InvalidSceneError(
+                f"{uri}: has {src.count} band(s), but bands {list(config.bands)} were asked"
+            )
+        try:
+            with Reader(uri, dataset=src) as reader:
+                data = reader.tile(x, y, z, tilesize=size_px, indexes=config.bands).array
+        except TileOutsideBounds:
+            data = np.ma.masked_array(np.zeros((len(config.bands), size_px, size_px), src.dtypes[0]), True)
+        except (RasterioError, OSError) as exc:
+            raise TileReadError(f"{uri}: cannot read tile {z}/{x}/{y}: {exc}") from exc
+    return WindowRead(np.ma.getdata(data).copy(), ~np.ma.getmaskarray(data).all(axis=0))
