@@ -14,6 +14,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+import rio_tiler.io  # noqa: F401  (imported here, once: the server's threads would race to import it)
 
 from pipeline.reading import ReadConfig, read_overview, read_xyz_tile
 

@@ -8,7 +8,9 @@ false box per scene, with scores spread around 0.5.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +83,20 @@ def open_case_session(case: ReviewCase, labels: Path, thresholds: dict[str, floa
         reviewer="tester",
         read_config=ReadConfig(),
     )
+
+
+@contextmanager
+def serving(session):
+    """The review server on a free 127.0.0.1 port, in a thread; yields its URL (with the token)."""
+    from jobs.review import vendor_dir
+    from jobs.review_server import make_server
+
+    server, url = make_server(session, vendor_dir())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

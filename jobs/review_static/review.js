@@ -121,8 +121,8 @@
     try {
       const result = await api("api/edit", body);
       say("");
-      document.body.dataset.edits = String(Number(document.body.dataset.edits || 0) + 1);
       await reload(result.id);
+      document.body.dataset.edits = String(Number(document.body.dataset.edits || 0) + 1);
     } catch (err) { say(err.message); await reload(state.selectedId); }
   }
 
