@@ -93,7 +93,8 @@ class ReviewSession:
         with self.lock:
             items = [self._item(d.id, self.state.rows.get(d.id), d) for d in frame.itertuples(index=False)]
             drawn = [r for r in self.state.rows.values() if r.source_detection is None]
-        box = Transformer.from_crs(MAP_CRS, self.crs, always_xy=True).transform_bounds(*bbox_map)
+        xmin, ymin, xmax, ymax = bbox_map
+        box = Transformer.from_crs(MAP_CRS, self.crs, always_xy=True).transform_bounds(xmin, ymin, xmax, ymax)
         items += [
             self._item(r.review_id, r, None)
             for r in drawn
@@ -170,11 +171,12 @@ def _footprints(scenes: Sequence[str], crs: CRS, config: ReadConfig) -> dict[str
 def _detection_rows(frame: Any) -> dict[str, LabelRow]:
     rows = {}
     for d in frame.itertuples(index=False):
-        bounds = tuple(float(getattr(d, b)) for b in BOUNDS)
-        if bounds[0] < bounds[2] and bounds[1] < bounds[3]:
+        xmin, ymin, xmax, ymax = (float(getattr(d, b)) for b in BOUNDS)
+        if xmin < xmax and ymin < ymax:
+            bounds = (xmin, ymin, xmax, ymax)
             rows[d.id] = LabelRow(
                 d.id, bounds, d.label, d.scene, "unreviewed", None, None, d.id, d.model, float(d.score)
-            )  # type: ignore[arg-type]
+            )
     return rows
 
 

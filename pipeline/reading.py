@@ -446,4 +446,4 @@ def read_xyz_tile(uri: str, x: int, y: int, z: int, config: ReadConfig, size_px:
             data = np.ma.masked_array(np.zeros((len(config.bands), size_px, size_px), src.dtypes[0]), True)
         except (RasterioError, OSError) as exc:
             raise TileReadError(f"{uri}: cannot read tile {z}/{x}/{y}: {exc}") from exc
-    return WindowRead(np.ma.getdata(data).copy(), ~np.ma.getmaskarray(data).all(axis=0))
+    return WindowRead(np.ma.getdata(data).copy(), np.asarray(~np.ma.getmaskarray(data).all(axis=0)))

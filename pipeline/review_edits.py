@@ -157,17 +157,15 @@ def apply_edit(
         ReviewEditError: an unknown id or label, or a box off the scenes; ``state`` is unchanged.
     """
     op = edit["op"]
-    stamp = {"reviewer": ctx.reviewer, "time": now}
     if op == "draw":
         bounds, scene = _on_scene(ctx, edit["bbox"], None)
-        row = LabelRow(
-            f"drawn-{secrets.token_hex(8)}", bounds, _label(ctx, edit["label"]), scene, "drawn", **stamp
-        )
+        label = _label(ctx, edit["label"])
+        row = LabelRow(f"drawn-{secrets.token_hex(8)}", bounds, label, scene, "drawn", ctx.reviewer, now)
         return with_row(state, row), row.review_id
     row = _target(state, ctx, edit["id"])
     if op == "reject":
         is_detection = row.source_detection is not None
-        rejection = {**stamp, "model": row.model} if is_detection else None
+        rejection = {"reviewer": ctx.reviewer, "time": now, "model": row.model} if is_detection else None
         return without_row(state, row.review_id, rejection), row.review_id
     changed = row.review if row.review not in ("unreviewed",) else "accepted"
     if op == "relabel":
@@ -179,4 +177,4 @@ def apply_edit(
         row = replace(row, bounds_crs=bounds, review="drawn" if changed == "drawn" else "moved")
     else:  # accept
         row = replace(row, review=changed)
-    return with_row(state, replace(row, **stamp)), row.review_id
+    return with_row(state, replace(row, reviewer=ctx.reviewer, time=now)), row.review_id

@@ -58,7 +58,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
     area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
     area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+    iou: np.ndarray = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+    return iou
 
 
 def unmatched(
@@ -142,6 +143,7 @@ def review_queue(
         odd = np.concatenate(
             [boxes_a[unmatched(boxes_a, la, boxes_b, lb)], boxes_b[unmatched(boxes_b, lb, boxes_a, la)]]
         )
-        for bounds, count in disagreement_cells(odd, cell_crs):
-            items.append(QueueItem("cell", bounds, None, f"{count} box(es) the two outputs disagree on"))  # type: ignore[arg-type]
+        for (xmin, ymin, xmax, ymax), count in disagreement_cells(odd, cell_crs):
+            reason = f"{count} box(es) the two outputs disagree on"
+            items.append(QueueItem("cell", (xmin, ymin, xmax, ymax), None, reason))
     return items
