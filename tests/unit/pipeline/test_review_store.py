@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -143,28 +141,28 @@ def test_not_a_review_file_is_one_clear_error(tmp_path):
 
 
 _WRITER = """
-import sys
+import resource, signal, sys
 from pyproj import CRS
 from pipeline.review_store import LabelRow, ReviewState, write_labels
-n = 20000
-for k in range(10**6):
-    label = "car" if k % 2 else "tree"
-    rows = {f"d-{i}": LabelRow(f"d-{i}", (i, 0.0, i + 1.0, 1.0), label, "/s.tif", "accepted") for i in range(n)}
-    write_labels(sys.argv[1], ReviewState(rows), CRS.from_epsg(32633))
-    print(k, flush=True)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+rows = {f"d-{i}": LabelRow(f"d-{i}", (i, 0.0, i + 1.0, 1.0), "car", "/s.tif", "accepted") for i in range(20000)}
+write_labels(sys.argv[1], ReviewState(rows), CRS.from_epsg(32633))
 """
 
 
-def test_a_killed_writer_leaves_a_whole_file(tmp_path):
-    """SIGKILL a process rewriting the file in a loop: the file always reads whole, one state or the other."""
+def test_a_write_that_fails_midway_leaves_the_last_file_whole(tmp_path):
+    """A real mid-write failure (the OS's file-size limit, as a full disk would): the old file stays as it was."""
     path = tmp_path / "labels.parquet"
+    old = {
+        f"d-{i}": LabelRow(f"d-{i}", (i, 0.0, i + 1.0, 1.0), "tree", "/s.tif", "accepted") for i in range(10)
+    }
+    write_labels(path, ReviewState(old), UTM)
+    before = path.read_bytes()
+    assert len(before) < 65536
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for delay_s in (0.0, 0.37, 0.81):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, env=env)
-        assert proc.stdout is not None
-        proc.stdout.readline()  # one whole write done
-        time.sleep(delay_s)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        state, _ = read_labels(path)
-        assert len(state.rows) == 20000 and len({r.label for r in state.rows.values()}) == 1
+    done = subprocess.run([sys.executable, "-c", _WRITER, str(path)], capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "File too large" in done.stderr, done.stderr[-500:]
+    assert path.read_bytes() == before
+    assert read_labels(path)[0].rows == old
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.parquet"]  # the temporary file was removed
