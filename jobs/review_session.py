@@ -66,7 +66,7 @@ class ReviewSession:
         }
 
     def _item(self, det_id: str, row: LabelRow | None, det: Any) -> dict[str, Any]:
-        state = self.state.state_of(det_id) if det is not None else row.review if row else "dropped"
+        state = self.state.state_of(det_id)
         shown = row if row is not None else self.ctx.detections[det_id]
         return {
             "id": det_id,

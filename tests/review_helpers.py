@@ -41,11 +41,17 @@ class ReviewCase:
 
 
 def make_review_case(
-    root: Path, *, class_names: Sequence[str] = CLASSES, model_id: str = "weak-model"
+    root: Path,
+    *,
+    class_names: Sequence[str] = CLASSES,
+    model_id: str = "weak-model",
+    det_name: str = "det",
+    first_only: bool = False,
 ) -> ReviewCase:
+    """The scenes and a detection output ``root/det_name`` (``first_only``: one box a scene, at 0.9)."""
     scenes = []
     truth = []
-    det = root / "det"
+    det = root / det_name
     for i, objects in enumerate(OBJECTS):
         transform = Affine(1.0, 0.0, 500000.0 + 256 * i, 0.0, -1.0, 4000256.0)
         path = write_scene(
@@ -54,8 +60,11 @@ def make_review_case(
         info = open_scene(str(path), ReadConfig())
         boxes = [o[:4] for o in objects] + [FALSE_BOX]
         labels = [0 if o[4] == 0 else 1 for o in objects] + [0]
+        scores = SCORES[i]
+        if first_only:
+            boxes, labels, scores = boxes[:1], labels[:1], (0.9,)
         merged = MergedBoxes(
-            np.array(boxes, np.float64), np.array(SCORES[i], np.float32), np.array(labels, np.int64)
+            np.array(boxes, np.float64), np.array(scores, np.float32), np.array(labels, np.int64)
         )
         data = encode_scene_detections(
             info,
@@ -71,7 +80,9 @@ def make_review_case(
     return ReviewCase(tuple(scenes), det, truth)
 
 
-def open_case_session(case: ReviewCase, labels: Path, thresholds: dict[str, float] | None = None):
+def open_case_session(
+    case: ReviewCase, labels: Path, thresholds: dict[str, float] | None = None, other: Path | None = None
+):
     from jobs.review_session import open_session
 
     return open_session(
@@ -82,6 +93,7 @@ def open_case_session(case: ReviewCase, labels: Path, thresholds: dict[str, floa
         class_names=CLASSES,
         reviewer="tester",
         read_config=ReadConfig(),
+        other=None if other is None else str(other),
     )
 
 

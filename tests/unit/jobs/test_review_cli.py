@@ -84,3 +84,16 @@ def test_starts_on_loopback_and_prints_the_url_once(tmp_path):
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     assert url not in out and url not in err  # printed once, never logged again
+
+
+def test_compare_queues_the_cells_where_two_outputs_disagree(tmp_path):
+    from tests.review_helpers import open_case_session
+
+    case = make_review_case(tmp_path)
+    other = make_review_case(tmp_path, det_name="det2", first_only=True, model_id="model-2").det
+    session = open_case_session(case, tmp_path / "labels.parquet", other=other)
+    items = session.queue(100)["items"]
+    kinds = [i["kind"] for i in items]
+    assert kinds[:7] == ["detection"] * 7 and "cell" in kinds[7:]
+    # at 0.5: the first output keeps 5 boxes, the second 2 of them: 3 boxes disagree
+    assert sum(int(i["reason"].split()[0]) for i in items if i["kind"] == "cell") == 3
