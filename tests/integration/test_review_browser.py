@@ -124,6 +124,7 @@ def _ids(session) -> dict[tuple[str, float], str]:
 
 
 def test_page_renders_tiles_and_boxes_and_saves_corrections(tmp_path, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     from pipeline.review_store import read_labels
@@ -171,10 +172,12 @@ def test_page_renders_tiles_and_boxes_and_saves_corrections(tmp_path, browser):
         _edit_done(browser, 2)
         _keys(browser, Keys.ARROW_RIGHT)  # move it right (2 screen px)
         _edit_done(browser, 3)
+        ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ARROW_RIGHT).key_up(Keys.SHIFT).perform()
+        _edit_done(browser, 4)  # ... and widen it (Shift: resize)
         _click(browser, *_pixel_of(browser, building))
         _wait(browser, f"return document.body.dataset.selected === '{building}'")
         _keys(browser, "1")  # relabel to class 1 (vehicle) ...
-        _edit_done(browser, 4)
+        _edit_done(browser, 5)
         assert _state(browser, building) == "relabeled"
         _keys(browser, "u")  # ... and undo that
         _wait(
@@ -190,7 +193,7 @@ def test_page_renders_tiles_and_boxes_and_saves_corrections(tmp_path, browser):
         _wait(browser, "return document.body.dataset.drawing === '1'")
         _click(browser, int(corner[0][0]), int(corner[0][1]))
         _click(browser, int(corner[1][0]), int(corner[1][1]))
-        _edit_done(browser, 5)
+        _edit_done(browser, 6)
 
         browser.refresh()
         _ready(browser, url, min_tiles=2, min_features=8)
@@ -206,6 +209,8 @@ def test_page_renders_tiles_and_boxes_and_saves_corrections(tmp_path, browser):
     assert moved.review == "moved" and moved.label == "vehicle" and moved.source_detection == weak_car
     x_shift = moved.bounds_crs[0] - session.ctx.detections[weak_car].bounds_crs[0]
     assert 0.5 < x_shift < 10, f"moved by {x_shift} m"
+    width = lambda b: b[2] - b[0]  # noqa: E731
+    assert width(moved.bounds_crs) > width(session.ctx.detections[weak_car].bounds_crs) + 0.5  # resized
     assert state.rows[building].label == "building" and state.rows[building].review == "unreviewed"
     drawn = [r for r in state.rows.values() if r.review == "drawn"]
     assert len(drawn) == 1 and drawn[0].label == "vehicle" and drawn[0].scene == case.scenes[0]

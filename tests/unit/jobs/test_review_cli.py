@@ -97,3 +97,18 @@ def test_compare_queues_the_cells_where_two_outputs_disagree(tmp_path):
     assert kinds[:7] == ["detection"] * 7 and "cell" in kinds[7:]
     # at 0.5: the first output keeps 5 boxes, the second 2 of them: 3 boxes disagree
     assert sum(int(i["reason"].split()[0]) for i in items if i["kind"] == "cell") == 3
+
+
+def test_viewport_filters_by_label_and_score(tmp_path):
+    from tests.review_helpers import open_case_session
+
+    case = make_review_case(tmp_path)
+    session = open_case_session(case, tmp_path / "labels.parquet")
+    everywhere = [-2e7, -2e7, 2e7, 2e7]
+    assert len(session.viewport(everywhere, [], None)["items"]) == 7
+    buildings = session.viewport(everywhere, ["building"], None)["items"]
+    assert len(buildings) == 2 and {i["label"] for i in buildings} == {"building"}
+    sure = session.viewport(everywhere, [], 0.6)["items"]
+    assert sorted(round(i["score"], 2) for i in sure) == [0.62, 0.8, 0.9]
+    scene0 = session.config()["scenes"][0]["bbox"]
+    assert {i["scene"] for i in session.viewport(scene0, [], None)["items"]} == {case.scenes[0]}
