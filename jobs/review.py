@@ -121,6 +121,10 @@ def review_command(
     run_config = _run_config(det)
     thresholds, names = _thresholds(model, run_config)
     read_bands = bands or tuple((run_config.get("read") or {}).get("bands") or (1, 2, 3))
+    if labels_path is None and "://" in det:
+        raise UserError(
+            f"{det}: an s3:// output has no local folder beside it for the labels; pass --labels FILE"
+        )
     labels_path = labels_path or Path(det.rstrip("/")).parent / "review_labels.parquet"
     session = open_session(
         det,

@@ -112,3 +112,8 @@ def test_viewport_filters_by_label_and_score(tmp_path):
     assert sorted(round(i["score"], 2) for i in sure) == [0.62, 0.8, 0.9]
     scene0 = session.config()["scenes"][0]["bbox"]
     assert {i["scene"] for i in session.viewport(scene0, [], None)["items"]} == {case.scenes[0]}
+
+
+def test_an_s3_output_needs_labels(tmp_path):
+    result = CliRunner().invoke(cli, ["review", "s3://bucket/det", "--source", str(tmp_path)])
+    _one_line_error(result, "pass --labels")
