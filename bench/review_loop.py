@@ -45,7 +45,9 @@ def aerialdet(*args: str) -> str:
     cmd = [sys.executable, "-c", "from jobs.cli import main; main()", *args]
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode != 0 and "timed out during startup" in done.stderr:  # Ray on a busy machine: once more
+    for _ in range(3):  # Ray gives its raylet 30 s to start: on a busy machine, try again
+        if done.returncode == 0 or "timed out during startup" not in done.stderr:
+            break
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     print(f"  aerialdet {' '.join(args[:2])} ... {time.monotonic() - start:.0f} s", flush=True)
     if done.returncode != 0:
