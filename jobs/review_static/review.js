@@ -48,6 +48,7 @@
   const source = new ol.source.Vector({
     strategy: ol.loadingstrategy.bbox,
     loader: function (extent, resolution, projection, success, failure) {
+      if (!document.querySelector("#class-filters input:checked")) { success([]); return; }  // no class shown
       api("api/detections?bbox=" + extent.map((v) => v.toFixed(3)).join(",") + filterQuery())
         .then((data) => {
           const features = data.items.map(toFeature);
