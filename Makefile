@@ -9,7 +9,13 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install demo test test-all bench lint clean
 
-install: $(VENV)/.installed
+# the review page's OpenLayers, from the npm registry (never a CDN, never committed)
+OL := .web/node_modules/ol/dist/ol.js
+
+install: $(VENV)/.installed $(OL)
+
+$(OL):
+	npm install --no-save --no-audit --no-fund --prefix .web ol@10.11.0
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses as real parts: ogrinfo (gdal-bin) opens every query export,
 # headless Chromium + chromedriver drive the review page, PostgreSQL + PostGIS back the STAC API
-# test server (pgstac). Installed only where one is missing; a machine without apt-get says so.
+# test server (pgstac), iproute2 + util-linux (ip netns, unshare) give the separate-hosts fixture
+# its namespaces, Node's npm fetches the review page's OpenLayers (`make install`).
+# Installed only where one is missing; a machine without apt-get says so.
 set -euo pipefail
-packages=(gdal-bin chromium chromium-driver postgresql-15 postgresql-15-postgis-3)
+packages=(gdal-bin chromium chromium-driver postgresql-15 postgresql-15-postgis-3 iproute2 util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v npm >/dev/null || missing+=(nodejs npm)  # any Node will do: this one may not be Debian's
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

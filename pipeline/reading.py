@@ -20,6 +20,8 @@ the S3 endpoint from ``AWS_ENDPOINT_URL``, retries) and one no-value rule.
   (``pipeline.pixel_stats.band_statistics`` turns such reads into per-band
   mean/std over the pixels that have a value.)
 * ``read_footprint`` gives the polygon a scene covers, from its header.
+* ``read_xyz_tile`` reads one Web Mercator XYZ tile of a scene through
+  rio-tiler (``aerialdet review``), from the dataset opened here.
 
 The no-value rule (``_valid_pixels``), the same for every reader: a pixel has
 no value when all its bands equal ``nodata``, when it is NaN in every band,
@@ -60,31 +62,11 @@ from pipeline.georef import scene_footprint
 from pipeline.pixel_kinds import PixelPlan, apply_plan, nominal_range, plan_pixels
 from pipeline.resampled_read import read_resampled
 from pipeline.resolution import ResampledTile
-from pipeline.scene_messages import gdal_cause, missing_georeferencing, open_hint
+from pipeline.scene_messages import gdal_cause, is_gone, is_local_vrt, missing_georeferencing, open_hint
 from pipeline.types import PixelRange, SceneInfo, TileSpec
 
-# GDAL's words for a path that is not there (local files and /vsis3/ objects)
-_GONE_MESSAGES = ("No such file or directory", "does not exist in the file system")
 # what detect adds when a scene does not open
 _SCENE_HINT = "Is it a complete GeoTIFF? Other formats need --drivers"
-
-
-def _is_gone(uri: str, errors: list[RasterioIOError]) -> bool:
-    """Whether ``uri`` failed to open because nothing is there (any more)."""
-    if "://" not in uri and not uri.startswith("/vsi"):
-        return not os.path.exists(uri)
-    return any(word in str(exc) for exc in errors for word in _GONE_MESSAGES)
-
-
-def _is_local_vrt(uri: str) -> bool:
-    """Whether ``uri`` is a local file that holds a GDAL VRT (whatever its name)."""
-    if "://" in uri or uri.startswith("/vsi") or not os.path.isfile(uri):
-        return False
-    try:
-        with open(uri, "rb") as f:
-            return b"<vrtdataset" in f.read(1024).lower()
-    except OSError:
-        return False
 
 
 def _open(uri: str, config: ReadConfig, hint: str) -> rasterio.io.DatasetReader:
@@ -99,10 +81,10 @@ def _open(uri: str, config: ReadConfig, hint: str) -> rasterio.io.DatasetReader:
                 return rasterio.open(uri, driver=driver)
         except RasterioIOError as exc:
             errors.append(exc)
-    if _is_gone(uri, errors):
+    if is_gone(uri, errors):
         # listed, then deleted (or moved) before this open: not a format problem
         raise InvalidSceneError(f"{uri}: no longer exists (deleted since the run listed it)")
-    if _is_local_vrt(uri):
+    if is_local_vrt(uri):
         raise InvalidSceneError(
             f"{uri}: is a GDAL VRT (XML pointing at other files or URLs), which is never read: it could "
             "read any file or address this process can reach; gdal_translate it to a GeoTIFF"
@@ -437,3 +419,31 @@ def read_footprint(uri: str, out_crs: CRS, config: ReadConfig | None = None) -> 
             raise InvalidSceneError(f"{uri}: scene has no CRS, so its footprint is unknown")
         crs = CRS.from_user_input(config.assume_crs if src.crs is None else src.crs.to_wkt())
         return scene_footprint(src.width, src.height, src.transform, crs, out_crs)
+
+
+def read_xyz_tile(uri: str, x: int, y: int, z: int, config: ReadConfig, size_px: int = 256) -> WindowRead:
+    """One Web Mercator XYZ tile of a scene (``config.bands``), reprojected by rio-tiler from the file opened here.
+
+    Returns:
+        ``WindowRead``: ``[C, size_px, size_px]`` raw pixels, mask (all False outside the scene).
+
+    Raises:
+        InvalidSceneError: it does not open, or has fewer bands than ``config.bands``.
+        TileReadError: the pixels cannot be read.
+    """
+    from rio_tiler.errors import TileOutsideBounds
+    from rio_tiler.io import Reader
+
+    with _opened(uri, config, _file_hint(config)) as src:
+        if max(config.bands) > src.count:
+            raise InvalidSceneError(
+                f"{uri}: has {src.count} band(s), but bands {list(config.bands)} were asked"
+            )
+        try:
+            with Reader(uri, dataset=src) as reader:
+                data = reader.tile(x, y, z, tilesize=size_px, indexes=config.bands).array
+        except TileOutsideBounds:
+            data = np.ma.masked_array(np.zeros((len(config.bands), size_px, size_px), src.dtypes[0]), True)
+        except (RasterioError, OSError) as exc:
+            raise TileReadError(f"{uri}: cannot read tile {z}/{x}/{y}: {exc}") from exc
+    return WindowRead(np.ma.getdata(data).copy(), np.asarray(~np.ma.getmaskarray(data).all(axis=0)))

@@ -23,6 +23,7 @@ from pipeline.errors import InvalidSceneError
 
 if TYPE_CHECKING:
     import rasterio
+    from rasterio.errors import RasterioIOError
 
 # The first bytes of classic and Big TIFF, both byte orders.
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -86,3 +87,25 @@ def gdal_cause(exc: BaseException) -> str:
     while "previous exception" in message and cause is not None:
         message, cause = str(cause), cause.__cause__ or cause.__context__
     return message.rstrip(".")
+
+
+# GDAL's words for a path that is not there (local files and /vsis3/ objects)
+_GONE_MESSAGES = ("No such file or directory", "does not exist in the file system")
+
+
+def is_gone(uri: str, errors: list[RasterioIOError]) -> bool:
+    """Whether ``uri`` failed to open because nothing is there (any more)."""
+    if "://" not in uri and not uri.startswith("/vsi"):
+        return not os.path.exists(uri)
+    return any(word in str(exc) for exc in errors for word in _GONE_MESSAGES)
+
+
+def is_local_vrt(uri: str) -> bool:
+    """Whether ``uri`` is a local file that holds a GDAL VRT (whatever its name)."""
+    if "://" in uri or uri.startswith("/vsi") or not os.path.isfile(uri):
+        return False
+    try:
+        with open(uri, "rb") as f:
+            return b"<vrtdataset" in f.read(1024).lower()
+    except OSError:
+        return False
