@@ -138,6 +138,7 @@ def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
     log_dir = _log_dir(out_dir)
     with ray_session(opts["address"], log_dir, verbose=opts["verbose"]):
         try:
+            _check_nodes(source, loader, opts)
             report = run_detect(job, log=lambda m: click.echo(m, err=True))
         except PipelineError as exc:
             raise UserError(str(exc)) from None
@@ -196,6 +197,17 @@ def _model_loader(model: str) -> Any:
         return CheckpointLoader.open(model)
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
+
+
+def _check_nodes(source: str, loader: Any, opts: dict[str, Any]) -> None:
+    """On a joined cluster, before any scene: every working node sees a local SOURCE and the model."""
+    import os
+
+    from pipeline.node_checks import check_nodes_see, needed_paths
+
+    if opts["address"] or os.environ.get("RAY_ADDRESS"):  # a private cluster runs on this machine only
+        paths = needed_paths(source, getattr(loader, "checkpoint_dir", None))
+        check_nodes_see(paths, log=lambda m: click.echo(m, err=True))
 
 
 def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:
