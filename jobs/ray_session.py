@@ -196,6 +196,35 @@ def check_reachable(address: str, *, timeout_s: float = 10.0) -> None:
         ) from None
 
 
+def _init_client(address: str, init_kwargs: dict[str, Any]) -> None:
+    """``ray.init("ray://...")`` (Ray Client); a failed connection is one line naming the address.
+
+    Ray Client retries for about 35 s, then warns and raises (or raises on a
+    Ray or Python version mismatch with the cluster): the warning goes to the
+    log, and the cause comes back in one ``ConnectionError``.
+
+    Raises:
+        ConnectionError: naming the address, Ray's reason and what to check.
+    """
+    import warnings
+
+    import ray
+
+    from pipeline.errors import first_line
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Ray Client connection timed out ...": the error below says it
+            ray.init(address=address, **init_kwargs)
+    except Exception as exc:
+        raise ConnectionError(
+            f"--address {address}: no Ray Client server of this Ray version answered there "
+            f"({first_line(exc)}); use the head's client server port (10001 unless "
+            "`ray start --head --ray-client-server-port` set another), or pass the head's "
+            "GCS address (host:6379) from a node of the cluster"
+        ) from None
+
+
 def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpus: int | None) -> None:
     import ray
 
@@ -205,7 +234,10 @@ def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpu
     }
     if address:
         check_reachable(address)
-        ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **common)
+        if address.startswith("ray://"):
+            _init_client(address, {"runtime_env": {"env_vars": forwarded_env()}, **common})
+        else:
+            ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **common)
     elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's runtime env applies
         ray.init(**common)
     else:
