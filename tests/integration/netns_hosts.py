@@ -80,8 +80,12 @@ class NetnsHosts:
 
     def run_on_head(self, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
         """Run ``args`` in the head namespace (cwd: this checkout); output captured as text."""
+        return self.run_in(self.head_ns, args, timeout_s)
+
+    def run_in(self, ns: str, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` in namespace ``ns`` with this machine's mounts (``hidden`` visible); output as text."""
         return subprocess.run(
-            ["ip", "netns", "exec", self.head_ns, *args],
+            ["ip", "netns", "exec", ns, *args],
             env=self.env(),
             cwd=ROOT,
             capture_output=True,

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import write_scene
 from tests.integration.conftest import standin_detect_args
-from tests.integration.netns_hosts import HEAD_IP, WORKER_IP
+from tests.integration.netns_hosts import CLIENT_PORT, HEAD_IP, WORKER_IP
 
 pytestmark = pytest.mark.integration
 NUM_SCENES = 2
@@ -60,7 +60,9 @@ def test_a_folder_and_a_model_only_on_the_head_fail_in_one_line_naming_the_worke
     assert not list(out.glob("*.parquet")) and not (out / "_run.json").exists()  # before any scene
 
 
-def test_scenes_in_s3_are_detected_across_hosts(netns_cluster):
+@pytest.fixture(scope="module")
+def s3_scenes(netns_cluster) -> str:
+    """The scenes in the S3 server on the head's link address, uploaded from the head."""
     hosts = netns_cluster
     local = _scenes(hosts.temp / "to-upload")
     upload = (
@@ -69,8 +71,35 @@ def test_scenes_in_s3_are_detected_across_hosts(netns_cluster):
     )
     put = hosts.run_on_head([sys.executable, "-c", upload, *map(str, sorted(local.glob("*.tif")))], 120)
     assert put.returncode == 0, put.stderr
+    return "s3://scenes/in/"
+
+
+def test_scenes_in_s3_are_detected_across_hosts(netns_cluster, s3_scenes):
+    hosts = netns_cluster
     out = hosts.hidden / "out-s3"  # --out is the driver's: the worker need not see it
-    done = _detect(hosts, [*standin_detect_args("s3://scenes/in/", str(out)), "--address", hosts.address])
+    done = _detect(hosts, [*standin_detect_args(s3_scenes, str(out)), "--address", hosts.address])
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert f"{NUM_SCENES} scene(s) done" in done.stdout, done.stdout
+    assert f"{NUM_SCENES * len(OBJECTS)} detections" in done.stdout, done.stdout
+
+
+def test_ray_client_runs_the_driver_on_the_client(netns_cluster, s3_scenes):
+    """``--address ray://head:10001`` from the worker host: the client lists, claims and writes ``--out``."""
+    hosts = netns_cluster
+    out = hosts.hidden / "out-client"  # the client's own view: the worker's raylet cannot see it
+    args = [*standin_detect_args(s3_scenes, str(out)), "--address", f"ray://{HEAD_IP}:{CLIENT_PORT}"]
+    done = hosts.run_in(hosts.worker_ns, [sys.executable, "-m", "jobs.detect", *args], timeout_s=600)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert f"{NUM_SCENES} scene(s) done" in done.stdout, done.stdout
+    assert f"{NUM_SCENES * len(OBJECTS)} detections" in done.stdout, done.stdout
+    assert len(list(out.glob("*.parquet"))) == NUM_SCENES
+
+
+def test_a_folder_every_host_sees_passes_the_check_and_is_detected(netns_cluster):
+    hosts = netns_cluster
+    scenes = _scenes(hosts.temp / "shared-scenes")  # not under `hidden`: the worker sees it too
+    out = hosts.temp / "out-shared"
+    done = _detect(hosts, [*standin_detect_args(str(scenes), str(out)), "--address", hosts.address])
     assert done.returncode == 0, done.stderr + done.stdout
     assert f"{NUM_SCENES} scene(s) done" in done.stdout, done.stdout
     assert f"{NUM_SCENES * len(OBJECTS)} detections" in done.stdout, done.stdout

@@ -59,3 +59,36 @@ def test_an_unreadable_folder_is_a_problem(tmp_path):
         assert path_problem(NeededPath("SOURCE", str(folder), is_dir=True)) == "is not readable"
     finally:
         folder.chmod(0o700)
+
+
+def test_only_alive_nodes_that_can_work_are_asked():
+    from pipeline.node_checks import _node_name, _working_nodes
+
+    nodes = [
+        {
+            "NodeID": "head0000000000ff",
+            "Alive": True,
+            "Resources": {"CPU": 0.0},
+            "NodeManagerAddress": "10.0.0.1",
+        },
+        {
+            "NodeID": "cpu00000000000ff",
+            "Alive": True,
+            "Resources": {"CPU": 1.0},
+            "NodeManagerAddress": "10.0.0.2",
+        },
+        {
+            "NodeID": "gpu00000000000ff",
+            "Alive": True,
+            "Resources": {"GPU": 1.0},
+            "NodeManagerAddress": "10.0.0.3",
+        },
+        {
+            "NodeID": "dead0000000000ff",
+            "Alive": False,
+            "Resources": {"CPU": 4.0},
+            "NodeManagerAddress": "10.0.0.4",
+        },
+    ]
+    assert [n["NodeID"][:3] for n in _working_nodes(nodes)] == ["cpu", "gpu"]
+    assert _node_name(nodes[1]) == "node 10.0.0.2 (id cpu000000000)"
