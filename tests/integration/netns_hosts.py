@@ -109,6 +109,13 @@ class NetnsHosts:
         )
         log.close()
 
+    def ray_logs(self, pattern: str) -> str:
+        """The tail of each of Ray's session log files matching ``pattern`` (for a failed test's message)."""
+        return "\n".join(
+            f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
+            for p in sorted(self.temp.glob(f"ray/session_*/logs/{pattern}"))
+        )
+
     def logs(self) -> str:
         """The tail of each background process's log (for a failed set-up's message)."""
         return "\n".join(

@@ -89,7 +89,7 @@ def test_ray_client_runs_the_driver_on_the_client(netns_cluster, s3_scenes):
     out = hosts.hidden / "out-client"  # the client's own view: the worker's raylet cannot see it
     args = [*standin_detect_args(s3_scenes, str(out)), "--address", f"ray://{HEAD_IP}:{CLIENT_PORT}"]
     done = hosts.run_in(hosts.worker_ns, [sys.executable, "-m", "jobs.detect", *args], timeout_s=600)
-    assert done.returncode == 0, done.stderr + done.stdout
+    assert done.returncode == 0, done.stderr + done.stdout + hosts.ray_logs("ray_client_server*")
     assert f"{NUM_SCENES} scene(s) done" in done.stdout, done.stdout
     assert f"{NUM_SCENES * len(OBJECTS)} detections" in done.stdout, done.stdout
     assert len(list(out.glob("*.parquet"))) == NUM_SCENES
