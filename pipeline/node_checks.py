@@ -154,6 +154,8 @@ def check_nodes_see(
 
     task: Any = ray.remote(num_cpus=0, max_retries=1)(_problems_here)
     nodes = _working_nodes(ray.nodes())  # type: ignore[no-untyped-call]
+    if not nodes:  # nothing can work yet (an autoscaler adds nodes later): the run waits for them
+        return
     refs = {
         task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
             list(paths)
