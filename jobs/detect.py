@@ -167,6 +167,7 @@ def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
     log_dir = _log_dir(out_dir)
     with ray_session(opts["address"], log_dir, verbose=opts["verbose"]):
         try:
+            _check_nodes(source, loader, opts)
             report = run_detect(job, log=lambda m: click.echo(m, err=True))
         except PipelineError as exc:
             raise UserError(str(exc)) from None
@@ -243,6 +244,17 @@ def _model_input(loader: Any) -> Any:
     if note:
         click.echo(note, err=True)  # once per run: assumed uint8, or scenes unchecked
     return kind
+
+
+def _check_nodes(source: str, loader: Any, opts: dict[str, Any]) -> None:
+    """On a joined cluster, before any scene: every working node sees a local SOURCE and the model."""
+    import os
+
+    from pipeline.node_checks import check_nodes_see, needed_paths
+
+    if opts["address"] or os.environ.get("RAY_ADDRESS"):  # a private cluster runs on this machine only
+        paths = needed_paths(source, getattr(loader, "checkpoint_dir", None))
+        check_nodes_see(paths, log=lambda m: click.echo(m, err=True))
 
 
 def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:

@@ -196,6 +196,67 @@ def check_reachable(address: str, *, timeout_s: float = 10.0) -> None:
         ) from None
 
 
+def check_gcs_answers(address: str) -> None:
+    """Refuse, within about 40 s, a ``host:port`` that takes connections but is no Ray GCS.
+
+    ``check_reachable`` only proves that something listens; ``ray.init``
+    against a port that is not a GCS (the dashboard's, another service's)
+    retries for about 13 minutes with nothing on the terminal.  One
+    ``GcsClient`` (Ray's own, as ``ray status`` uses) fetches the cluster id
+    once, within Ray's 5 s connect and 30 s answer timeouts; its warnings go
+    to the driver log like the rest of Ray's output.  Other address forms
+    (``auto``, URLs) are left to Ray.
+
+    Raises:
+        ConnectionError: naming the address, Ray's reason and what to pass.
+    """
+    import re
+
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # no stub for it
+
+    from pipeline.errors import first_line
+
+    if not re.fullmatch(r"[^/:\s]+:\d+", address):
+        return
+    try:
+        GcsClient(address=address)
+    except Exception as exc:  # RpcError (no GCS there), AuthenticationError (token refused), ...
+        raise ConnectionError(
+            f"--address {address}: no Ray cluster (GCS) answered there ({first_line(exc)}); pass the head's "
+            "GCS address (port 6379 unless `ray start --head --port` set another; not the dashboard's 8265), "
+            "or ray://HOST:10001 for Ray Client"
+        ) from None
+
+
+def _init_client(address: str, init_kwargs: dict[str, Any]) -> None:
+    """``ray.init("ray://...")`` (Ray Client); a failed connection is one line naming the address.
+
+    Ray Client retries for about 35 s, then warns and raises (or raises on a
+    Ray or Python version mismatch with the cluster): the warning goes to the
+    log, and the cause comes back in one ``ConnectionError``.
+
+    Raises:
+        ConnectionError: naming the address, Ray's reason and what to check.
+    """
+    import warnings
+
+    import ray
+
+    from pipeline.errors import first_line
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Ray Client connection timed out ...": the error below says it
+            ray.init(address=address, **init_kwargs)
+    except Exception as exc:
+        raise ConnectionError(
+            f"--address {address}: no Ray Client server of this Ray version answered there "
+            f"({first_line(exc)}); use the head's client server port (10001 unless "
+            "`ray start --head --ray-client-server-port` set another), or pass the head's "
+            "GCS address (host:6379) from a node of the cluster"
+        ) from None
+
+
 def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpus: int | None) -> None:
     import ray
 
@@ -205,7 +266,11 @@ def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpu
     }
     if address:
         check_reachable(address)
-        ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **common)
+        if address.startswith("ray://"):
+            _init_client(address, {"runtime_env": {"env_vars": forwarded_env()}, **common})
+        else:
+            check_gcs_answers(address)
+            ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, **common)
     elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's runtime env applies
         ray.init(**common)
     else:

@@ -62,3 +62,19 @@ def node_cluster(num_workers: int, worker_cpus: float) -> Iterator[object]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def netns_cluster():
+    """A head and a worker host in network namespaces of their own (``tests.integration.netns_hosts``).
+
+    A folder under ``hidden`` is on the head only; an S3 server runs on the
+    head's link address.  Skipped where namespaces cannot be made (not root).
+    """
+    from tests.integration.netns_hosts import can_make_namespaces, netns_hosts
+
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(f"separate-hosts cluster: {why}")
+    with netns_hosts() as hosts:
+        yield hosts
