@@ -24,6 +24,7 @@ from jobs.options import (
     verbose_option,
 )
 from jobs.ray_session import ray_session
+from jobs.stac_options import STAC_EPILOG, build_stac, stac_options
 from pipeline.choices import MergeStrategy, values
 
 EPILOG = """\b
@@ -40,8 +41,8 @@ Examples:
 """
 
 
-@click.command("detect", epilog=EPILOG)
-@click.argument("source")
+@click.command("detect", epilog=EPILOG + STAC_EPILOG)
+@click.argument("source", required=False)
 @click.option("--model", "model", required=True, help="Checkpoint directory or training run directory.")
 @out_option("Output directory or s3://bucket/prefix.")
 @tile_size_option(1024, "Tile edge fed to the model, pixels.")
@@ -114,21 +115,25 @@ Examples:
     type=click.IntRange(min=1),
     help="Refuse scenes that plan more tiles than this [default: 100,000].",
 )
+@stac_options
 @progress_option
 @address_option
 @verbose_option
-def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
+def detect_command(source: str | None, model: str, out_dir: str, **opts: Any) -> None:
     """Detect objects in every raster of SOURCE; write GeoParquet under --out.
 
-    SOURCE is a GeoTIFF, a folder, a glob, or s3://bucket/prefix.
+    SOURCE is a GeoTIFF, a folder, a glob, s3://bucket/prefix, or a STAC file (Item, ItemCollection,
+    Collection or Catalog JSON, stac-geoparquet); or no SOURCE and --stac-search URL.
     """
     from pipeline.errors import PipelineError
     from pipeline.ray_stages import run_detect
 
     _check_crs_options(opts)
-    _check_source(source)
+    stac = build_stac(source, opts)
+    if source is not None:
+        _check_source(source)
     loader = _model_loader(model)
-    job = _build_job(source, out_dir, loader, opts)
+    job = _build_job(source or stac.search.url, out_dir, loader, opts, stac)
     _check_writable(out_dir)
     if getattr(loader, "note", None):
         click.echo(loader.note, err=True)
@@ -208,7 +213,7 @@ def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:
     )
 
 
-def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> Any:
+def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any], stac: Any = None) -> Any:
     from pipeline.job import DetectConfig, DetectJob
     from pipeline.merging import MergeConfig
     from pipeline.reading import ReadConfig
@@ -247,6 +252,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
         min_score=opts["min_score"],
         overwrite=opts["overwrite"],
         progress=not opts["no_progress"],
+        stac=stac,
     )
 
 

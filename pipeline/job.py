@@ -8,6 +8,7 @@ from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
 from pipeline.merging import MergeConfig
 from pipeline.reading import ReadConfig
+from pipeline.stac_source import StacOptions
 from pipeline.tiling import TilingConfig
 
 
@@ -55,6 +56,8 @@ class DetectJob:
         progress: show a progress bar.
         window_scenes: scenes in flight at once (claimed and not yet recorded).
         header_batch: scenes whose headers one executor call opens.
+        stac: how STAC items become scenes, and the API search when the source is one
+            (``pipeline.stac_source``); a ``.json``/``.parquet`` source is read as STAC without it.
     """
 
     source: str
@@ -70,6 +73,7 @@ class DetectJob:
     progress: bool = True
     window_scenes: int = 64
     header_batch: int = 16
+    stac: StacOptions | None = None
 
     def __post_init__(self) -> None:
         if self.window_scenes < 1 or self.header_batch < 1:

@@ -69,6 +69,9 @@ class SceneReport:
     tiles_by_node: dict[str, int] = field(default_factory=dict)
     actor_ids: list[str] = field(default_factory=list)
     retries: int = 0
+    item_id: str | None = None  # the STAC item the scene came from (pipeline.stac_source)
+    collection: str | None = None
+    item_href: str | None = None
 
     def __post_init__(self) -> None:
         self.status = SceneStatus(self.status).value  # refuse a status that is not one
@@ -148,6 +151,8 @@ class RunRecord:
     _buffered_since: float = 0.0
     _summary_at: float = 0.0
     _num_lines: int = 0
+    # pipeline.stac_source.SceneTags: the item of each listed scene, popped as it is recorded
+    tags: Any = None
 
     def mark(self, name: str) -> None:
         """Note when a phase of the run was first reached (``scenes_opened``, ``first_tiles``, ...), once."""
@@ -155,6 +160,9 @@ class RunRecord:
 
     def add(self, line: SceneReport) -> None:
         """Record a scene's line, once: it is counted now and written with the next segment."""
+        ref = self.tags.pop(line.uri) if self.tags is not None else None
+        if ref is not None:
+            line.item_id, line.collection, line.item_href = ref.item_id, ref.collection, ref.href
         self._totals.add(line)
         if not self._buffer:
             self._buffered_since = time.time()

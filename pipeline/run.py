@@ -44,7 +44,7 @@ from pipeline.job import DetectJob, check_bands, min_scores
 from pipeline.output import check_reachable, scene_output_name
 from pipeline.reading import scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
-from pipeline.sources import iter_listing
+from pipeline.stac_source import SceneTags, scene_listing
 from pipeline.storage import OutputStore, open_store
 from pipeline.tiling import check_scene_size, group_tile_rows, tile_scene
 from pipeline.types import SceneInfo, TileDetections, TileSpec
@@ -93,6 +93,7 @@ def new_record(job: DetectJob, store: OutputStore | None) -> RunRecord:
             "score_thresholds": dict(zip(job.model.info.class_names, job.model.info.score_thresholds or ())),
             "window_scenes": job.window_scenes,
             "model_actors": [],
+            "stac": asdict(job.stac) if job.stac is not None else None,
         },
     )
 
@@ -124,12 +125,16 @@ class DetectRun:
         self.stall_warning_s = stall_warning_s
         self.store = open_store(job.out_dir)
         check_to_crs(self.store, job.to_crs)  # before any claim: a resume never changes the output's CRS
-        listing = iter_listing(job.source, extensions=scene_extensions(job.read.drivers))
+        self.tags = SceneTags()  # STAC items' ids and collections, by scene URI, until recorded
+        listing = scene_listing(
+            job.source, job.stac, scene_extensions(job.read.drivers), self.tags, job.read.bands
+        )
         # the first entry now: a source that does not exist or holds no file is the caller's error
         # (SourceError, one line), raised before anything is claimed or written
         self.listing = itertools.chain([next(listing)], listing)
         self.listing_done = False
         self.record = new_record(job, self.store)
+        self.record.tags = self.tags
         self.claims = ClaimKeeper(self.store, self.record.run_id)
         self.window: dict[str, _Scene] = {}
         self.settings: FinishSettings | None = None
