@@ -24,7 +24,7 @@ from jobs.options import (
     verbose_option,
 )
 from jobs.ray_session import ray_session
-from jobs.stac_options import STAC_EPILOG, build_stac, stac_options
+from jobs.stac_options import STAC_EPILOG, build_aoi, build_stac, stac_options
 from pipeline.choices import MergeStrategy, values
 
 EPILOG = """\b
@@ -129,11 +129,12 @@ def detect_command(source: str | None, model: str, out_dir: str, **opts: Any) ->
     from pipeline.ray_stages import run_detect
 
     _check_crs_options(opts)
-    stac = build_stac(source, opts)
+    aoi = build_aoi(opts)
+    stac = build_stac(source, opts, aoi)
     if source is not None:
         _check_source(source)
     loader = _model_loader(model)
-    job = _build_job(source or stac.search.url, out_dir, loader, opts, stac)
+    job = _build_job(source or stac.search.url, out_dir, loader, opts, stac, aoi)
     _check_writable(out_dir)
     if getattr(loader, "note", None):
         click.echo(loader.note, err=True)
@@ -213,7 +214,9 @@ def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:
     )
 
 
-def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any], stac: Any = None) -> Any:
+def _build_job(
+    source: str, out_dir: str, loader: Any, opts: dict[str, Any], stac: Any = None, aoi: Any = None
+) -> Any:
     from pipeline.job import DetectConfig, DetectJob
     from pipeline.merging import MergeConfig
     from pipeline.reading import ReadConfig
@@ -253,6 +256,7 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any], sta
         overwrite=opts["overwrite"],
         progress=not opts["no_progress"],
         stac=stac,
+        aoi=aoi,
     )
 
 
@@ -307,6 +311,7 @@ def _summarise(report: Any, out: str, log_dir: Path) -> None:
         f"{counts['done']} scene(s) done, {counts['exists']} already done, {counts['failed']} failed, "
         f"{counts['skipped']} skipped; {summary['num_detections']} detections, "
         f"{summary['tiles_per_s']} tiles/s; report: {store.uri(REPORT_FILE)}"
+        + (f"; --aoi saved {summary['num_tiles_saved_by_aoi']} tile(s)" if report.config.get("aoi") else "")
         + (f"; Ray's logs: {log_dir}" if is_s3_uri(out) else "")  # not under OUT: say where
     )
 

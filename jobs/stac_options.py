@@ -47,6 +47,12 @@ def stac_options(f: F) -> F:
             "--filter", "stac_filter", default=None, help="CQL2 filter, text or JSON (with --stac-search)."
         ),
         click.option(
+            "--aoi",
+            default=None,
+            help="Area of interest: a vector file (any CRS) or WKT (OGC:CRS84 unless SRID=<epsg>;); only "
+            "tiles meeting it are read, detections outside it dropped, scenes outside it skipped.",
+        ),
+        click.option(
             "--asset",
             default=None,
             help="Asset key of the raster in each STAC item [default: the first GeoTIFF/COG with role data or visual].",
@@ -57,7 +63,19 @@ def stac_options(f: F) -> F:
     return f
 
 
-def build_stac(source: str | None, opts: dict[str, Any]) -> Any:
+def build_aoi(opts: dict[str, Any]) -> Any:
+    """``--aoi`` -> ``pipeline.aoi.Aoi`` (None without it); a bad AOI is a usage error (one line, exit 2)."""
+    if not opts.get("aoi"):
+        return None
+    from pipeline.aoi import AoiError, load_aoi
+
+    try:
+        return load_aoi(opts["aoi"])
+    except AoiError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--aoi "), param_hint="--aoi") from None
+
+
+def build_stac(source: str | None, opts: dict[str, Any], aoi: Any = None) -> Any:
     """``StacOptions`` from the options (None for a plain raster source), checked for what goes together.
 
     Raises:
@@ -80,6 +98,8 @@ def build_stac(source: str | None, opts: dict[str, Any]) -> Any:
         return None
     if source is not None:
         raise click.UsageError(f"pass SOURCE ({source!r}) or --stac-search, not both")
+    if aoi is not None and opts.get("stac_bbox"):
+        raise click.UsageError("--aoi already bounds the search (as its intersects geometry): drop --bbox")
     if not url.lower().startswith(("http://", "https://")):
         raise click.BadParameter(f"{url!r} is not an http(s) URL of a STAC API", param_hint="--stac-search")
     collections = tuple(c.strip() for c in (opts.get("collections") or "").split(",") if c.strip())
@@ -89,5 +109,6 @@ def build_stac(source: str | None, opts: dict[str, Any]) -> Any:
         datetime=opts.get("stac_datetime"),
         bbox=tuple(opts["stac_bbox"]) if opts.get("stac_bbox") else None,
         cql2_filter=opts.get("stac_filter"),
+        intersects=aoi.geojson() if aoi is not None else None,
     )
     return StacOptions(asset=opts.get("asset"), search=search)

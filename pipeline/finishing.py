@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyproj import CRS
 
+from pipeline.aoi import Aoi, keep_in_aoi
 from pipeline.merging import MergeConfig, MergedBoxes, merge_scene
 from pipeline.output import OutputExistsError, encode_scene_detections, scene_output_name, write_scene_file
 from pipeline.storage import OutputStore, open_store
@@ -45,6 +46,7 @@ class FinishSettings:
         model_id: checkpoint id, written in each row.
         run_id: this run's id, written in each row.
         replace: replace an existing output (``--overwrite``).
+        aoi: drop detections whose centre lies outside it (``pipeline.aoi``); None keeps all.
     """
 
     out_dir: str
@@ -55,6 +57,7 @@ class FinishSettings:
     model_id: str
     run_id: str
     replace: bool
+    aoi: Aoi | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,7 @@ def prepare_scene(scene: SceneInfo, tiles: list[TileDetections], settings: Finis
     started = time.time()
     try:
         merged = keep_scores(merge_scene(tiles, settings.merge), settings.min_score_per_class)
+        merged = keep_in_aoi(merged, scene, settings.aoi)
         data = encode_scene_detections(
             scene,
             merged,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.aoi import Aoi
 from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
 from pipeline.merging import MergeConfig
@@ -58,6 +59,8 @@ class DetectJob:
         header_batch: scenes whose headers one executor call opens.
         stac: how STAC items become scenes, and the API search when the source is one
             (``pipeline.stac_source``); a ``.json``/``.parquet`` source is read as STAC without it.
+        aoi: the area of interest (``pipeline.aoi``): only tiles meeting it are read, detections
+            outside it dropped, scenes outside it skipped; None: everything.
     """
 
     source: str
@@ -74,6 +77,7 @@ class DetectJob:
     window_scenes: int = 64
     header_batch: int = 16
     stac: StacOptions | None = None
+    aoi: Aoi | None = None
 
     def __post_init__(self) -> None:
         if self.window_scenes < 1 or self.header_batch < 1:

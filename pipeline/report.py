@@ -72,6 +72,7 @@ class SceneReport:
     item_id: str | None = None  # the STAC item the scene came from (pipeline.stac_source)
     collection: str | None = None
     item_href: str | None = None
+    num_tiles_outside_aoi: int = 0  # tiles --aoi left out (not read, not inferred)
 
     def __post_init__(self) -> None:
         self.status = SceneStatus(self.status).value  # refuse a status that is not one
@@ -97,11 +98,13 @@ class _Totals:
     num_tiles: int = 0
     num_detections: int = 0
     scene_retries: int = 0
+    num_tiles_outside_aoi: int = 0
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, line: SceneReport) -> None:
         self.counts[line.status] += 1
         self.scene_retries += line.retries
+        self.num_tiles_outside_aoi += line.num_tiles_outside_aoi
         if line.status != SceneStatus.DONE.value:
             return
         self.num_tiles += line.num_tiles
@@ -246,6 +249,7 @@ class RunRecord:
             "counts": self.counts(),
             "num_tiles": tiles,
             "num_detections": self._totals.num_detections,
+            "num_tiles_saved_by_aoi": self._totals.num_tiles_outside_aoi,
             "tiles_per_s": round(tiles / elapsed, 3) if elapsed > 0 else None,
             "retries": self.retries(),
             "nodes": nodes,

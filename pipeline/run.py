@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
+from pipeline.aoi import outside_reason, tiles_in_aoi
 from pipeline.claims import ClaimKeeper, try_claim
 from pipeline.dataset import check_to_crs, fix_output_crs
 from pipeline.errors import PipelineError, first_line
@@ -69,6 +70,7 @@ class _Scene:
     started: float = field(default_factory=time.time)
     tiles_by_node: dict[str, int] = field(default_factory=dict)
     actor_ids: set[str] = field(default_factory=set)
+    outside_aoi: int = 0  # tiles of the scene left out by --aoi
 
     @property
     def all_back(self) -> bool:
@@ -94,6 +96,7 @@ def new_record(job: DetectJob, store: OutputStore | None) -> RunRecord:
             "window_scenes": job.window_scenes,
             "model_actors": [],
             "stac": asdict(job.stac) if job.stac is not None else None,
+            "aoi": job.aoi.source if job.aoi is not None else None,
         },
     )
 
@@ -265,6 +268,7 @@ class DetectRun:
                 model_id=self.job.model.info.model_id,
                 run_id=self.record.run_id,
                 replace=self.job.overwrite,
+                aoi=self.job.aoi,
             )
         for uri, header in zip(uris, headers):
             if isinstance(header, str):
@@ -277,13 +281,28 @@ class DetectRun:
             except PipelineError as exc:
                 self._fail_now(uri, str(exc))
                 continue
-            plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling)
+            planned = self._plan(uri, header)
+            if planned is None:
+                continue
+            plan, outside = planned
             groups = group_tile_rows(
                 plan, self.job.tiling.tile_rows_per_task, self.job.tiling.max_tiles_per_task
             )
-            self.window[uri] = _Scene(header, plan, groups)
+            self.window[uri] = _Scene(header, plan, groups, outside_aoi=outside)
             self.tiles_planned += len(plan)
         self.opening = []
+
+    def _plan(self, uri: str, header: SceneInfo) -> tuple[Sequence[TileSpec], int] | None:
+        """The scene's tile plan and the tiles ``--aoi`` left out; None (recorded skipped) when all are."""
+        plan: Sequence[TileSpec] = tile_scene(uri, header.width_px, header.height_px, self.job.tiling)
+        if self.job.aoi is None:
+            return plan, 0
+        plan, outside = tiles_in_aoi(plan, header, self.job.aoi)  # only the tiles that meet the area
+        if plan:
+            return plan, outside
+        reason = outside_reason(header, self.job.aoi)
+        self._record(SceneReport(uri, SceneStatus.SKIPPED, error=reason, num_tiles_outside_aoi=outside))
+        return None
 
     def _fail_now(self, uri: str, error: str) -> None:
         self.log(f"FAILED {error}")
@@ -370,6 +389,7 @@ class DetectRun:
             seconds=round(time.time() - scene.started, 3),
             tiles_by_node=dict(sorted(scene.tiles_by_node.items())),
             actor_ids=sorted(scene.actor_ids),
+            num_tiles_outside_aoi=scene.outside_aoi,
             **fields,  # type: ignore[arg-type]
         )
         if line.error:
