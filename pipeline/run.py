@@ -45,6 +45,7 @@ from pipeline.job import DetectJob, check_bands, min_scores
 from pipeline.output import check_reachable, scene_output_name
 from pipeline.reading import scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
+from pipeline.stac_out import writer_for
 from pipeline.stac_source import SceneTags, scene_listing
 from pipeline.storage import OutputStore, open_store
 from pipeline.tiling import check_scene_size, group_tile_rows, tile_scene
@@ -138,6 +139,7 @@ class DetectRun:
         self.listing_done = False
         self.record = new_record(job, self.store)
         self.record.tags = self.tags
+        self.stac_out = writer_for(job, self.record.run_id)  # OUT/_stac/: collection.json, an item per scene
         self.claims = ClaimKeeper(self.store, self.record.run_id)
         self.window: dict[str, _Scene] = {}
         self.settings: FinishSettings | None = None
@@ -185,6 +187,7 @@ class DetectRun:
         try:
             self.executor.close()
         finally:
+            self.stac_out.close_and_say(self.record.started_at, self.log)
             self.claims.stop()
             self.record.storage_retries = self.store.retries
             self.record.finish()
@@ -371,6 +374,9 @@ class DetectRun:
         scene = self.window[event.scene_uri]
         assert self.settings is not None
         outcome = write_prepared(self.store, scene.info, event.prepared, self.settings)
+        if outcome.status == SceneStatus.DONE.value:  # its STAC item, before its line drops the item ref
+            ref = self.tags.peek(event.scene_uri)
+            self.stac_out.add(scene.info, scene_output_name(event.scene_uri), outcome.num_detections, ref)
         self._record_scene(
             event.scene_uri,
             scene,

@@ -103,6 +103,11 @@ class SceneTags:
         """Remember where ``uri`` came from (a second item with the same URI is stacked on the first)."""
         self.refs.setdefault(uri, []).append(ref)
 
+    def peek(self, uri: str) -> ItemRef | None:
+        """The item of ``uri`` listed last, kept."""
+        stack = self.refs.get(uri)
+        return stack[-1] if stack else None
+
     def pop(self, uri: str) -> ItemRef | None:
         """The item of ``uri`` listed last (once), or None when it came from no item.
 
