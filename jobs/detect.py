@@ -24,7 +24,7 @@ from jobs.options import (
     verbose_option,
 )
 from jobs.ray_session import ray_session
-from jobs.stac_options import STAC_EPILOG, build_aoi, build_stac, stac_options
+from jobs.stac_options import STAC_EPILOG, build_aoi, build_stac, listed_source, stac_options
 from pipeline.choices import MergeStrategy, values
 
 EPILOG = """\b
@@ -134,7 +134,7 @@ def detect_command(source: str | None, model: str, out_dir: str, **opts: Any) ->
     if source is not None:
         _check_source(source)
     loader = _model_loader(model)
-    job = _build_job(source or stac.search.url, out_dir, loader, opts, stac, aoi)
+    job = _build_job(listed_source(source, stac), out_dir, loader, opts, stac, aoi)
     _check_writable(out_dir)
     if getattr(loader, "note", None):
         click.echo(loader.note, err=True)

@@ -6,11 +6,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobs.options import FINITE_FLOAT
+
+if TYPE_CHECKING:
+    from pipeline.aoi import Aoi
+    from pipeline.stac_source import StacOptions
 
 F = Callable[..., Any]
 
@@ -63,7 +67,15 @@ def stac_options(f: F) -> F:
     return f
 
 
-def build_aoi(opts: dict[str, Any]) -> Any:
+def listed_source(source: str | None, stac: StacOptions | None) -> str:
+    """What the run lists: SOURCE, else the searched API's URL (``build_stac`` made sure one is given)."""
+    if source is not None:
+        return source
+    assert stac is not None and stac.search is not None
+    return stac.search.url
+
+
+def build_aoi(opts: dict[str, Any]) -> Aoi | None:
     """``--aoi`` -> ``pipeline.aoi.Aoi`` (None without it); a bad AOI is a usage error (one line, exit 2)."""
     if not opts.get("aoi"):
         return None
@@ -75,7 +87,7 @@ def build_aoi(opts: dict[str, Any]) -> Any:
         raise click.BadParameter(str(exc).removeprefix("--aoi "), param_hint="--aoi") from None
 
 
-def build_stac(source: str | None, opts: dict[str, Any], aoi: Any = None) -> Any:
+def build_stac(source: str | None, opts: dict[str, Any], aoi: Aoi | None = None) -> StacOptions | None:
     """``StacOptions`` from the options (None for a plain raster source), checked for what goes together.
 
     Raises:

@@ -58,9 +58,10 @@ class Aoi:
     source: str
 
     @property
-    def geometry(self) -> Any:
+    def geometry(self) -> shapely.Geometry:
         """The AOI as a shapely geometry, lon/lat."""
-        return shapely.from_wkb(self.wkb)
+        geometry: shapely.Geometry = shapely.from_wkb(self.wkb)
+        return geometry
 
     def geojson(self) -> dict[str, Any]:
         """The AOI as a GeoJSON geometry (a STAC search's ``intersects``)."""
@@ -68,9 +69,10 @@ class Aoi:
 
         return dict(json.loads(shapely.to_geojson(self.geometry)))
 
-    def in_crs(self, crs_wkt: str) -> Any:
+    def in_crs(self, crs_wkt: str) -> shapely.Geometry:
         """The AOI in the CRS ``crs_wkt`` (densified, then reprojected), cached per CRS, prepared."""
-        return _in_crs(self.wkb, crs_wkt)
+        geometry: shapely.Geometry = _in_crs(self.wkb, crs_wkt)
+        return geometry
 
 
 @functools.lru_cache(maxsize=32)

@@ -24,15 +24,17 @@ index, so a crashed run leaves items a later run's collection links.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import shapely
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
-from pipeline.georef import scene_footprint
+from pipeline.georef import scene_px_to_crs
 from pipeline.stac_source import ItemRef
 from pipeline.storage import OutputStore
 from pipeline.types import SceneInfo
@@ -145,13 +147,7 @@ def scene_item(
     collection_id: str,
 ) -> dict[str, Any]:
     """The STAC Item of one scene's output (see the module docstring)."""
-    footprint = scene_footprint(
-        scene.width_px,
-        scene.height_px,
-        scene.transform,
-        CRS.from_wkt(scene.crs_wkt),
-        CRS.from_user_input("OGC:CRS84"),
-    )
+    footprint = lonlat_footprint(scene)
     lineage = f"objects detected in {scene.uri} by aerialdet (RetinaNet {model.model_id}), tiles merged"
     derived = source.href if source is not None and source.href else scene.uri
     properties = {
@@ -192,6 +188,19 @@ def scene_item(
     }
 
 
+@functools.lru_cache(maxsize=32)
+def _to_lonlat(crs_wkt: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_wkt(crs_wkt), CRS.from_user_input("OGC:CRS84"), always_xy=True)
+
+
+def lonlat_footprint(scene: SceneInfo) -> shapely.Polygon:
+    """The scene's four corners in OGC:CRS84 (one transformer per CRS, cached: this runs once per scene)."""
+    corners = scene_px_to_crs(np.array([[0, 0, scene.width_px, scene.height_px]]), scene.transform)[0]
+    xs, ys = _to_lonlat(scene.crs_wkt).transform(corners[:, 0], corners[:, 1])
+    return shapely.Polygon(list(zip(xs, ys)))
+
+
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

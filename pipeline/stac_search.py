@@ -12,13 +12,48 @@ with one line naming the server and what it answered.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import SourceError
-from pipeline.stac_source import StacSearch
 
 RETRY_STATUSES = (500, 502, 503, 504)
 BACKOFF_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class StacSearch:
+    """An Item Search on a STAC API (``--stac-search``).
+
+    Attributes:
+        url: the API's landing page.
+        collections: ``--collections``.
+        datetime: ``--datetime`` (RFC 3339 instant or ``start/end``).
+        bbox: ``--bbox`` in OGC:CRS84 (lon/lat).
+        intersects: a GeoJSON geometry in OGC:CRS84 (from ``--aoi``).
+        cql2_filter: ``--filter``: CQL2 text, or CQL2 JSON when it starts with ``{``.
+        timeout_s: per request.
+        max_retries: of a request that times out or answers 5xx, with backoff.
+        page_size: items per page asked of the server.
+    """
+
+    url: str
+    collections: tuple[str, ...] = ()
+    datetime: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    intersects: dict[str, Any] | None = None
+    cql2_filter: str | None = None
+    timeout_s: float = 30.0
+    max_retries: int = 4
+    page_size: int = 100
+
+
+def self_href(item: dict[str, Any]) -> str | None:
+    """The href of an item's ``self`` link, or None."""
+    for link in item.get("links") or []:
+        if isinstance(link, dict) and link.get("rel") == "self" and isinstance(link.get("href"), str):
+            return str(link["href"])
+    return None
 
 
 def _client(search: StacSearch) -> Any:
@@ -102,13 +137,11 @@ def search_items(search: StacSearch) -> Iterator[tuple[dict[str, Any], str | Non
     import requests
     from pystac_client.exceptions import APIError
 
-    from pipeline.stac_source import _self_href
-
     params = _parameters(search)  # a malformed --filter fails before any request
     try:
         results = _client(search).search(**params)
         for item in results.items_as_dicts():
-            yield item, _self_href(item)
+            yield item, self_href(item)
     except SourceError:
         raise
     except (APIError, requests.exceptions.RequestException, OSError, ValueError) as exc:

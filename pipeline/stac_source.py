@@ -30,6 +30,8 @@ from typing import Any
 
 from pipeline.errors import SourceError
 from pipeline.sources import is_s3_uri, iter_listing, normalize_scene_uri, unsafe_s3_key_reason
+from pipeline.stac_search import StacSearch as StacSearch  # re-exported: StacOptions.search
+from pipeline.stac_search import search_items, self_href
 
 STAC_JSON_SUFFIXES = (".json", ".geojson")
 STAC_PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -41,33 +43,6 @@ _TYPES = {
     "Collection": "Collection",
     "Catalog": "Catalog",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class StacSearch:
-    """An Item Search on a STAC API (``--stac-search``).
-
-    Attributes:
-        url: the API's landing page.
-        collections: ``--collections``.
-        datetime: ``--datetime`` (RFC 3339 instant or ``start/end``).
-        bbox: ``--bbox`` in OGC:CRS84 (lon/lat).
-        intersects: a GeoJSON geometry in OGC:CRS84 (from ``--aoi``).
-        cql2_filter: ``--filter``: CQL2 text, or CQL2 JSON when it starts with ``{``.
-        timeout_s: per request.
-        max_retries: of a request that times out or answers 5xx, with backoff.
-        page_size: items per page asked of the server.
-    """
-
-    url: str
-    collections: tuple[str, ...] = ()
-    datetime: str | None = None
-    bbox: tuple[float, float, float, float] | None = None
-    intersects: dict[str, Any] | None = None
-    cql2_filter: str | None = None
-    timeout_s: float = 30.0
-    max_retries: int = 4
-    page_size: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +134,7 @@ def _json_items(uri: str) -> Iterator[tuple[dict[str, Any], str | None]]:
         raise SourceError(
             f"{uri}: not STAC JSON ({exc}); pass a STAC Item, ItemCollection, Collection or Catalog"
         ) from None
-    kind = _TYPES.get(doc.get("type")) if isinstance(doc, dict) else None
+    kind = _TYPES.get(str(doc.get("type"))) if isinstance(doc, dict) else None
     if kind is None:
         got = doc.get("type") if isinstance(doc, dict) else type(doc).__name__
         raise SourceError(
@@ -170,7 +145,7 @@ def _json_items(uri: str) -> Iterator[tuple[dict[str, Any], str | None]]:
         return
     if kind == "ItemCollection":
         for feature in doc.get("features") or []:
-            yield feature, _self_href(feature) or uri
+            yield feature, self_href(feature) or uri
         return
     yield from _walk_catalog(doc, uri, set())
 
@@ -228,18 +203,11 @@ def _parquet_items(uri: str) -> Iterator[tuple[dict[str, Any], str | None]]:
         parquet = pq.ParquetFile(io.BytesIO(read_source_bytes(uri)))
         for batch in parquet.iter_batches(batch_size=1000):
             for item in stac_table_to_items(pa.Table.from_batches([batch])):
-                yield dict(item), _self_href(item)
+                yield dict(item), self_href(item)
     except SourceError:
         raise
     except Exception as exc:  # pyarrow's and stac-geoparquet's errors on a file that is not one
         raise SourceError(f"{uri}: not a stac-geoparquet file ({type(exc).__name__}: {exc})") from None
-
-
-def _self_href(item: dict[str, Any]) -> str | None:
-    for link in item.get("links") or []:
-        if isinstance(link, dict) and link.get("rel") == "self" and isinstance(link.get("href"), str):
-            return str(link["href"])
-    return None
 
 
 def pick_asset(item: dict[str, Any], key: str | None) -> tuple[str, dict[str, Any]] | str:
@@ -342,8 +310,6 @@ def _bbox(item: dict[str, Any]) -> tuple[float, ...] | None:
 def iter_items(source: str, options: StacOptions) -> Iterator[tuple[dict[str, Any], str | None]]:
     """The items of a STAC source, lazily: an API search, a stac-geoparquet file, or a STAC JSON document."""
     if options.search is not None:
-        from pipeline.stac_search import search_items
-
         return search_items(options.search)
     if source.lower().endswith(STAC_PARQUET_SUFFIXES):
         return _parquet_items(source)

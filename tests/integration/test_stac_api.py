@@ -7,6 +7,8 @@ the CLI with a private Ray cluster.
 
 from __future__ import annotations
 
+import re
+import shlex
 import uuid
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from tests.conftest import write_scene
 from tests.stac_items import collection, item
 from tests.stac_server import have_postgres, stac_api
 from tests.unit.pipeline.inline_executor import InlineExecutor
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 OBJECTS = [(10, 10, 30, 30, 0), (110, 20, 130, 36, 1), (200, 190, 215, 215, 2)]
 TILING = TilingConfig(tile_size_px=128, overlap_px=32)
@@ -77,7 +81,7 @@ def catalog(s3_server, tmp_path_factory):
         api.add_collection(collection("other", [other]))
         for doc in [*items, gone, other]:
             api.add_item(doc)
-        yield {"url": api.url, "bucket": bucket, "root": root, "items": items}
+        yield {"url": api.url, "bucket": bucket, "root": root, "items": items, "api": api}
 
 
 def _listed(search: StacSearch) -> list[tuple[str, str | None]]:
@@ -138,3 +142,49 @@ def test_a_search_runs_through_the_lifecycle_and_a_missing_asset_fails_alone(cat
     assert {s["collection"] for s in lines.values()} == {"aerial"}
     assert lines["gone"]["status"] == "failed" and "no-such-key.tif" in lines["gone"]["error"]
     assert all(lines[n]["status"] == "done" and lines[n]["num_detections"] == 3 for n in ORIGINS)
+
+
+def _readme_commands() -> list[list[str]]:
+    """The README's `aerialdet detect --stac-search ...` and `aerialdet query s3://out/` lines, as written."""
+    lines = README.read_text().splitlines()
+    wanted = [
+        ln for ln in lines if ln.startswith(("aerialdet detect --stac-search", "aerialdet query s3://out/"))
+    ]
+    assert len(wanted) == 2, wanted
+    return [shlex.split(ln)[1:] for ln in wanted]
+
+
+def test_the_readme_commands_run_against_the_test_server(catalog, tmp_path, monkeypatch):
+    import boto3
+    from click.testing import CliRunner
+
+    from jobs.cli import _register_optional, cli
+    from tests import stac_demo
+
+    _register_optional()
+    api = catalog["api"]
+    folder = tmp_path / "demo_stac"
+    folder.mkdir()
+    stac_demo.write_demo(folder, boto3.client("s3"), api.add_collection, api.add_item)
+    monkeypatch.chdir(tmp_path)  # the README's paths are relative: demo_stac/area.gpkg
+    detect, query = _readme_commands()
+    detect = [a.replace("http://127.0.0.1:PORT", api.url) for a in detect]
+    result = CliRunner().invoke(cli, detect)
+    assert result.exit_code == 0, result.output
+    # scene_0 whole, scene_1's west column of tiles, scene_2 outside: skipped, 4 + 2 tiles saved
+    assert "2 scene(s) done, 0 already done, 0 failed, 1 skipped" in result.output
+    assert "--aoi saved 6 tile(s)" in result.output
+    report = read_report(f"s3://{stac_demo.OUT_BUCKET}/")
+    lines = {s["item_id"]: s for s in report["scenes"]}
+    assert (
+        lines["scene_2"]["status"] == "skipped"
+        and "outside the area of interest" in lines["scene_2"]["error"]
+    )
+    assert {lines[n]["collection"] for n in lines} == {stac_demo.COLLECTION}
+    inside = len(stac_demo._objects(0)) + sum(1 for o in stac_demo._objects(1) if (o[0] + o[2]) / 2 < 400)
+    assert lines["scene_0"]["num_detections"] + lines["scene_1"]["num_detections"] == inside
+    result = CliRunner().invoke(cli, query)
+    assert result.exit_code == 0, result.output
+    assert re.search(rf"^{inside} detection\(s\), CRS EPSG:32633$", result.output, re.MULTILINE), (
+        result.output
+    )
