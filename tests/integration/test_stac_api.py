@@ -148,7 +148,9 @@ def _readme_commands() -> list[list[str]]:
     """The README's `aerialdet detect --stac-search ...` and `aerialdet query s3://out/` lines, as written."""
     lines = README.read_text().splitlines()
     wanted = [
-        ln for ln in lines if ln.startswith(("aerialdet detect --stac-search", "aerialdet query s3://out/"))
+        ln
+        for ln in lines
+        if ln.startswith("aerialdet detect --stac-search") or ln == "aerialdet query s3://out/"
     ]
     assert len(wanted) == 2, wanted
     return [shlex.split(ln)[1:] for ln in wanted]
@@ -171,15 +173,13 @@ def test_the_readme_commands_run_against_the_test_server(catalog, tmp_path, monk
     detect = [a.replace("http://127.0.0.1:PORT", api.url) for a in detect]
     result = CliRunner().invoke(cli, detect)
     assert result.exit_code == 0, result.output
-    # scene_0 whole, scene_1's west column of tiles, scene_2 outside: skipped, 4 + 2 tiles saved
-    assert "2 scene(s) done, 0 already done, 0 failed, 1 skipped" in result.output
-    assert "--aoi saved 6 tile(s)" in result.output
+    # the search asks for items intersecting the AOI: scene_2 (outside) is never listed; scene_0 is read
+    # whole, scene_1 only its west column of tiles (2 of its 4 saved)
+    assert "2 scene(s) done, 0 already done, 0 failed, 0 skipped" in result.output
+    assert "--aoi saved 2 tile(s)" in result.output
     report = read_report(f"s3://{stac_demo.OUT_BUCKET}/")
     lines = {s["item_id"]: s for s in report["scenes"]}
-    assert (
-        lines["scene_2"]["status"] == "skipped"
-        and "outside the area of interest" in lines["scene_2"]["error"]
-    )
+    assert sorted(lines) == ["scene_0", "scene_1"] and report["num_tiles_saved_by_aoi"] == 2
     assert {lines[n]["collection"] for n in lines} == {stac_demo.COLLECTION}
     inside = len(stac_demo._objects(0)) + sum(1 for o in stac_demo._objects(1) if (o[0] + o[2]) / 2 < 400)
     assert lines["scene_0"]["num_detections"] + lines["scene_1"]["num_detections"] == inside
