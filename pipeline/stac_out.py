@@ -3,8 +3,9 @@
 The STAC files live in ``OUT/_stac/`` (a reserved name: every reader of the
 detections skips it, as it skips ``_run.json``).  For each scene's GeoParquet
 ``OUT/<scene>-<hash>.parquet`` the driver writes ``OUT/_stac/<scene>-<hash>.json``
-once (``OutputStore.write_bytes_once``, replaced with ``--overwrite``), right
-after the GeoParquet: a STAC 1.1 Item with
+once (``OutputStore.write_bytes_once``, replaced with ``--overwrite``), after
+the GeoParquet, on one writer thread (its fsync overlaps the run; at most 64
+wait, all are written before the collection): a STAC 1.1 Item with
 
 * the scene's footprint (OGC:CRS84) as ``bbox`` and ``geometry``;
 * the GeoParquet as its ``detections`` asset (role ``data``);
@@ -27,6 +28,8 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +48,7 @@ PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 STAC_DIR = "_stac"
 COLLECTION_FILE = "collection.json"
 ITEM_SUFFIX = ".json"
+MAX_PENDING = 64  # items written on the writer's thread, not yet confirmed
 PARQUET_MEDIA = "application/vnd.apache.parquet"
 
 
@@ -255,21 +259,45 @@ class StacWriter:
     bounds: list[float] | None = None
     written: int = 0
     errors: list[str] = field(default_factory=list)
+    _pool: ThreadPoolExecutor | None = None
+    _pending: deque[tuple[str, Future[list[float]]]] = field(default_factory=deque)
 
     def add(self, scene: SceneInfo, output_name: str, num_detections: int, source: ItemRef | None) -> None:
-        """Write the Item of a scene just written (a failure is kept, said once at the end, never raised)."""
+        """Write the Item of a scene just written, on the writer's thread (its fsync overlaps the run).
+
+        At most ``MAX_PENDING`` items wait; a failure is kept and said once at the end, never raised.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stac-items")
+        while len(self._pending) >= MAX_PENDING:
+            self._collect(self._pending.popleft())
+        args = (scene, output_name, num_detections, self.model, self.run_id, source, self.collection_id)
+        self._pending.append((output_name, self._pool.submit(self._write_item, *args)))
+
+    def _write_item(self, *args: Any) -> list[float]:
+        item = scene_item(*args)
+        self.store.write_bytes_once(
+            item_name(args[1]), json.dumps(item, indent=1).encode(), replace=self.replace
+        )
+        return list(item["bbox"])
+
+    def _collect(self, pending: tuple[str, Future[list[float]]]) -> None:
+        output_name, future = pending
         try:
-            item = scene_item(
-                scene, output_name, num_detections, self.model, self.run_id, source, self.collection_id
-            )
-            self.store.write_bytes_once(
-                item_name(output_name), json.dumps(item, indent=1).encode(), replace=self.replace
-            )
+            bbox = future.result()
         except Exception as exc:  # the detections are written; the index can be rebuilt by a re-run
             self.errors.append(f"{output_name}: STAC item not written: {type(exc).__name__}: {exc}")
             return
-        self._extend(item["bbox"])
+        self._extend(bbox)
         self.written += 1
+
+    def drain(self) -> None:
+        """Wait for every item in flight; stop the writer's thread."""
+        while self._pending:
+            self._collect(self._pending.popleft())
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _extend(self, bbox: list[float]) -> None:
         if self.bounds is None:
@@ -280,6 +308,7 @@ class StacWriter:
 
     def close(self, started_at: float) -> str | None:
         """Rewrite ``collection.json`` when any item exists; the first error, if any, for the run to say."""
+        self.drain()
         names = [n for n in self.store.list_names() if n.endswith(ITEM_SUFFIX) and n != COLLECTION_FILE]
         if not names:
             return self.errors[0] if self.errors else None

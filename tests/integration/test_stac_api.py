@@ -181,6 +181,11 @@ def test_the_readme_commands_run_against_the_test_server(catalog, tmp_path, monk
     lines = {s["item_id"]: s for s in report["scenes"]}
     assert sorted(lines) == ["scene_0", "scene_1"] and report["num_tiles_saved_by_aoi"] == 2
     assert {lines[n]["collection"] for n in lines} == {stac_demo.COLLECTION}
+    # STAC out on S3: the collection and one item per scene under s3://out/_stac/
+    stac_keys = sorted(
+        o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="out", Prefix="_stac/")["Contents"]
+    )
+    assert len(stac_keys) == 3 and "_stac/collection.json" in stac_keys
     inside = len(stac_demo._objects(0)) + sum(1 for o in stac_demo._objects(1) if (o[0] + o[2]) / 2 < 400)
     assert lines["scene_0"]["num_detections"] + lines["scene_1"]["num_detections"] == inside
     result = CliRunner().invoke(cli, query)
