@@ -26,6 +26,7 @@ from jobs.options import (
     verbose_option,
 )
 from jobs.ray_session import ray_session
+from jobs.stac_options import STAC_EPILOG, build_aoi, build_stac, listed_source, stac_options
 from pipeline.choices import MergeStrategy, values
 
 EPILOG = """\b
@@ -42,8 +43,8 @@ Examples:
 """
 
 
-@click.command("detect", epilog=EPILOG)
-@click.argument("source")
+@click.command("detect", epilog=EPILOG + STAC_EPILOG)
+@click.argument("source", required=False)
 @click.option("--model", "model", required=True, help="Checkpoint directory or training run directory.")
 @out_option("Output directory or s3://bucket/prefix.")
 @tile_size_option(
@@ -141,21 +142,26 @@ Examples:
     type=click.IntRange(min=1),
     help="Refuse scenes that plan more tiles than this [default: 100,000].",
 )
+@stac_options
 @progress_option
 @address_option
 @verbose_option
-def detect_command(source: str, model: str, out_dir: str, **opts: Any) -> None:
+def detect_command(source: str | None, model: str, out_dir: str, **opts: Any) -> None:
     """Detect objects in every raster of SOURCE; write GeoParquet under --out.
 
-    SOURCE is a GeoTIFF, a folder, a glob, or s3://bucket/prefix.
+    SOURCE is a GeoTIFF, a folder, a glob, s3://bucket/prefix, or a STAC file (Item, ItemCollection,
+    Collection or Catalog JSON, stac-geoparquet); or no SOURCE and --stac-search URL.
     """
     from pipeline.errors import PipelineError
     from pipeline.ray_stages import run_detect
 
     _check_crs_options(opts)
-    _check_source(source)
+    aoi = build_aoi(opts)
+    stac = build_stac(source, opts, aoi)
+    if source is not None:
+        _check_source(source)
     loader = _model_loader(model)
-    job = _build_job(source, out_dir, loader, opts)
+    job = _build_job(listed_source(source, stac), out_dir, loader, opts, stac, aoi)
     _check_writable(out_dir)
     if getattr(loader, "note", None):
         click.echo(loader.note, err=True)
@@ -246,7 +252,7 @@ def _model_input(loader: Any) -> Any:
     return kind
 
 
-def _check_nodes(source: str, loader: Any, opts: dict[str, Any]) -> None:
+def _check_nodes(source: str | None, loader: Any, opts: dict[str, Any]) -> None:
     """On a joined cluster, before any scene: every working node sees a local SOURCE and the model."""
     import os
 
@@ -267,7 +273,9 @@ def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:
     )
 
 
-def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> Any:
+def _build_job(
+    source: str, out_dir: str, loader: Any, opts: dict[str, Any], stac: Any = None, aoi: Any = None
+) -> Any:
     from pipeline.job import DetectConfig, DetectJob
     from pipeline.merging import MergeConfig
     from pipeline.reading import ReadConfig
@@ -311,6 +319,8 @@ def _build_job(source: str, out_dir: str, loader: Any, opts: dict[str, Any]) -> 
         overwrite=opts["overwrite"],
         progress=not opts["no_progress"],
         cross_scene_merge=opts["cross_scene_merge"],
+        stac=stac,
+        aoi=aoi,
     )
 
 
@@ -378,6 +388,7 @@ def _summarise(report: Any, out: str, log_dir: Path) -> None:
         f"{counts['done']} scene(s) done, {counts['exists']} already done, {counts['failed']} failed, "
         f"{counts['skipped']} skipped; {summary['num_detections']} detections, "
         f"{summary['tiles_per_s']} tiles/s; report: {store.uri(REPORT_FILE)}"
+        + (f"; --aoi saved {summary['num_tiles_saved_by_aoi']} tile(s)" if report.config.get("aoi") else "")
         + (f"; Ray's logs: {log_dir}" if is_s3_uri(out) else "")  # not under OUT: say where
     )
 

@@ -109,6 +109,8 @@ def _write_detections(gdf: Any, fmt: str, output: str | None, limit: int) -> Non
 @click.option("--label", "labels", multiple=True, help="Class name (repeatable).")
 @min_score_option(None)
 @click.option("--scene", "scenes", multiple=True, help="Scene URI or file name (repeatable).")
+@click.option("--item-id", "item_ids", multiple=True, help="STAC item id the scene came from (repeatable).")
+@click.option("--collection", "collections", multiple=True, help="STAC collection of that item (repeatable).")
 @click.option(
     "--sql",
     default=None,
@@ -135,6 +137,8 @@ def query_command(
     labels: tuple[str, ...],
     min_score: float | None,
     scenes: tuple[str, ...],
+    item_ids: tuple[str, ...],
+    collections: tuple[str, ...],
     sql: str | None,
     summary: bool,
     fmt: str,
@@ -149,6 +153,10 @@ def query_command(
         raise click.UsageError(f"--format {fmt} writes a file: pass -o FILE")
     _check_output(output)
     with _user_errors():
+        if item_ids or collections:  # the run report says which scenes came from those STAC items
+            from pipeline.stac_lookup import scenes_of_items
+
+            scenes = (*scenes, *scenes_of_items(path, item_ids, collections))
         filters = Filters(bbox, bbox_crs, labels, min_score, scenes)
         if summary:
             click.echo(json.dumps(summarise(path, filters), indent=2))

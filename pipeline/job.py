@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.aoi import Aoi
 from pipeline.detection import ModelLoader, Precision
 from pipeline.errors import PipelineError
 from pipeline.merging import MergeConfig
 from pipeline.reading import ReadConfig
 from pipeline.resolution import ResolutionConfig
+from pipeline.stac_source import StacOptions
 from pipeline.tiling import TilingConfig
 
 
@@ -59,6 +61,10 @@ class DetectJob:
         header_batch: scenes whose headers one executor call opens.
         cross_scene_merge: an object seen by overlapping scenes is reported by
             one of them (``pipeline.mosaic``); False keeps every scene's own.
+        stac: how STAC items become scenes, and the API search when the source is one
+            (``pipeline.stac_source``); a ``.json``/``.parquet`` source is read as STAC without it.
+        aoi: the area of interest (``pipeline.aoi``): only tiles meeting it are read, detections
+            outside it dropped, scenes outside it skipped; None: everything.
     """
 
     source: str
@@ -76,6 +82,8 @@ class DetectJob:
     window_scenes: int = 64
     header_batch: int = 16
     cross_scene_merge: bool = True
+    stac: StacOptions | None = None
+    aoi: Aoi | None = None
 
     def __post_init__(self) -> None:
         if self.window_scenes < 1 or self.header_batch < 1:

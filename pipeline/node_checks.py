@@ -66,11 +66,12 @@ def _glob_root(pattern: str) -> str:
     return str(Path(*fixed)) if fixed else "."
 
 
-def needed_paths(source: str, model_dir: str | None) -> tuple[NeededPath, ...]:
+def needed_paths(source: str | None, model_dir: str | None) -> tuple[NeededPath, ...]:
     """The local paths of a detect run: a local SOURCE (file, folder or a glob's folder) and the model.
 
     Args:
-        source: the run's SOURCE as given (a file, folder, glob, s3:// URI ...).
+        source: the run's SOURCE as given (a file, folder, glob, s3:// URI ...);
+            None for a STAC API search (its assets' hrefs are not checked).
         model_dir: the checkpoint directory the model actors load, or None (nothing on disk).
 
     Example:
@@ -78,7 +79,7 @@ def needed_paths(source: str, model_dir: str | None) -> tuple[NeededPath, ...]:
         ['/data/scenes']
     """
     out: list[NeededPath] = []
-    if not (is_s3_uri(source) or "://" in source or source.startswith("/vsi")):
+    if source is not None and not (is_s3_uri(source) or "://" in source or source.startswith("/vsi")):
         path = Path(source)
         if path.is_file():  # as the listing decides: an existing file is never a pattern
             out.append(NeededPath("SOURCE", normalize_scene_uri(source), is_dir=False))

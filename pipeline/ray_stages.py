@@ -44,7 +44,7 @@ from pipeline.finishing import FinishSettings, PreparedScene, prepare_scene
 from pipeline.job import DetectConfig, DetectJob
 from pipeline.reading import ReadConfig, open_scene, read_tiles
 from pipeline.report import RunRecord
-from pipeline.run import run_job
+from pipeline.run_progress import run_job
 from pipeline.tiling import TilingConfig, check_scene_size
 from pipeline.types import SceneInfo, TileDetections, TileSpec
 

@@ -75,6 +75,10 @@ class SceneReport:
     model_gsd_m: float | None = None  # the GSD it was read at; None: native resolution
     read_factor: float = 1.0  # native px per model px (4.0: a 0.075 m scene read at 0.3 m)
     num_px_inferred: int = 0  # pixels of the tiles the model ran on (model px)
+    item_id: str | None = None  # the STAC item the scene came from (pipeline.stac_source)
+    collection: str | None = None
+    item_href: str | None = None
+    num_tiles_outside_aoi: int = 0  # tiles --aoi left out (not read, not inferred)
 
     def __post_init__(self) -> None:
         self.status = SceneStatus(self.status).value  # refuse a status that is not one
@@ -100,11 +104,13 @@ class _Totals:
     num_tiles: int = 0
     num_detections: int = 0
     scene_retries: int = 0
+    num_tiles_outside_aoi: int = 0
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, line: SceneReport) -> None:
         self.counts[line.status] += 1
         self.scene_retries += line.retries
+        self.num_tiles_outside_aoi += line.num_tiles_outside_aoi
         if line.status != SceneStatus.DONE.value:
             return
         self.num_tiles += line.num_tiles
@@ -154,6 +160,8 @@ class RunRecord:
     _buffered_since: float = 0.0
     _summary_at: float = 0.0
     _num_lines: int = 0
+    # pipeline.stac_source.SceneTags: the item of each listed scene, popped as it is recorded
+    tags: Any = None
 
     def mark(self, name: str) -> None:
         """Note when a phase of the run was first reached (``scenes_opened``, ``first_tiles``, ...), once."""
@@ -161,6 +169,9 @@ class RunRecord:
 
     def add(self, line: SceneReport) -> None:
         """Record a scene's line, once: it is counted now and written with the next segment."""
+        ref = self.tags.pop(line.uri) if self.tags is not None else None
+        if ref is not None:
+            line.item_id, line.collection, line.item_href = ref.item_id, ref.collection, ref.href
         self._totals.add(line)
         if not self._buffer:
             self._buffered_since = time.time()
@@ -244,6 +255,7 @@ class RunRecord:
             "counts": self.counts(),
             "num_tiles": tiles,
             "num_detections": self._totals.num_detections,
+            "num_tiles_saved_by_aoi": self._totals.num_tiles_outside_aoi,
             "tiles_per_s": round(tiles / elapsed, 3) if elapsed > 0 else None,
             "retries": self.retries(),
             "nodes": nodes,

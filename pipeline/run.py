@@ -32,26 +32,28 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
 
+from pipeline.aoi import outside_reason
 from pipeline.claims import ClaimKeeper, try_claim
 from pipeline.dataset import check_to_crs, fix_output_crs
 from pipeline.errors import PipelineError, first_line
 from pipeline.executor import Executor, Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, write_prepared
 from pipeline.job import DetectJob, check_bands, min_scores
-from pipeline.mosaic import Footprints, owned_px, owned_tiles
+from pipeline.mosaic import Footprints
 from pipeline.mosaic_index import footprint_pass
 from pipeline.output import check_reachable, scene_output_name
 from pipeline.reading import scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
 from pipeline.resolution import ReadScale, detections_to_native, plan_read, resolution_fields
-from pipeline.sources import iter_listing
+from pipeline.scene_plan import ScenePlan, plan_scene
+from pipeline.stac_out import writer_for
+from pipeline.stac_source import SceneTags, scene_listing
 from pipeline.storage import OutputStore, open_store
-from pipeline.tiling import check_scene_size, group_tile_rows, tile_scene
-from pipeline.types import SceneInfo, TileDetections, TileSpec
+from pipeline.tiling import check_scene_size
+from pipeline.types import SceneInfo, TileDetections
 
 Log = Callable[[str], None]
 
@@ -61,8 +63,7 @@ class _Scene:
     """A scene in the window: its plan, what was submitted and what came back."""
 
     info: SceneInfo
-    plan: Sequence[TileSpec]
-    groups: Iterator[list[TileSpec]]
+    planned: ScenePlan  # its tiles, lazy groups, what --aoi and the mosaic left out
     submitted: int = 0
     seen: int = 0
     nodata: int = 0
@@ -74,8 +75,6 @@ class _Scene:
     tiles_by_node: dict[str, int] = field(default_factory=dict)
     actor_ids: set[str] = field(default_factory=set)
     read: ReadScale | None = None  # read at the model's GSD (None: native pixels)
-    owned_px: Any = None  # the part of the scene it owns in the mosaic (shapely, scene px); None: all
-    not_owned: list[int] = field(default_factory=lambda: [0])  # tiles left to the scenes that own them
 
     @property
     def all_back(self) -> bool:
@@ -102,6 +101,8 @@ def new_record(job: DetectJob, store: OutputStore | None) -> RunRecord:
             "window_scenes": job.window_scenes,
             "cross_scene_merge": job.cross_scene_merge,
             "model_actors": [],
+            "stac": asdict(job.stac) if job.stac is not None else None,
+            "aoi": job.aoi.source if job.aoi is not None else None,
         },
     )
 
@@ -133,12 +134,17 @@ class DetectRun:
         self.stall_warning_s = stall_warning_s
         self.store = open_store(job.out_dir)
         check_to_crs(self.store, job.to_crs)  # before any claim: a resume never changes the output's CRS
-        listing = iter_listing(job.source, extensions=scene_extensions(job.read.drivers))
+        self.tags = SceneTags()  # STAC items' ids and collections, by scene URI, until recorded
+        listing = scene_listing(
+            job.source, job.stac, scene_extensions(job.read.drivers), self.tags, job.read.bands
+        )
         # the first entry now: a source that does not exist or holds no file is the caller's error
         # (SourceError, one line), raised before anything is claimed or written
         self.listing = itertools.chain([next(listing)], listing)
         self.listing_done = False
         self.record = new_record(job, self.store)
+        self.record.tags = self.tags
+        self.stac_out = writer_for(job, self.record.run_id)  # OUT/_stac/: collection.json, an item per scene
         self.claims = ClaimKeeper(self.store, self.record.run_id)
         self.window: dict[str, _Scene] = {}
         self.settings: FinishSettings | None = None
@@ -187,7 +193,10 @@ class DetectRun:
 
     def _record_footprints(self) -> None:
         """Every listed scene's footprint, recorded in the output before the first tile (``pipeline.mosaic``)."""
-        listing = iter_listing(self.job.source, extensions=scene_extensions(self.job.read.drivers))
+        job = self.job  # a listing of its own (a STAC search runs again; its tags are not kept)
+        listing = scene_listing(
+            job.source, job.stac, scene_extensions(job.read.drivers), SceneTags(), job.read.bands
+        )
         self.footprints = footprint_pass(self.store, listing, self.executor.open_headers)
         self.record.mark("footprints_recorded")
 
@@ -195,6 +204,7 @@ class DetectRun:
         try:
             self.executor.close()
         finally:
+            self.stac_out.close_and_say(self.record.started_at, self.log)
             self.claims.stop()
             self.record.storage_retries = self.store.retries
             self.record.finish()
@@ -278,6 +288,7 @@ class DetectRun:
                 model_id=self.job.model.info.model_id,
                 run_id=self.record.run_id,
                 replace=self.job.overwrite,
+                aoi=self.job.aoi,
             )
         for uri, header in zip(uris, headers):
             if isinstance(header, str):
@@ -291,25 +302,23 @@ class DetectRun:
             except PipelineError as exc:
                 self._fail_now(uri, str(exc))
                 continue
-            self._plan(uri, header, read)
+            if not self._plan(uri, header, read):
+                continue
         self.opening = []
 
-    def _plan(self, uri: str, header: SceneInfo, read: ReadScale | None) -> None:
-        """The scene's lazy plan, less the tiles whose part of the mosaic another scene owns."""
-        plan = tile_scene(uri, header.width_px, header.height_px, self.job.tiling, read)
-        region = owned_px(self.footprints, header) if self.footprints is not None else None
-        scene = _Scene(header, plan, iter(()), read=read, owned_px=region)
-        tiles: Iterator[TileSpec] = iter(plan)
-        if region is not None:
-            core = (
-                self.job.merge.strategy.value == "core"
-            )  # exact: such a tile's boxes all go to other scenes
-            tiles = owned_tiles(plan, region, core, scene.not_owned)
-        scene.groups = group_tile_rows(
-            tiles, self.job.tiling.tile_rows_per_task, self.job.tiling.max_tiles_per_task
-        )
-        self.window[uri] = scene
-        self.tiles_planned += len(plan)
+    def _plan(self, uri: str, header: SceneInfo, read: ReadScale | None) -> bool:
+        """Plan the scene into the window (``pipeline.scene_plan``); False, recorded skipped, when --aoi leaves none."""
+        planned = plan_scene(self.job, header, read, self.footprints)
+        if not planned.tiles:
+            assert self.job.aoi is not None  # a scene always has a tile
+            reason = outside_reason(header, self.job.aoi)
+            self._record(
+                SceneReport(uri, SceneStatus.SKIPPED, error=reason, num_tiles_outside_aoi=planned.outside_aoi)
+            )
+            return False
+        self.window[uri] = _Scene(header, planned, read=read)
+        self.tiles_planned += len(planned.tiles)
+        return True
 
     def _fail_now(self, uri: str, error: str) -> None:
         self.log(f"FAILED {error}")
@@ -322,7 +331,7 @@ class DetectRun:
         """Submit tile groups, oldest scene first, while the executor has room."""
         for uri, scene in list(self.window.items()):
             while not scene.listed_all and self.executor.has_room():
-                group = next(scene.groups, None)
+                group = next(scene.planned.groups, None)
                 if group is None:
                     scene.listed_all = True
                     break
@@ -372,8 +381,8 @@ class DetectRun:
         # by tile index, not arrival: equal scores are broken the same way in every run
         tiles = [detections_to_native(td) for td in sorted(scene.received, key=lambda td: td.tile.index)]
         settings = self.settings
-        if scene.owned_px is not None:
-            settings = replace(settings, keep_region_px=scene.owned_px)
+        if scene.planned.owned_px is not None:
+            settings = replace(settings, keep_region_px=scene.planned.owned_px)
         self.executor.submit_finish(scene.info, tiles, settings)
 
     def _write(self, event: Finished) -> None:
@@ -381,6 +390,9 @@ class DetectRun:
         scene = self.window[event.scene_uri]
         assert self.settings is not None
         outcome = write_prepared(self.store, scene.info, event.prepared, self.settings)
+        if outcome.status == SceneStatus.DONE.value:  # its STAC item, before its line drops the item ref
+            ref = self.tags.peek(event.scene_uri)
+            self.stac_out.add(scene.info, scene_output_name(event.scene_uri), outcome.num_detections, ref)
         self._record_scene(
             event.scene_uri,
             scene,
@@ -394,14 +406,15 @@ class DetectRun:
         line = SceneReport(
             uri,
             status,
-            num_tiles=len(scene.plan),
+            num_tiles=len(scene.planned.tiles),
             num_tiles_skipped_nodata=scene.nodata,
-            num_tiles_not_owned=scene.not_owned[0],
+            num_tiles_not_owned=scene.planned.not_owned[0],
             seconds=round(time.time() - scene.started, 3),
             tiles_by_node=dict(sorted(scene.tiles_by_node.items())),
             actor_ids=sorted(scene.actor_ids),
             note=scene.info.note,
             **resolution_fields(scene.info, scene.read, scene.received),
+            num_tiles_outside_aoi=scene.planned.outside_aoi,
             **fields,  # type: ignore[arg-type]
         )
         if line.error:
@@ -417,29 +430,3 @@ class DetectRun:
         except Exception as exc:  # the scene is recorded; its claim runs out with its lease
             self.log(f"WARNING {line.uri}: cannot release its claim: {first_line(exc)}")
         self.progress(self.tiles_done, self.tiles_planned, self.record.num_lines)
-
-
-def run_job(
-    job: DetectJob, executor: Executor, *, log: Log = print, progress: bool | None = None
-) -> RunRecord:
-    """Run ``job`` on ``executor`` with a progress bar (``job.progress`` unless ``progress`` says otherwise).
-
-    Returns:
-        The run's record (written to ``OUT/_run.json`` and its scene lines);
-        ``num_failed`` says whether any scene failed.
-    """
-    from tqdm import tqdm
-
-    show = job.progress if progress is None else progress
-    bar = tqdm(total=0, unit="tile", disable=not show, dynamic_ncols=True, smoothing=0.1)
-
-    def update(done: int, planned: int, scenes: int) -> None:
-        bar.total = max(planned, done)
-        bar.n = done
-        bar.set_postfix_str(f"scenes {scenes}", refresh=False)
-        bar.refresh()
-
-    try:
-        return DetectRun(job, executor, log=bar.write if show else log, progress=update).run()
-    finally:
-        bar.close()
