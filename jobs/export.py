@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from jobs.options import UserError
+from jobs.options import UserError, overwrite_option
 
 EPILOG = """\b
 Examples:
@@ -37,7 +37,7 @@ _HINTS = {
     type=click.IntRange(32, 8192),
     help="Input height and width, a multiple of 32 [default: the checkpoint's tile size].",
 )
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@overwrite_option
 def export_command(checkpoint: str, fmt: str, output: str, tile_size_px: int | None, overwrite: bool) -> None:
     """Export CHECKPOINT (a checkpoint or training run directory) to --output."""
     from retinanet.export import FORMATS

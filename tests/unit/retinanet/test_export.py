@@ -94,3 +94,22 @@ def test_export_refuses_in_one_line(checkpoint, tmp_path, args, expected):
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_without_the_export_extra_is_one_line(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)  # `import onnxscript` now fails
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "Error: the ONNX export needs the 'onnxscript' package: pip install 'aerialdet[export]'"
+    )
+
+
+def test_export_refuses_an_existing_file_and_a_missing_checkpoint(checkpoint, tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"keep")
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "exists; pass --overwrite" in result.output
+    assert (tmp_path / "m.onnx").read_bytes() == b"keep"
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "n.onnx")])
+    assert result.exit_code == 2 and "is not a directory" in result.output
+    assert len(result.output.strip().splitlines()) == 1
