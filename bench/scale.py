@@ -56,12 +56,12 @@ def _bucket(root: Path, num: int, size_px: int = 64) -> Path:
     folder = root / f"in-{num}"
     folder.mkdir(parents=True)
     first = folder / "s0000000.tif"
-    pixels = np.zeros((3, 64, 64), np.uint8)
+    pixels = np.zeros((3, size_px, size_px), np.uint8)
     pixels[0, 20:40, 20:40] = 255
     profile = {
         "driver": "GTiff",
-        "width": 64,
-        "height": 64,
+        "width": size_px,
+        "height": size_px,
         "count": 3,
         "dtype": "uint8",
         "crs": "EPSG:32633",

@@ -64,11 +64,13 @@ class CheckpointLoader:
         checkpoint_dir: the checkpoint directory (already resolved).
         info: model id, class names and bands from ``meta.json``.
         note: which checkpoint a run directory resolved to, or None.
+        backend: what runs the network in each actor (``retinanet.backends``).
     """
 
     checkpoint_dir: str
     info: ModelInfo
     note: str | None = None
+    backend: str = "eager"
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> CheckpointLoader:
@@ -95,5 +97,7 @@ class CheckpointLoader:
         return cls(str(ckpt_dir), info, note)
 
     def load(self, device: str) -> RetinaNet:
-        """The checkpoint's RetinaNet on ``device``, in eval mode."""
-        return load_dir(self.checkpoint_dir, device=device).model
+        """The checkpoint's RetinaNet on ``device``, in eval mode, its network on ``backend``."""
+        from retinanet.backends import apply_backend
+
+        return apply_backend(load_dir(self.checkpoint_dir, device=device).model, self.backend)

@@ -9,7 +9,7 @@ _register_optional()
 
 
 @pytest.mark.parametrize(
-    "command", ["detect", "train", "synth", "evaluate", "query", "quicklook", "import", "submit"]
+    "command", ["detect", "train", "synth", "evaluate", "query", "quicklook", "import", "submit", "export"]
 )
 def test_help_exits_zero_with_examples(command):
     result = CliRunner().invoke(cli, [command, "--help"])

@@ -55,3 +55,29 @@ def test_s3_source_in_any_case_is_not_taken_for_a_missing_folder():
     from jobs.detect import _check_source
 
     _check_source("S3://bucket/scenes/")  # no error: listed from S3 later
+
+
+def test_backend_reaches_the_model_actors_loader(tmp_path):
+    # --backend is carried by the loader each actor calls (retinanet.predictor.CheckpointLoader.load)
+    from jobs.detect import _model_loader
+    from retinanet import ModelConfig, build_model
+    from retinanet.checkpoint import save_dir
+
+    config = ModelConfig(backbone="resnet18", class_names=("car",), tile_size_px=64)
+    save_dir(tmp_path / "ckpt", build_model(config), config)
+    assert _model_loader(str(tmp_path / "ckpt"), "compile").backend == "compile"
+    assert _model_loader(str(tmp_path / "ckpt")).backend == "eager"
+
+
+def test_backend_other_than_eager_on_the_standin_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from jobs.cli import _register_optional, cli
+    from pipeline.standin import STANDIN_SOURCE
+
+    _register_optional()
+    (tmp_path / "in").mkdir()
+    args = ["detect", str(tmp_path / "in"), "--model", STANDIN_SOURCE, "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, [*args, "--backend", "compile"])
+    assert result.exit_code == 2 and "has no network to run on 'compile'" in result.output
+    assert CliRunner().invoke(cli, [*args, "--backend", "openvino"]).exit_code == 2
