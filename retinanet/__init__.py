@@ -15,6 +15,8 @@ module              what it holds
                     ``checkpoint_weights``: weight files, shape checks;
                     ``checkpoint_import``: torchvision / DeepForest)
 ``predictor``       the model loader the detect pipeline runs
+                    (``backends``: ``--backend`` eager / torch.compile)
+``export``          checkpoint -> ONNX network; ``decode_detections``
 ``label_formats``   COCO / VOC / DeepForest CSV readers -> ``LabelSet``
 ``geo_labels``      GeoParquet / GeoPackage labels over scenes -> tiles
 ``labeled_tiles``   every format -> one training set (``label_images``:
@@ -23,6 +25,9 @@ module              what it holds
 ``augment``         flips, 90-degree rotations, photometric jitter
 ``evaluate``        COCO mAP, AP50, precision/recall (pycocotools)
 ``synth``           synthetic georeferenced scenes + ground truth
+                    (``synth_mosaic``: overlapping scenes over one ground)
+``class_map``       ``--map`` / ``--single-class``: label names -> classes
+``val_split``       a held-out split that holds every trained class
 ``train_plan``      a training request -> model config, schedule, ``TrainSpec``
 ``train_spec``      ``TrainSpec``: what one training run is, JSON-able
 ``train_loop``      ``train_one_epoch`` / ``evaluate_model``: plain torch
