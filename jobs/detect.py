@@ -170,19 +170,20 @@ def detect_command(source: str | None, model: str, out_dir: str, **opts: Any) ->
     if source is not None:
         _check_source(source)
     loader = _model_loader(model, opts["backend"])
-    job = _build_job(listed_source(source, stac), out_dir, loader, opts, stac, aoi)
+    notes: list[str] = [loader.note] if getattr(loader, "note", None) else []  # e.g. "using RUN/best"
+    job = _build_job(listed_source(source, stac), out_dir, loader, opts, stac, aoi, notes)
     _check_writable(out_dir)
-    if getattr(loader, "note", None):
-        click.echo(loader.note, err=True)
-    if job.resolution.note:
-        click.echo(job.resolution.note, err=True)  # once: a model without gsd_m runs at native resolution
+    if job.resolution.note and model != "standin:blobs":  # the stand-in has no GSD to speak of
+        notes.append(job.resolution.note)  # once: a model without gsd_m runs at native resolution
     warning = overlap_warning(loader.info.min_overlap_px, opts["overlap_px"])
     if warning:
-        click.echo(warning, err=True)
+        notes.append(warning)
     log_dir = _log_dir(out_dir)
     with ray_session(opts["address"], log_dir, verbose=opts["verbose"]):
         try:
             _check_nodes(source, loader, opts)
+            for note in notes:  # once the cluster is reached: a usage or address error stays one line
+                click.echo(note, err=True)
             report = run_detect(job, log=lambda m: click.echo(m, err=True))
         except PipelineError as exc:
             raise UserError(str(exc)) from None
@@ -251,7 +252,7 @@ def _model_loader(model: str, backend: str = Backend.EAGER.value) -> Any:
         raise click.BadParameter(str(exc), param_hint="--model") from None
 
 
-def _model_input(loader: Any) -> Any:
+def _model_input(loader: Any, notes: list[str]) -> Any:
     """The pixel kind a checkpoint was trained on (``meta.json`` ``input``); None for the stand-in or unknown."""
     if not getattr(loader, "checkpoint_dir", None):
         return None
@@ -265,7 +266,7 @@ def _model_input(loader: Any) -> Any:
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
     if note:
-        click.echo(note, err=True)  # once per run: assumed uint8, or scenes unchecked
+        notes.append(note)  # once per run: assumed uint8, or scenes unchecked
     return kind
 
 
@@ -291,7 +292,13 @@ def overlap_warning(min_overlap_px: int | None, overlap_px: int) -> str | None:
 
 
 def _build_job(
-    source: str, out_dir: str, loader: Any, opts: dict[str, Any], stac: Any = None, aoi: Any = None
+    source: str,
+    out_dir: str,
+    loader: Any,
+    opts: dict[str, Any],
+    stac: Any = None,
+    aoi: Any = None,
+    notes: list[str] | None = None,
 ) -> Any:
     from pipeline.job import DetectConfig, DetectJob
     from pipeline.merging import MergeConfig
@@ -326,7 +333,7 @@ def _build_job(
             bands=opts["bands"] or loader.info.bands,
             drivers=opts["drivers"],
             assume_crs=opts["assume_crs"],
-            model_input=_model_input(loader),
+            model_input=_model_input(loader, notes if notes is not None else []),
             rescale=opts["rescale"],
         ),
         merge=MergeConfig(strategy=opts["merge_strategy"], class_agnostic=opts["class_agnostic"]),

@@ -281,7 +281,7 @@ def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpu
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         # No dashboard either: nobody browses a cluster that lives for one command,
         # and its processes took CPU from the model on a small machine (bench/RESULTS.md).
-        ray.init(
+        _start_private(
             address="local",
             num_cpus=num_cpus,
             _temp_dir=str(temp_dir),
@@ -289,6 +289,31 @@ def _init_ray(address: str | None, temp_dir: Path | None, verbose: bool, num_cpu
             include_dashboard=False,
             **common,
         )
+
+
+def _start_private(**init_kwargs: Any) -> None:
+    """``ray.init`` of a private cluster, tried twice: Ray gives its raylet a fixed 30 s to register.
+
+    On a loaded machine that is too short now and then ("The current node timed
+    out during startup"); a second try usually starts.  A second failure is one
+    line, never Ray's traceback.
+    """
+    import ray
+
+    from jobs.options import UserError
+    from pipeline.errors import first_line
+
+    for attempt in (1, 2):
+        try:
+            ray.init(**init_kwargs)
+            return
+        except Exception as exc:  # Ray raises a bare Exception here
+            ray.shutdown()
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise UserError(
+                    f"the private Ray cluster did not start ({first_line(exc)}); the machine "
+                    "may be overloaded: retry, or pass --verbose to see Ray's logs"
+                ) from None
 
 
 @contextlib.contextmanager
