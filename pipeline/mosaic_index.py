@@ -118,7 +118,7 @@ def footprint_pass(
     listing: Iterable[tuple[str, str | None]],
     open_headers: Callable[[list[str]], list[SceneInfo | str]],
     *,
-    batch: int = 64,
+    batch: int = 256,
 ) -> Footprints:
     """The output's footprints, with every listed scene they lack opened and recorded as a new generation.
 

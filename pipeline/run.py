@@ -45,7 +45,7 @@ from pipeline.job import DetectJob, check_bands, min_scores
 from pipeline.mosaic import Footprints
 from pipeline.mosaic_index import footprint_pass
 from pipeline.output import check_reachable, scene_output_name
-from pipeline.reading import scene_extensions
+from pipeline.reading import open_scene, scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
 from pipeline.resolution import ReadScale, detections_to_native, plan_read, resolution_fields
 from pipeline.scene_plan import ScenePlan, plan_scene
@@ -197,8 +197,20 @@ class DetectRun:
         listing = scene_listing(
             job.source, job.stac, scene_extensions(job.read.drivers), SceneTags(), job.read.bands
         )
-        self.footprints = footprint_pass(self.store, listing, self.executor.open_headers)
+        self.footprints = footprint_pass(self.store, listing, self._footprint_headers)
         self.record.mark("footprints_recorded")
+
+    def _footprint_headers(self, uris: list[str]) -> list[SceneInfo | str]:
+        """Headers for the footprint pass: local files here (a header is milliseconds), the rest on the executor."""
+        remote = [u for u in uris if "://" in u or u.startswith("/vsi")]
+        opened = dict(zip(remote, self.executor.open_headers(remote))) if remote else {}
+        for uri in uris:
+            if uri not in opened:
+                try:
+                    opened[uri] = open_scene(uri, self.job.read)
+                except Exception as exc:  # the run fails the scene on its own, with its reason
+                    opened[uri] = first_line(exc)
+        return [opened[u] for u in uris]
 
     def _close(self) -> None:
         try:
