@@ -18,8 +18,9 @@ a car of 30 x 12 px at 0.15 m becomes 12 x 4.8 px.
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -41,6 +42,7 @@ class GsdOptions(Protocol):
     native_resolution: bool
     label_gsd_m: float | None
     init_ckpt: str | None
+    tile_size_px: int
 
 
 @dataclass(frozen=True)
@@ -200,21 +202,29 @@ def training_gsd(
 
 
 def at_training_gsd(
-    data: TrainData, opts: GsdOptions, resumed: TrainSpec | None
+    read: Callable[..., TrainData], opts: GsdOptions, resumed: TrainSpec | None
 ) -> tuple[TrainData, float | None, list[str]]:
-    """``data`` (train and val) at the run's training GSD: (data, the GSD or None, the lines to say).
+    """The run's labeled images (train and val) at its training GSD: (data, the GSD or None, the lines to say).
+
+    GeoParquet/GeoPackage scenes are cut into windows of ``--tile-size-px``
+    native px; when a scene is finer than the training GSD its windows would
+    shrink below a tile, so the labels are read again with windows that
+    many times larger (a 0.15 m scene for 0.3 m: 2 x the tile), every window
+    then at least a tile at the training GSD.
 
     Args:
-        data: the labeled images, read and split.
+        read: ``read_train_data`` with the labels, split seed and class map
+            bound; called with ``tile_size_px``.
         opts: the request (``TrainOptions``): ``--gsd-m``, ``--native-resolution``,
-            ``--label-gsd-m``, ``--init``.
+            ``--label-gsd-m``, ``--init``, ``--tile-size-px``.
         resumed: the resumed run's spec: it keeps its GSD and ``label_gsd_m``.
 
     Raises:
-        LabelError: an image's header cannot be read (one line naming it).
+        LabelError: a label file or an image's header cannot be read (one line naming it).
     """
     from retinanet.labeled_tiles import TrainData
 
+    data = read(tile_size_px=opts.tile_size_px)
     label_gsd_m = opts.label_gsd_m if resumed is None else resumed.label_gsd_m
     choice, sides, lines = training_gsd(
         data.train + data.val,
@@ -225,6 +235,19 @@ def at_training_gsd(
         resuming=resumed is not None,
         resumed_gsd_m=None if resumed is None else resumed.model.gsd_m,
     )
+    finer = _window_finer(data.train + data.val, sides, choice.gsd_m)
+    if finer > 1.0:
+        data = read(tile_size_px=math.ceil(opts.tile_size_px * finer))
     train = at_gsd(data.train, choice, sides, label_gsd_m)
     val = at_gsd(data.val, choice, sides, label_gsd_m)
     return TrainData(train, val, data.class_names, data.issues), choice.gsd_m, lines
+
+
+def _window_finer(
+    images: Sequence[LabeledImage], sides: dict[str, tuple[float, float] | None], gsd_m: float | None
+) -> float:
+    """How many times finer than ``gsd_m`` the finest scene cut into windows is (1.0: none finer)."""
+    if gsd_m is None:
+        return 1.0
+    paths = {im.path for im in images if im.window is not None and sides.get(im.path) is not None}
+    return max([1.0] + [gsd_m / min(sides[p]) for p in paths])  # type: ignore[index]

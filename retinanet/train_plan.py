@@ -28,6 +28,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,10 +204,8 @@ def _read_data(opts: TrainOptions, resumed: TrainSpec | None) -> tuple[TrainData
     except ValueError as exc:
         raise TrainPlanError(str(exc), option="--single-class" if single else "--map") from None
     try:
-        data = read_train_data(
-            opts.labels, opts.val_labels, tile_size_px=opts.tile_size_px, seed=opts.seed, class_map=class_map
-        )
-        return at_training_gsd(data, opts, resumed)
+        read = partial(read_train_data, opts.labels, opts.val_labels, seed=opts.seed, class_map=class_map)
+        return at_training_gsd(read, opts, resumed)
     except LabelError as exc:
         raise TrainPlanError(str(exc)) from None
 
