@@ -132,3 +132,27 @@ def test_labels_at_two_gsds_train_on_tiles_at_one(tmp_path, mixed):
     fit(spec, plan.data, Quiet())
     ckpt, _ = resolve_checkpoint(tmp_path / "run")
     assert read_config(ckpt).gsd_m == pytest.approx(0.375)  # detect --model RUN reads at it, no option
+
+
+def test_plain_images_take_label_gsd_m_or_are_used_as_they_are(tmp_path):
+    from PIL import Image
+
+    from retinanet.label_images import read_pixels
+    from retinanet.train_gsd import GsdChoice, at_gsd, gsd_lines
+
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    pixels[8:24, 16:48] = 255
+    Image.fromarray(pixels).save(tmp_path / "chip.png")
+    item = LabeledImage(
+        str(tmp_path / "chip.png"), None, np.array([[16, 8, 48, 24]], np.float32), np.zeros(1, np.int64), "c"
+    )
+    sides = {item.path: None}
+    assert at_gsd([item], GsdChoice(0.3, "--gsd-m"), sides, None) == [item]
+    assert "--label-gsd-m" in gsd_lines(GsdChoice(0.3, "--gsd-m"), sides, None)[1]
+    (half,) = at_gsd([item], GsdChoice(0.3, "--gsd-m"), sides, 0.15)
+    assert half.size_hw == (32, 32)
+    np.testing.assert_array_equal(half.boxes_xyxy_px, [[8, 4, 24, 12]])
+    read = read_pixels(half, (1, 2, 3))
+    assert read.pixels.shape == (3, 32, 32) and read.valid.all()
+    rows, cols = np.nonzero(read.pixels[0] == 255)
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (4, 12, 8, 24)
