@@ -330,6 +330,10 @@ def train_command(**options: Any) -> None:
         raise click.UsageError(
             "--init gives the whole network's weights, --backbone-weights the backbone's: pass one"
         )
+    if opts.native_resolution and opts.gsd_m:
+        raise click.UsageError(
+            "--native-resolution trains at each image's own pixels, --gsd-m at one GSD: pass one"
+        )
     if opts.resume and opts.overwrite:
         raise click.UsageError(
             "--resume continues the run in --out, --overwrite deletes it: pass one of them"

@@ -156,3 +156,11 @@ def test_plain_images_take_label_gsd_m_or_are_used_as_they_are(tmp_path):
     assert read.pixels.shape == (3, 32, 32) and read.valid.all()
     rows, cols = np.nonzero(read.pixels[0] == 255)
     assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (4, 12, 8, 24)
+
+
+def test_native_resolution_and_gsd_m_together_are_a_one_line_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    args = [str(tmp_path), "--out", str(tmp_path / "run"), "--gsd-m", "0.3", "--native-resolution"]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2 and "pass one" in result.output and "Traceback" not in result.output
