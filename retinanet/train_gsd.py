@@ -171,9 +171,13 @@ def at_gsd(
 def gsd_lines(
     choice: GsdChoice, sides: dict[str, tuple[float, float] | None], label_gsd_m: float | None
 ) -> list[str]:
-    """What to say about the training GSD (once), plain images without ``--label-gsd-m`` included."""
+    """What to say about the training GSD (once), plain images without ``--label-gsd-m`` included.
+
+    Nothing at native resolution (``--native-resolution``, or no georeferenced
+    image): the run is as it was before runs had a training GSD.
+    """
     if choice.gsd_m is None:
-        return ["training at each image's own pixels (--native-resolution, or no georeferenced image)"]
+        return []
     known = sorted({round(float(np.sqrt(s[0] * s[1])), 6) for s in sides.values() if s is not None})
     lines = [f"training at {choice.gsd_m:g} m/px ({choice.source}; labeled scenes at {known} m)"]
     plain = [p for p, s in sides.items() if s is None]

@@ -419,15 +419,15 @@ def plan_training(opts: TrainOptions, say: Callable[[str], None] = _quiet) -> Tr
     if resumed is not None and not (opts.class_map or opts.single_class):  # the map it was started with
         opts = dataclasses.replace(opts, class_map=resumed.class_map, single_class=resumed.single_class)
     previous = None if resumed is None else resumed.model
-    data, gsd_m, lines = _read_data(opts, resumed)
+    data, gsd_m, said = _read_data(opts, resumed)
     model_cfg, data, init = model_config(opts, data, previous, say)
     if opts.backbone_weights and previous is None:
         _check_backbone_weights(opts.backbone_weights, model_cfg)
     tiles = epoch_tiles(data, model_cfg.tile_size_px, _min_tiles(opts))
     spec = _spec(opts, model_cfg.replace(gsd_m=gsd_m), init, tiles[1], data)
     resuming = previous is not None
-    lines += describe(spec, data, tiles, resuming=resuming, min_steps=MIN_STEPS, min_objects=MIN_OBJECTS)
-    lines += unvalidated_warning(data.train, data.val, data.class_names)
+    lines = describe(spec, data, tiles, resuming=resuming, min_steps=MIN_STEPS, min_objects=MIN_OBJECTS)
+    lines += unvalidated_warning(data.train, data.val, data.class_names) + said
     return TrainPlan(opts.out, spec, data, init, opts.init_ckpt, lines, opts.overwrite)
 
 

@@ -60,6 +60,7 @@ def test_the_plan_trains_at_the_median_gsd_of_the_scenes_or_the_option(tmp_path,
     assert max(sizes[0.5]) == (64, 64) and max(sizes[2.0]) == (256, 256)
     native = plan_training(_opts(tmp_path, mixed, "--steps", "2", "--native-resolution"))
     assert native.spec.model.gsd_m is None
+    assert native.lines[0].startswith("training on") and not any("m/px" in line for line in native.lines)
     assert {type(im) for im in native.data.train} == {LabeledImage}
     assert max(im.size_hw for im in native.data.train + native.data.val) == (64, 64)
 
