@@ -294,6 +294,11 @@ def _print_table(result: dict[str, Any], class_names: list[str]) -> None:
     "--pr-curve", default=None, type=click.Path(dir_okay=False), help="Write a precision/recall PNG."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--by-gsd",
+    is_flag=True,
+    help="Also score each group of scenes of one GSD (from each scene's header) on its own: AP50 per GSD.",
+)
 @class_map_option(
     "Rename ground-truth classes first, e.g. Alive=Tree,Dead=Tree to score ground truth labelled "
     "Alive/Dead against a Tree model (each name must occur in GROUND_TRUTH)."
@@ -307,6 +312,7 @@ def evaluate_command(
     pr_curve: str | None,
     as_json: bool,
     class_map: tuple[tuple[str, str], ...] = (),
+    by_gsd: bool = False,
 ) -> None:
     """COCO mAP, AP50, precision and recall of DETECTIONS against GROUND_TRUTH, per class and overall.
 
@@ -327,10 +333,13 @@ def evaluate_command(
     if _is_pixel_labels(ground_truth):
         gts, dts, class_names, info = _pixel_image_boxes(dt, ground_truth, class_map)
         unmatched, num_scenes = info.pop("unmatched"), info.pop("num_scenes")
+        scenes = None
     else:
         gts, dts, class_names, unmatched, info = _vector_image_boxes(dt, detections, ground_truth, class_map)
-        num_scenes = len(gts)
+        num_scenes, scenes = len(gts), info.pop("scenes")
     metrics = evaluate_detections(gts, dts, class_names, iou=iou, score_threshold=score)
+    if by_gsd:  # retinanet.evaluate_gsd: the scenes' GSDs from their headers
+        metrics["by_gsd"] = _by_gsd(gts, dts, scenes, class_names, iou, score, ground_truth)
     result = {
         "iou": iou,
         "score_threshold": score,
@@ -345,6 +354,10 @@ def evaluate_command(
         click.echo(json.dumps(result, indent=2))
     else:
         _print_table(result, class_names)
+        if by_gsd:
+            from retinanet.evaluate_gsd import gsd_table
+
+            click.echo("\n".join(gsd_table(result["by_gsd"])))
     _warn(info, unmatched)
 
 
@@ -370,4 +383,24 @@ def _vector_image_boxes(
     class_names = sorted(set(gt["label"]) | set(dt["label"]))
     unmatched = sorted(set(dt["key"]) - set(scenes))
     gts, dts = image_boxes(dt, gt, scenes, class_names)
-    return gts, dts, class_names, unmatched, info
+    return gts, dts, class_names, unmatched, {**info, "scenes": scenes}
+
+
+def _by_gsd(
+    gts: list[Any],
+    dts: list[Any],
+    scenes: list[str] | None,
+    names: list[str],
+    iou: float,
+    score: Any,
+    gt_path: str,
+) -> dict[str, Any]:
+    """``--by-gsd``: the overall figures per GSD group of the scored scenes (vector ground truth only)."""
+    from retinanet.evaluate_gsd import ap_by_gsd
+
+    if scenes is None:
+        raise click.BadParameter(
+            f"{gt_path}: pixel-space labels are scored per image, not per scene GSD; use vector ground truth",
+            param_hint="--by-gsd",
+        )
+    return ap_by_gsd(gts, dts, scenes, names, iou=iou, score_threshold=score)

@@ -28,6 +28,7 @@ from jobs.options import (
     bands_option,
     class_map_option,
     finite_float_range,
+    gsd_option,
     out_option,
     overwrite_option,
     precision_option,
@@ -222,8 +223,26 @@ def _fit(spec: TrainSpec, data: TrainData, *, progress: bool) -> None:
     metavar="NAME",
     help="Train one class NAME: every label, whatever its class, becomes NAME.",
 )
+@gsd_option(
+    "Train at this many metres per pixel: labeled scenes are read resampled to it [default: the --init "
+    "checkpoint's gsd_m, else the median GSD of the labeled georeferenced scenes]."
+)
+@click.option(
+    "--native-resolution",
+    is_flag=True,
+    help="Train on every image pixel for pixel, whatever its GSD (the behaviour before training at one GSD).",
+)
+@click.option(
+    "--label-gsd-m",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Metres per pixel of plain images (COCO/VOC/CSV without georeferencing), to resample them too "
+    "[default: used as they are].",
+)
 @tile_size_option(
-    256, "Training tile edge: images of every label format are cut into random tiles of this size."
+    256,
+    "Training tile edge, in model pixels (at --gsd-m): images of every label format are cut into random "
+    "tiles of this size.",
 )
 @click.option(
     "--batch-size",
@@ -310,6 +329,10 @@ def train_command(**options: Any) -> None:
     if opts.init_ckpt and opts.backbone_weights:
         raise click.UsageError(
             "--init gives the whole network's weights, --backbone-weights the backbone's: pass one"
+        )
+    if opts.native_resolution and opts.gsd_m:
+        raise click.UsageError(
+            "--native-resolution trains at each image's own pixels, --gsd-m at one GSD: pass one"
         )
     if opts.resume and opts.overwrite:
         raise click.UsageError(

@@ -351,8 +351,11 @@ def _read(
     """``bands`` of ``window`` (at ``out_shape_hw``) with the no-value rule applied."""
     if max(bands) > src.count:
         raise InvalidSceneError(f"{uri}: has {src.count} band(s), but bands {list(bands)} were asked for")
-    where = f"window {tuple(map(int, window.flatten()))} (col, row, width, height)" if window else "pixels"
+    native = window.window() if hasattr(window, "out_shape_hw") else window  # a ResampledTile-like crop
+    where = f"window {tuple(map(int, native.flatten()))} (col, row, width, height)" if native else "pixels"
     try:
+        if native is not window:  # read at the crop's shape (pipeline.resampled_read)
+            return WindowRead(*read_resampled(src, window, bands, _valid_pixels))
         shape = None if out_shape_hw is None else (len(bands), *out_shape_hw)
         data = src.read(list(bands), window=window, out_shape=shape)
         valid = _valid_pixels(src, data, window, out_shape_hw)
@@ -371,7 +374,8 @@ def read_window(
     Args:
         uri: local path or ``s3://bucket/key``.
         window: (col_off, row_off, width, height) px inside the raster, or
-            None for all of it.
+            None for all of it; or a ``ResampledTile``-like crop (``window()``,
+            ``out_shape_hw``, ``resampling``), read at its shape as detect reads at the model's GSD.
         config: bands (1-based, in model order) and the drivers allowed.
 
     Returns:
@@ -383,7 +387,7 @@ def read_window(
             VRT), or has fewer bands.
         TileReadError: the pixels cannot be read.
     """
-    win = window if window is None or isinstance(window, Window) else Window(*window)
+    win = window if window is None or not isinstance(window, tuple) else Window(*window)
     with _opened(uri, config, _file_hint(config)) as src:
         return _read(src, uri, config.bands, win)
 

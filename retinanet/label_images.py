@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from retinanet.errors import LabelError
+from retinanet.gsd_images import ResampledImage, native_crop
 from retinanet.label_formats import TIFF_EXTENSIONS, LabeledImage, _image_size, image_read_config
 
 if TYPE_CHECKING:
@@ -92,6 +93,43 @@ def _decoded(path: Path) -> WindowRead:
     return _DECODED[key]
 
 
+def _read_resampled(
+    item: ResampledImage, bands: Sequence[int], crop: tuple[int, int, int, int] | None
+) -> WindowRead:
+    """A crop (model px) of an image at the training GSD: its native window read at the crop's shape.
+
+    GeoTIFFs are read by GDAL as detect reads at the model's GSD; a decoded
+    PNG/JPEG (``--label-gsd-m``) is resized in memory (area down, bilinear
+    up; the valid mask by nearest).
+    """
+    from pipeline.reading import WindowRead, read_window
+
+    where = native_crop(item, crop)
+    path = Path(item.path)
+    if path.suffix.lower() in TIFF_EXTENSIONS:
+        with _as_label_error():
+            return read_window(item.path, where, image_read_config(path, bands))
+    import torch
+
+    win = where.native.round_offsets().round_lengths()
+    whole = read_pixels(LabeledImage(item.path, None, item.boxes_xyxy_px, item.labels, item.group), bands)
+    r0, c0 = int(win.row_off), int(win.col_off)
+    pixels = whole.pixels[:, r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
+    valid = whole.valid[r0 : r0 + int(win.height), c0 : c0 + int(win.width)]
+    mode = "area" if where.resampling.name == "average" else "bilinear"
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(pixels.astype(np.float32))[None], size=where.out_shape_hw, mode=mode
+    )[0].numpy()
+    mask = (
+        torch.nn.functional.interpolate(
+            torch.from_numpy(valid[None, None].astype(np.float32)), size=where.out_shape_hw, mode="nearest"
+        )[0, 0].numpy()
+        > 0.5
+    )
+    resized[:, ~mask] = 0
+    return WindowRead(resized.astype(pixels.dtype), mask)
+
+
 def read_pixels(
     item: LabeledImage, bands: Sequence[int], crop: tuple[int, int, int, int] | None = None
 ) -> WindowRead:
@@ -110,6 +148,8 @@ def read_pixels(
     """
     from pipeline.reading import WindowRead, read_window
 
+    if isinstance(item, ResampledImage):
+        return _read_resampled(item, bands, crop)
     col, row = (item.window[0], item.window[1]) if item.window else (0, 0)
     if crop is not None:
         window: tuple[int, int, int, int] | None = (col + crop[0], row + crop[1], crop[2], crop[3])

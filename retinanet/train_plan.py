@@ -28,6 +28,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,9 @@ class TrainOptions:
     seed: int
     class_map: tuple[tuple[str, str], ...] = ()
     single_class: str | None = None
+    gsd_m: float | None = None  # retinanet.train_gsd: the GSD to train at, and plain images' GSD
+    native_resolution: bool = False
+    label_gsd_m: float | None = None
 
     @property
     def out(self) -> Path:
@@ -186,11 +190,12 @@ def keep_weight_average(opts: TrainOptions, resumed: TrainSpec | None) -> TrainO
     return opts
 
 
-def _read_data(opts: TrainOptions, resumed: TrainSpec | None) -> TrainData:
-    """The run's labels, read once through its class map, with label-file problems as one-line errors."""
+def _read_data(opts: TrainOptions, resumed: TrainSpec | None) -> tuple[TrainData, float | None, list[str]]:
+    """The run's labels read through its class map, at its GSD (``train_gsd``: data, GSD, lines); one-line errors."""
     from retinanet.class_map import ClassMap
     from retinanet.errors import LabelError
     from retinanet.labeled_tiles import read_train_data
+    from retinanet.train_gsd import at_training_gsd
 
     classes = opts.classes if resumed is None else resumed.model.class_names
     rename, single = opts.class_map, opts.single_class
@@ -199,9 +204,8 @@ def _read_data(opts: TrainOptions, resumed: TrainSpec | None) -> TrainData:
     except ValueError as exc:
         raise TrainPlanError(str(exc), option="--single-class" if single else "--map") from None
     try:
-        return read_train_data(
-            opts.labels, opts.val_labels, tile_size_px=opts.tile_size_px, seed=opts.seed, class_map=class_map
-        )
+        read = partial(read_train_data, opts.labels, opts.val_labels, seed=opts.seed, class_map=class_map)
+        return at_training_gsd(read, opts, resumed)
     except LabelError as exc:
         raise TrainPlanError(str(exc)) from None
 
@@ -389,6 +393,7 @@ def _spec(
         input_kind=recorded_input(data, model_cfg),
         class_map=opts.class_map,
         single_class=opts.single_class,
+        label_gsd_m=opts.label_gsd_m,
     )
 
 
@@ -414,15 +419,15 @@ def plan_training(opts: TrainOptions, say: Callable[[str], None] = _quiet) -> Tr
     if resumed is not None and not (opts.class_map or opts.single_class):  # the map it was started with
         opts = dataclasses.replace(opts, class_map=resumed.class_map, single_class=resumed.single_class)
     previous = None if resumed is None else resumed.model
-    data = _read_data(opts, resumed)
+    data, gsd_m, said = _read_data(opts, resumed)
     model_cfg, data, init = model_config(opts, data, previous, say)
     if opts.backbone_weights and previous is None:
         _check_backbone_weights(opts.backbone_weights, model_cfg)
     tiles = epoch_tiles(data, model_cfg.tile_size_px, _min_tiles(opts))
-    spec = _spec(opts, model_cfg, init, tiles[1], data)
+    spec = _spec(opts, model_cfg.replace(gsd_m=gsd_m), init, tiles[1], data)
     resuming = previous is not None
     lines = describe(spec, data, tiles, resuming=resuming, min_steps=MIN_STEPS, min_objects=MIN_OBJECTS)
-    lines += unvalidated_warning(data.train, data.val, data.class_names)
+    lines += unvalidated_warning(data.train, data.val, data.class_names) + said
     return TrainPlan(opts.out, spec, data, init, opts.init_ckpt, lines, opts.overwrite)
 
 

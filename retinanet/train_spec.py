@@ -42,6 +42,8 @@ class TrainSpec:
         class_map: ``--map`` (label name, class) pairs the labels were read with
             (``retinanet.class_map``); a resumed run reads its labels with them.
         single_class: ``--single-class``: every label was read as this class.
+        label_gsd_m: ``--label-gsd-m``: metres per pixel of plain (not
+            georeferenced) images; a resumed run resamples them alike.
     """
 
     labels: tuple[str, ...]
@@ -59,6 +61,7 @@ class TrainSpec:
     input_kind: dict[str, Any] = field(default_factory=dict)
     class_map: tuple[tuple[str, str], ...] = ()
     single_class: str | None = None
+    label_gsd_m: float | None = None
 
 
 def spec_to_json(spec: TrainSpec) -> dict[str, Any]:
@@ -86,4 +89,5 @@ def spec_from_json(data: dict[str, Any]) -> TrainSpec:
         input_kind=data.get("input_kind") or {},
         class_map=tuple((str(s), str(t)) for s, t in data.get("class_map", ())),
         single_class=data.get("single_class"),
+        label_gsd_m=data.get("label_gsd_m"),
     )

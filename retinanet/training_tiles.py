@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from retinanet.augment import OverheadAugment, choose_crop, crop_boxes, resize
+from retinanet.gsd_images import sub_image
 from retinanet.label_formats import LabeledImage
 from retinanet.label_images import image_size, read_image
 
@@ -240,22 +241,13 @@ def grid_tiles(
         if max(height, width) <= max_side_px:
             out.append(item if item.size_hw else replace(item, size_hw=(height, width)))
             continue
-        col0, row0 = (item.window[0], item.window[1]) if item.window else (0, 0)
         for row in range(0, height, tile_size_px):
             for col in range(0, width, tile_size_px):
                 w, h = min(tile_size_px, width - col), min(tile_size_px, height - row)
                 boxes, labels = crop_boxes(
                     item.boxes_xyxy_px, item.labels, (col, row, w, h), min_visible=min_visible, min_size_px=1
                 )
-                out.append(
-                    replace(
-                        item,
-                        window=(col0 + col, row0 + row, w, h),
-                        boxes_xyxy_px=boxes,
-                        labels=labels,
-                        size_hw=(h, w),
-                    )
-                )
+                out.append(sub_image(item, (col, row, w, h), boxes_xyxy_px=boxes, labels=labels))
     return out
 
 
