@@ -54,7 +54,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from pipeline.errors import InvalidSceneError, TileReadError
-from pipeline.gdal_config import DEFAULT_DRIVERS, REFUSED_DRIVERS, block_cache_mb, gdal_env
+from pipeline.gdal_config import REFUSED_DRIVERS, block_cache_mb, gdal_env
 from pipeline.gdal_config import ReadConfig as ReadConfig  # defined with the drivers; read here
 from pipeline.gdal_config import canonical_drivers as canonical_drivers  # re-exported: jobs.detect
 from pipeline.gdal_config import scene_extensions as scene_extensions  # re-exported: pipeline.ray_stages
@@ -62,7 +62,14 @@ from pipeline.georef import scene_footprint
 from pipeline.pixel_kinds import PixelPlan, apply_plan, nominal_range, plan_pixels
 from pipeline.resampled_read import read_resampled
 from pipeline.resolution import ResampledTile
-from pipeline.scene_messages import gdal_cause, is_gone, is_local_vrt, missing_georeferencing, open_hint
+from pipeline.scene_messages import (
+    file_hint,
+    gdal_cause,
+    is_gone,
+    is_local_vrt,
+    missing_georeferencing,
+    open_hint,
+)
 from pipeline.types import PixelRange, SceneInfo, TileSpec
 
 # what detect adds when a scene does not open
@@ -102,11 +109,6 @@ def _opened(uri: str, config: ReadConfig, hint: str = _SCENE_HINT) -> Iterator[r
     """The dataset at ``uri`` opened with the allowed drivers, under ``gdal_env(config)``."""
     with gdal_env(config), _open(uri, config, hint) as src:
         yield src
-
-
-def _file_hint(config: ReadConfig) -> str:
-    kind = "GeoTIFF" if tuple(config.drivers) == DEFAULT_DRIVERS else f"{'/'.join(config.drivers)} file"
-    return f"Is it a complete {kind}?"
 
 
 def _has_mask(src: rasterio.io.DatasetReader) -> bool:
@@ -211,7 +213,7 @@ def read_header(uri: str, config: ReadConfig) -> RasterHeader:
     Raises:
         InvalidSceneError: it does not open with ``config.drivers`` (or is a VRT).
     """
-    with _opened(uri, config, _file_hint(config)) as src:
+    with _opened(uri, config, file_hint(config.drivers)) as src:
         crs = src.crs.to_wkt() if src.crs is not None else config.assume_crs
         return RasterHeader(
             uri=uri,
@@ -345,16 +347,16 @@ def _read(
     src: rasterio.io.DatasetReader,
     uri: str,
     bands: Sequence[int],
-    window: Window | None,
+    window: Window | ResampledTile | None,
     out_shape_hw: tuple[int, int] | None = None,
 ) -> WindowRead:
-    """``bands`` of ``window`` (at ``out_shape_hw``) with the no-value rule applied."""
+    """``bands`` of ``window`` (at ``out_shape_hw``; a ``ResampledTile`` at its own shape), no-value rule applied."""
     if max(bands) > src.count:
         raise InvalidSceneError(f"{uri}: has {src.count} band(s), but bands {list(bands)} were asked for")
-    native = window.window() if hasattr(window, "out_shape_hw") else window  # a ResampledTile-like crop
+    native = window.window() if isinstance(window, ResampledTile) else window
     where = f"window {tuple(map(int, native.flatten()))} (col, row, width, height)" if native else "pixels"
     try:
-        if native is not window:  # read at the crop's shape (pipeline.resampled_read)
+        if isinstance(window, ResampledTile):  # read at the crop's shape (pipeline.resampled_read)
             return WindowRead(*read_resampled(src, window, bands, _valid_pixels))
         shape = None if out_shape_hw is None else (len(bands), *out_shape_hw)
         data = src.read(list(bands), window=window, out_shape=shape)
@@ -388,7 +390,7 @@ def read_window(
         TileReadError: the pixels cannot be read.
     """
     win = window if window is None or not isinstance(window, tuple) else Window(*window)
-    with _opened(uri, config, _file_hint(config)) as src:
+    with _opened(uri, config, file_hint(config.drivers)) as src:
         return _read(src, uri, config.bands, win)
 
 
@@ -402,17 +404,12 @@ def read_overview(uri: str, out_shape_hw: tuple[int, int], config: ReadConfig) -
             VRT), or has fewer bands.
         TileReadError: the pixels cannot be read.
     """
-    with _opened(uri, config, _file_hint(config)) as src:
+    with _opened(uri, config, file_hint(config.drivers)) as src:
         return _read(src, uri, config.bands, None, out_shape_hw)
 
 
 def read_footprint(uri: str, out_crs: CRS, config: ReadConfig | None = None) -> shapely.Polygon:
-    """The polygon a scene covers, in ``out_crs``, from its header (no pixels read).
-
-    Args:
-        uri: local path or ``s3://bucket/key``.
-        out_crs: CRS of the polygon.
-        config: drivers and ``assume_crs`` (default ``ReadConfig()``).
+    """The polygon ``uri`` covers, in ``out_crs``, from its header (``config``: default ``ReadConfig()``).
 
     Raises:
         InvalidSceneError: the scene cannot be opened or has no CRS.
@@ -438,7 +435,7 @@ def read_xyz_tile(uri: str, x: int, y: int, z: int, config: ReadConfig, size_px:
     from rio_tiler.errors import TileOutsideBounds
     from rio_tiler.io import Reader
 
-    with _opened(uri, config, _file_hint(config)) as src:
+    with _opened(uri, config, file_hint(config.drivers)) as src:
         if max(config.bands) > src.count:
             raise InvalidSceneError(
                 f"{uri}: has {src.count} band(s), but bands {list(config.bands)} were asked"

@@ -109,3 +109,9 @@ def is_local_vrt(uri: str) -> bool:
             return b"<vrtdataset" in f.read(1024).lower()
     except OSError:
         return False
+
+
+def file_hint(drivers: tuple[str, ...]) -> str:
+    """What to ask of a file that would not open, for the drivers it was opened with."""
+    kind = "GeoTIFF" if tuple(drivers) == ("GTiff",) else f"{'/'.join(drivers)} file"
+    return f"Is it a complete {kind}?"

@@ -41,7 +41,7 @@ def gsd_groups(scenes: Sequence[str]) -> dict[str, list[int]]:
         {'unknown': [0]}
     """
     groups: dict[float, list[int]] = {}
-    unknown = []
+    unknown: list[int] = []
     for i, uri in enumerate(scenes):
         gsd = scene_gsd_m(uri)
         (unknown if gsd is None else groups.setdefault(gsd, [])).append(i)

@@ -16,6 +16,7 @@ reads the native window (20, 40, 100, 100) into 50 x 50 px.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rasterio.enums import Resampling
 from rasterio.windows import Window
@@ -83,7 +84,7 @@ def native_crop(item: ResampledImage, crop: tuple[int, int, int, int] | None) ->
     return NativeCrop(Window(col0 + x0, row0 + y0, x1 - x0, y1 - y0), (h, w), resampling)
 
 
-def sub_image(item: LabeledImage, crop: tuple[int, int, int, int], **changes: object) -> LabeledImage:
+def sub_image(item: LabeledImage, crop: tuple[int, int, int, int], **changes: Any) -> LabeledImage:
     """``item`` cut to ``crop`` (col, row, width, height px of it): a validation grid tile.
 
     A ``ResampledImage`` moves its model-pixel offset; another image its

@@ -38,11 +38,16 @@ if TYPE_CHECKING:
 class GsdOptions(Protocol):
     """The options of a training request that set its GSD (``retinanet.train_plan.TrainOptions``)."""
 
-    gsd_m: float | None
-    native_resolution: bool
-    label_gsd_m: float | None
-    init_ckpt: str | None
-    tile_size_px: int
+    @property
+    def gsd_m(self) -> float | None: ...  # noqa: D102
+    @property
+    def native_resolution(self) -> bool: ...  # noqa: D102
+    @property
+    def label_gsd_m(self) -> float | None: ...  # noqa: D102
+    @property
+    def init_ckpt(self) -> str | None: ...  # noqa: D102
+    @property
+    def tile_size_px(self) -> int: ...  # noqa: D102
 
 
 @dataclass(frozen=True)
@@ -254,4 +259,4 @@ def _window_finer(
     if gsd_m is None:
         return 1.0
     paths = {im.path for im in images if im.window is not None and sides.get(im.path) is not None}
-    return max([1.0] + [gsd_m / min(sides[p]) for p in paths])  # type: ignore[index]
+    return max([1.0] + [gsd_m / min(side) for p in paths if (side := sides.get(p)) is not None])
