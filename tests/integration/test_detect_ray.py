@@ -234,7 +234,7 @@ def test_precision_and_threads_reach_the_model_actor(ray_cluster, tmp_path, prec
     assert f"precision={precision}" in actor and "torch_threads=2" in actor and "device=cpu" in actor
     assert len(detections(tmp_path / "out")) == len(OBJECTS)  # uint8 bytes in, same boxes out
     phases = rep["phases_s"]  # where the run's time went, in order
-    assert list(phases) == ["scenes_opened", "first_tiles", "last_tiles"]
+    assert list(phases) == ["footprints_recorded", "scenes_opened", "first_tiles", "last_tiles"]  # merge on
     assert 0 <= phases["scenes_opened"] <= phases["first_tiles"] <= phases["last_tiles"] <= rep["elapsed_s"]
 
 
