@@ -208,7 +208,7 @@ def _check_crs_options(opts: dict[str, Any]) -> None:
 
 def _parse_drivers(value: str) -> tuple[str, ...]:
     """``--drivers GTiff,jp2openjpeg`` -> GDAL's driver names, each checked to open scene files."""
-    from pipeline.reading import canonical_drivers
+    from pipeline.gdal_config import canonical_drivers
 
     try:
         return canonical_drivers([name.strip() for name in value.split(",") if name.strip()])
@@ -252,7 +252,7 @@ def _model_loader(model: str, backend: str = Backend.EAGER.value) -> Any:
         raise click.BadParameter(str(exc), param_hint="--model") from None
 
 
-def _model_input(loader: Any, notes: list[str]) -> Any:
+def _model_input(loader: Any, notes: list[str] | None = None) -> Any:
     """The pixel kind a checkpoint was trained on (``meta.json`` ``input``); None for the stand-in or unknown."""
     if not getattr(loader, "checkpoint_dir", None):
         return None
@@ -265,8 +265,10 @@ def _model_input(loader: Any, notes: list[str]) -> Any:
         kind, note = model_input(meta, config_of(meta, loader.checkpoint_dir), loader.checkpoint_dir)
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
-    if note:
+    if note and notes is not None:
         notes.append(note)  # once per run: assumed uint8, or scenes unchecked
+    elif note:
+        click.echo(note, err=True)
     return kind
 
 

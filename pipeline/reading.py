@@ -44,6 +44,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -56,7 +57,6 @@ from rasterio.windows import Window
 from pipeline.errors import InvalidSceneError, TileReadError
 from pipeline.gdal_config import REFUSED_DRIVERS, block_cache_mb, gdal_env
 from pipeline.gdal_config import ReadConfig as ReadConfig  # defined with the drivers; read here
-from pipeline.gdal_config import canonical_drivers as canonical_drivers  # re-exported: jobs.detect
 from pipeline.gdal_config import scene_extensions as scene_extensions  # re-exported: pipeline.ray_stages
 from pipeline.georef import scene_footprint
 from pipeline.pixel_kinds import PixelPlan, apply_plan, nominal_range, plan_pixels
@@ -347,16 +347,16 @@ def _read(
     src: rasterio.io.DatasetReader,
     uri: str,
     bands: Sequence[int],
-    window: Window | ResampledTile | None,
+    window: Any,  # a Window, None, or a crop with ``window()``/``out_shape_hw``/``resampling`` (ResampledTile)
     out_shape_hw: tuple[int, int] | None = None,
 ) -> WindowRead:
     """``bands`` of ``window`` (at ``out_shape_hw``; a ``ResampledTile`` at its own shape), no-value rule applied."""
     if max(bands) > src.count:
         raise InvalidSceneError(f"{uri}: has {src.count} band(s), but bands {list(bands)} were asked for")
-    native = window.window() if isinstance(window, ResampledTile) else window
+    native = window.window() if (resampled := hasattr(window, "out_shape_hw")) else window  # a model-px crop
     where = f"window {tuple(map(int, native.flatten()))} (col, row, width, height)" if native else "pixels"
     try:
-        if isinstance(window, ResampledTile):  # read at the crop's shape (pipeline.resampled_read)
+        if resampled:
             return WindowRead(*read_resampled(src, window, bands, _valid_pixels))
         shape = None if out_shape_hw is None else (len(bands), *out_shape_hw)
         data = src.read(list(bands), window=window, out_shape=shape)

@@ -291,7 +291,9 @@ def test_train_cli_on_voc_chips_validates_and_is_quiet(tmp_path):
     )
     assert stdout[1].startswith("trained 2 epoch(s), 4 steps")
     if found:
-        assert stdout[2].startswith(f"checkpoints: {out / 'best'} (val AP50 ") and str(out / "last") in stdout[2]
+        assert (
+            stdout[2].startswith(f"checkpoints: {out / 'best'} (val AP50 ") and str(out / "last") in stdout[2]
+        )
     else:
         assert stdout[2].startswith(f"checkpoint: {out / 'last'} (last epoch). No best/: "), stdout[2]
     assert stdout[3] == f"metrics: {out / 'metrics.jsonl'}, {out / 'training.png'}" and len(stdout) == 4

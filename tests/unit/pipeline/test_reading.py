@@ -6,10 +6,10 @@ import rasterio
 from rasterio.transform import Affine
 
 from pipeline.errors import InvalidSceneError, TileReadError
+from pipeline.gdal_config import canonical_drivers
 from pipeline.reading import (
     ReadConfig,
     block_cache_mb,
-    canonical_drivers,
     open_scene,
     read_footprint,
     read_tiles,
