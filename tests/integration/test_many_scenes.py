@@ -31,7 +31,10 @@ from pipeline.storage import LocalStore
 from tests.conftest import write_scene
 from tests.integration.conftest import standin_detect_args
 
-pytestmark = pytest.mark.integration
+# slow (`make test-all`): 2,000 scenes through a real cluster took longer than the rest of an integration
+# file on this 2-core machine; `make test` keeps the 300-scene in-process run (unit/pipeline/test_run.py)
+# and the 3-driver x 300-scene cluster run (test_concurrent_runs.py)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # AERIALDET_MANY_SCENES=40 checks the test itself quickly; the figure that matters is 2,000
 NUM_SCENES = int(os.environ.get("AERIALDET_MANY_SCENES", "2000"))
 
