@@ -42,13 +42,21 @@ from pipeline.errors import PipelineError, first_line
 from pipeline.executor import Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, PreparedScene, prepare_scene
 from pipeline.job import DetectConfig, DetectJob
-from pipeline.reading import ReadConfig, open_scene, read_tiles
+from pipeline.reading import ReadConfig, read_tiles
 from pipeline.report import RunRecord
 from pipeline.run_progress import run_job
-from pipeline.tiling import TilingConfig, check_scene_size
+from pipeline.scene_headers import open_headers
 from pipeline.types import SceneInfo, TileDetections, TileSpec
 
-__all__ = ["DetectConfig", "DetectJob", "RayExecutor", "TileDetector", "actor_resources", "run_detect"]
+__all__ = [
+    "DetectConfig",
+    "DetectJob",
+    "RayExecutor",
+    "TileDetector",
+    "actor_resources",
+    "open_headers",
+    "run_detect",
+]
 
 READ_TASK_CPUS = 0.5
 # a scene's merge + encode task and a header task: short, mostly NumPy and I/O;
@@ -84,21 +92,6 @@ def read_group(tiles: Sequence[TileSpec], read_cfg: ReadConfig) -> list[TileRow]
         message = str(exc) if isinstance(exc, PipelineError) else f"{tiles[0].scene_uri}: {first_line(exc)}"
         rows.extend(TileRow(tile, TileStatus.ERROR, error=message) for tile in tiles[len(rows) :])
     return rows
-
-
-def open_headers(uris: Sequence[str], read_cfg: ReadConfig, tiling: TilingConfig) -> list[SceneInfo | str]:
-    """Header task body: each scene's header, or the one line why it cannot be processed."""
-    out: list[SceneInfo | str] = []
-    for uri in uris:
-        try:
-            info = open_scene(uri, read_cfg)
-            check_scene_size(uri, info.width_px, info.height_px, tiling)
-            out.append(info)
-        except PipelineError as exc:
-            out.append(str(exc))
-        except Exception as exc:  # anything GDAL/boto throws: the scene fails alone
-            out.append(f"{uri}: cannot open: {first_line(exc)}")
-    return out
 
 
 def pack_detections(td: TileDetections) -> bytes:

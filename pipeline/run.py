@@ -45,9 +45,10 @@ from pipeline.job import DetectJob, check_bands, min_scores
 from pipeline.mosaic import Footprints
 from pipeline.mosaic_index import footprint_pass
 from pipeline.output import check_reachable, scene_output_name
-from pipeline.reading import open_scene, scene_extensions
+from pipeline.reading import scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
 from pipeline.resolution import ReadScale, detections_to_native, plan_read, resolution_fields
+from pipeline.scene_headers import is_remote, open_header
 from pipeline.scene_plan import ScenePlan, plan_scene
 from pipeline.stac_out import writer_for
 from pipeline.stac_source import SceneTags, scene_listing
@@ -201,16 +202,14 @@ class DetectRun:
         self.record.mark("footprints_recorded")
 
     def _footprint_headers(self, uris: list[str]) -> list[SceneInfo | str]:
-        """Headers for the footprint pass: local files here (a header is milliseconds), the rest on the executor."""
-        remote = [u for u in uris if "://" in u or u.startswith("/vsi")]
+        """Headers for the footprint pass: local files here (a header is milliseconds), the rest on the executor.
+
+        Both through ``pipeline.scene_headers.open_header``: a scene's error reads the same as in the run.
+        """
+        remote = [u for u in uris if is_remote(u)]
         opened = dict(zip(remote, self.executor.open_headers(remote))) if remote else {}
-        for uri in uris:
-            if uri not in opened:
-                try:
-                    opened[uri] = open_scene(uri, self.job.read)
-                except Exception as exc:  # the run fails the scene on its own, with its reason
-                    opened[uri] = first_line(exc)
-        return [opened[u] for u in uris]
+        job = self.job
+        return [opened[u] if u in opened else open_header(u, job.read, job.tiling) for u in uris]
 
     def _close(self) -> None:
         try:
