@@ -96,7 +96,7 @@ def try_claim(
         run that holds the scene.
     """
     now = time.time()
-    mine = Claim(run_id, socket.gethostname(), os.getpid(), now + lease_s)
+    mine = _mine(run_id, now + lease_s)
     if store.write_bytes_once(claim_name(output_name), _encode(mine)):
         return None
     held = read_claim(store, output_name)
@@ -106,21 +106,40 @@ def try_claim(
     return None
 
 
-def _rewrite_if_ours(store: OutputStore, output_name: str, run_id: str, expires_at: float) -> None:
+_HOST = socket.gethostname()
+
+
+def _mine(run_id: str, expires_at: float) -> Claim:
+    """This process's claim for ``run_id``."""
+    return Claim(run_id, _HOST, os.getpid(), expires_at)
+
+
+def _rewrite_if_ours(store: OutputStore, output_name: str, run_id: str, expires_at: float) -> bool:
     held = read_claim(store, output_name)
     if held is not None and held.run_id != run_id:
-        return  # another run took the scene over after our lease lapsed: leave its claim alone
-    claim = Claim(run_id, socket.gethostname(), os.getpid(), expires_at)
-    store.write_bytes_once(claim_name(output_name), _encode(claim), replace=True)
+        return False  # another run took the scene over after our lease lapsed: leave its claim alone
+    store.write_bytes_once(claim_name(output_name), _encode(_mine(run_id, expires_at)), replace=True)
+    return True
 
 
-def renew(store: OutputStore, output_name: str, run_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
-    """Extend this run's claim on a scene by ``lease_s`` from now (unless another run holds it now)."""
-    _rewrite_if_ours(store, output_name, run_id, time.time() + lease_s)
+def renew(store: OutputStore, output_name: str, run_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
+    """Extend this run's claim on a scene by ``lease_s`` from now; False (nothing written) when another run holds it."""
+    return _rewrite_if_ours(store, output_name, run_id, time.time() + lease_s)
 
 
-def release(store: OutputStore, output_name: str, run_id: str) -> None:
-    """Give a scene up (written, or failed): this run's claim expires now."""
+def release(store: OutputStore, output_name: str, run_id: str, *, ours: bool = False) -> None:
+    """Give a scene up (written, or failed): this run's claim expires now.
+
+    Args:
+        store: the output store.
+        output_name: the scene's detections file name.
+        run_id: the run giving it up.
+        ours: the caller knows its lease has not lapsed, so no other run can
+            hold the claim: it is rewritten without being read first.
+    """
+    if ours:
+        store.write_bytes_once(claim_name(output_name), _encode(_mine(run_id, 0.0)), replace=True)
+        return
     _rewrite_if_ours(store, output_name, run_id, 0.0)
 
 
@@ -139,26 +158,36 @@ class ClaimKeeper:
 
     def __init__(self, store: OutputStore, run_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.store, self.run_id, self.lease_s = store, run_id, lease_s
-        self._names: set[str] = set()
+        # each held claim -> when its lease was last written (taken before the write: a lower bound)
+        self._names: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="aerialdet-claims", daemon=True)
         self._thread.start()
 
-    def hold(self, output_name: str) -> None:
-        """Keep renewing this scene's claim."""
+    def hold(self, output_name: str, *, since: float | None = None) -> None:
+        """Keep renewing this scene's claim.
+
+        Args:
+            output_name: the scene's detections file name.
+            since: a time (``time.time()``) taken before the claim was written;
+                None: not known, so its release reads the claim first.
+        """
         with self._lock:
-            self._names.add(output_name)
+            self._names[output_name] = since if since is not None else float("-inf")
 
     def drop(self, output_name: str) -> None:
         """Stop renewing this scene's claim and release it.
 
         Under the lock the renewals take, so a renewal already under way cannot
-        write a fresh lease over the release.
+        write a fresh lease over the release.  While the lease last written is
+        live by a margin of a third of a lease (clock skew), no other run can
+        have taken the scene over, so the claim is rewritten without reading it.
         """
         with self._lock:
-            self._names.discard(output_name)
-            release(self.store, output_name, self.run_id)
+            since = self._names.pop(output_name, float("-inf"))
+            ours = time.time() < since + self.lease_s * 2 / 3
+            release(self.store, output_name, self.run_id, ours=ours)
 
     def stop(self) -> None:
         """End the renewals (the claims still held run out with their lease)."""
@@ -174,6 +203,10 @@ class ClaimKeeper:
                     if name not in self._names:
                         continue  # dropped (and released) since the list was taken
                     try:
-                        renew(self.store, name, self.run_id, lease_s=self.lease_s)
+                        started = time.time()
+                        if renew(self.store, name, self.run_id, lease_s=self.lease_s):
+                            self._names[name] = started
+                        else:  # taken over: its release must read first (and leave the other's claim)
+                            self._names[name] = float("-inf")
                     except Exception:  # storage hiccup: the next tick tries again, well inside the lease
                         continue

@@ -148,6 +148,7 @@ class DetectRun:
         self.stac_out = writer_for(job, self.record.run_id)  # OUT/_stac/: collection.json, an item per scene
         self.claims = ClaimKeeper(self.store, self.record.run_id)
         self.window: dict[str, _Scene] = {}
+        self.names: dict[str, str] = {}  # claimed scenes' output names, made once (a resolve, a sha1)
         self.settings: FinishSettings | None = None
         self.tiles_done = self.tiles_planned = 0
         self.footprints: Footprints | None = None
@@ -202,14 +203,10 @@ class DetectRun:
         self.record.mark("footprints_recorded")
 
     def _footprint_headers(self, uris: list[str]) -> list[SceneInfo | str]:
-        """Headers for the footprint pass: local files here (a header is milliseconds), the rest on the executor.
-
-        Both through ``pipeline.scene_headers.open_header``: a scene's error reads the same as in the run.
-        """
+        """Footprint headers: local files here (milliseconds each), the rest on the executor; ``open_header`` both."""
         remote = [u for u in uris if is_remote(u)]
         opened = dict(zip(remote, self.executor.open_headers(remote))) if remote else {}
-        job = self.job
-        return [opened[u] if u in opened else open_header(u, job.read, job.tiling) for u in uris]
+        return [opened[u] if u in opened else open_header(u, self.job.read, self.job.tiling) for u in uris]
 
     def _close(self) -> None:
         try:
@@ -264,6 +261,7 @@ class DetectRun:
         if not self.job.overwrite and self.store.exists(name):
             self.record.add(SceneReport(uri, SceneStatus.EXISTS, output=self.store.uri(name)))
             return False
+        taken_at = time.time()  # before the claim is written: its lease lasts at least until taken_at + lease
         held = try_claim(self.store, name, self.record.run_id)
         if held is not None:
             until = time.strftime("%H:%M:%S", time.localtime(held.expires_at))
@@ -277,7 +275,8 @@ class DetectRun:
             self.claims.drop(name)
             self.record.add(SceneReport(uri, SceneStatus.EXISTS, output=self.store.uri(name)))
             return False
-        self.claims.hold(name)
+        self.claims.hold(name, since=taken_at)
+        self.names[uri] = name
         return True
 
     def _open(self, uris: list[str]) -> None:
@@ -308,7 +307,8 @@ class DetectRun:
             try:
                 assert self.settings is not None
                 check_scene_size(uri, header.width_px, header.height_px, self.job.tiling)
-                check_reachable(header, self.settings.out_crs_wkt)
+                if header.crs_wkt != self.settings.out_crs_wkt:  # the same CRS always reaches itself
+                    check_reachable(header, self.settings.out_crs_wkt)
                 read = plan_read(header, self.job.resolution)
             except PipelineError as exc:
                 self._fail_now(uri, str(exc))
@@ -334,7 +334,11 @@ class DetectRun:
     def _fail_now(self, uri: str, error: str) -> None:
         self.log(f"FAILED {error}")
         self.record.add(SceneReport(uri, SceneStatus.FAILED, error=error))
-        self.claims.drop(scene_output_name(uri))
+        self.claims.drop(self._release_name(uri))
+
+    def _release_name(self, uri: str) -> str:
+        """The output name of a scene leaving the window (made when it was claimed)."""
+        return self.names.pop(uri, None) or scene_output_name(uri)
 
     # -- stream, finish, record, release -------------------------------------------------------------------
 
@@ -403,7 +407,7 @@ class DetectRun:
         outcome = write_prepared(self.store, scene.info, event.prepared, self.settings)
         if outcome.status == SceneStatus.DONE.value:  # its STAC item, before its line drops the item ref
             ref = self.tags.peek(event.scene_uri)
-            self.stac_out.add(scene.info, scene_output_name(event.scene_uri), outcome.num_detections, ref)
+            self.stac_out.add(scene.info, self.names[event.scene_uri], outcome.num_detections, ref)
         self._record_scene(
             event.scene_uri,
             scene,
@@ -437,7 +441,7 @@ class DetectRun:
         self.record.add(line)
         self.window.pop(line.uri, None)
         try:
-            self.claims.drop(scene_output_name(line.uri))
+            self.claims.drop(self._release_name(line.uri))
         except Exception as exc:  # the scene is recorded; its claim runs out with its lease
             self.log(f"WARNING {line.uri}: cannot release its claim: {first_line(exc)}")
         self.progress(self.tiles_done, self.tiles_planned, self.record.num_lines)

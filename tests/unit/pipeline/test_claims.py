@@ -79,3 +79,42 @@ def test_claim_keeper_renews_from_its_thread_and_releases_on_drop(tmp_path):
         assert read_claim(store, NAME).expires_at == 0.0
     finally:
         keeper.stop()
+
+
+class _CountingStore(LocalStore):
+    """A local store that counts reads of claim files."""
+
+    claim_reads = 0
+
+    def read_bytes(self, name: str) -> bytes:
+        self.claim_reads += name.startswith("_claim.")
+        return super().read_bytes(name)
+
+
+def test_a_release_inside_a_live_lease_does_not_read_the_claim_and_a_lapsed_one_leaves_the_new_holder(
+    tmp_path,
+):
+    import time
+
+    from pipeline.claims import ClaimKeeper
+
+    store = _CountingStore(tmp_path)
+    keeper = ClaimKeeper(store, "run-A", lease_s=300)
+    try:
+        taken_at = time.time()
+        assert try_claim(store, NAME, "run-A") is None
+        keeper.hold(NAME, since=taken_at)
+        keeper.drop(NAME)  # the lease is live: no other run can hold the scene, so no read
+        assert store.claim_reads == 0
+        assert read_claim(store, NAME).expires_at == 0.0  # released all the same
+        # a lease known to have lapsed (taken long ago) is read first, and another run's claim kept
+        assert try_claim(store, NAME, "run-A", lease_s=-1) is None
+        keeper.hold(NAME, since=time.time() - 1000)
+        assert try_claim(store, NAME, "run-B") is None  # B takes the lapsed claim over
+        reads = store.claim_reads
+        keeper.drop(NAME)
+        assert store.claim_reads > reads
+        held = read_claim(store, NAME)
+        assert held.run_id == "run-B" and held.expires_at > 0
+    finally:
+        keeper.stop()
