@@ -33,7 +33,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,10 +43,11 @@ from pipeline.executor import Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, PreparedScene, prepare_scene
 from pipeline.job import DetectConfig, DetectJob
 from pipeline.reading import ReadConfig, read_tiles
-from pipeline.report import RunRecord
-from pipeline.run_progress import run_job
 from pipeline.scene_headers import open_headers
 from pipeline.types import SceneInfo, TileDetections, TileSpec
+
+if TYPE_CHECKING:  # the driver's side: workers unpickling a task or the actor never import the lifecycle
+    from pipeline.report import RunRecord
 
 __all__ = [
     "DetectConfig",
@@ -393,5 +394,7 @@ def run_detect(job: DetectJob, *, log: Any = print) -> RunRecord:
         The run's record (also written to ``OUT/_run.json`` and its scene
         lines); ``num_failed`` says whether any scene failed.
     """
+    from pipeline.run_progress import run_job  # here: read tasks and actors import this module without it
+
     executor = RayExecutor(job)
     return run_job(job, executor, log=log)
