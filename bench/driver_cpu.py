@@ -71,9 +71,9 @@ class WorkerSideExecutor:
             t0 = time.process_time()
             rows = self.detector.detect(read_group(group.tiles, self.job.read))
             self.worker_cpu_s += time.process_time() - t0
-            tiles = {t.index: t for t in group.tiles}
+            by_index = {t.index: t for t in group.tiles}
             for uri, index, status, error, packed in rows:
-                found = unpack_detections(tiles[index], packed) if status == "ok" else None
+                found = unpack_detections(by_index[index], packed) if status == "ok" else None
                 events.append(TileResult(uri, index, TileStatus(status), error, found))
         while self.finishes:
             scene, tiles, settings = self.finishes.popleft()
