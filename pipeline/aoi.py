@@ -8,6 +8,9 @@ scene's own CRS (the AOI densified, then reprojected: ``Aoi.in_crs``):
   the AOI are planned, read and inferred; the others are counted, and the
   report says how many tiles the AOI saved;
 * a scene none of whose tiles meets the AOI is ``skipped`` with the reason;
+  a STAC item whose own footprint (its ``geometry``, else its ``bbox``, in
+  OGC:CRS84) misses the AOI is ``skipped`` as it is listed, before its
+  header is opened (``lonlat_outside``: such a scene counts no tiles saved);
 * ``keep_in_aoi``: a detection is kept when its box centre lies in the AOI
   (or on its edge), so a box straddling the edge belongs to one side only.
 
@@ -196,6 +199,19 @@ def tiles_in_aoi(plan: Any, scene: SceneInfo, aoi: Aoi) -> tuple[list[TileSpec],
 def outside_reason(scene: SceneInfo, aoi: Aoi) -> str:
     """Why a scene none of whose tiles meets the AOI is skipped."""
     return f"{scene.uri}: outside the area of interest (--aoi {aoi.source}); no tile of it was read"
+
+
+def lonlat_outside(aoi: Aoi, footprint_lonlat: shapely.Geometry | None) -> bool:
+    """Whether a footprint in OGC:CRS84 (a STAC item's) misses the AOI; None (unknown) is never outside.
+
+    Example:
+        >>> area = load_aoi("POLYGON((15 45, 15.1 45, 15.1 45.1, 15 45.1, 15 45))")
+        >>> lonlat_outside(area, shapely.box(16, 45, 16.1, 45.1)), lonlat_outside(area, None)
+        (True, False)
+    """
+    if footprint_lonlat is None or shapely.is_empty(footprint_lonlat):
+        return False
+    return not bool(shapely.intersects(aoi.geometry, footprint_lonlat))
 
 
 def keep_in_aoi(merged: MergedBoxes, scene: SceneInfo, aoi: Aoi | None) -> MergedBoxes:

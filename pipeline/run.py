@@ -42,6 +42,7 @@ from pipeline.errors import PipelineError, first_line
 from pipeline.executor import Executor, Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, write_prepared
 from pipeline.job import DetectJob, check_bands, min_scores
+from pipeline.listing_once import ListingTape
 from pipeline.mosaic import Footprints
 from pipeline.mosaic_index import footprint_pass
 from pipeline.output import check_reachable, scene_output_name
@@ -50,7 +51,7 @@ from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
 from pipeline.resolution import ReadScale, detections_to_native, plan_read, resolution_fields
 from pipeline.scene_plan import ScenePlan, plan_scene
 from pipeline.stac_out import writer_for
-from pipeline.stac_source import SceneTags, scene_listing
+from pipeline.stac_source import SceneTags, listing_entries, tag_listing
 from pipeline.storage import OutputStore, open_store
 from pipeline.tiling import check_scene_size
 from pipeline.types import SceneInfo, TileDetections
@@ -135,12 +136,13 @@ class DetectRun:
         self.store = open_store(job.out_dir)
         check_to_crs(self.store, job.to_crs)  # before any claim: a resume never changes the output's CRS
         self.tags = SceneTags()  # STAC items' ids and collections, by scene URI, until recorded
-        listing = scene_listing(
-            job.source, job.stac, scene_extensions(job.read.drivers), self.tags, job.read.bands
+        entries = listing_entries(
+            job.source, job.stac, scene_extensions(job.read.drivers), job.read.bands, job.aoi
         )
         # the first entry now: a source that does not exist or holds no file is the caller's error
         # (SourceError, one line), raised before anything is claimed or written
-        self.listing = itertools.chain([next(listing)], listing)
+        self.listed = ListingTape(itertools.chain([next(entries)], entries))  # listed once (listing_once)
+        self.listing = tag_listing(self.listed.replay(), self.tags)
         self.listing_done = False
         self.record = new_record(job, self.store)
         self.record.tags = self.tags
@@ -193,11 +195,8 @@ class DetectRun:
 
     def _record_footprints(self) -> None:
         """Every listed scene's footprint, recorded in the output before the first tile (``pipeline.mosaic``)."""
-        job = self.job  # a listing of its own (a STAC search runs again; its tags are not kept)
-        listing = scene_listing(
-            job.source, job.stac, scene_extensions(job.read.drivers), SceneTags(), job.read.bands
-        )
-        self.footprints = footprint_pass(self.store, listing, self._footprint_headers)
+        # the run's one listing: the pass walks it, the lifecycle replays what it walked
+        self.footprints = footprint_pass(self.store, self.listed.walk(), self._footprint_headers)
         self.record.mark("footprints_recorded")
 
     def _footprint_headers(self, uris: list[str]) -> list[SceneInfo | str]:
