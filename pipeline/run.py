@@ -299,7 +299,6 @@ class DetectRun:
                 model_id=self.job.model.info.model_id,
                 run_id=self.record.run_id,
                 replace=self.job.overwrite,
-                aoi=self.job.aoi,
             )
         for uri, header in zip(uris, headers):
             if isinstance(header, str):
@@ -392,8 +391,8 @@ class DetectRun:
         # by tile index, not arrival: equal scores are broken the same way in every run
         tiles = [detections_to_native(td) for td in sorted(scene.received, key=lambda td: td.tile.index)]
         settings = self.settings
-        if scene.planned.owned_px is not None:
-            settings = replace(settings, keep_region_px=scene.planned.owned_px)
+        if scene.planned.keep_px is not None:  # owned in the mosaic, within --aoi (pipeline.scene_plan)
+            settings = replace(settings, keep_region_px=scene.planned.keep_px)
         self.executor.submit_finish(scene.info, tiles, settings)
 
     def _write(self, event: Finished) -> None:
