@@ -189,8 +189,8 @@ def check_resolution(
     if not overwrite:
         resume = "--native-resolution" if gsd is None else f"--gsd-m {gsd:g}"
         raise PipelineError(
-            f"this run reads scenes at {_this_run(resolution)} but the detections already in this output were "
-            f"read at {_read_at(gsd)} (recorded in {DATASET_FILE}); pass {resume} to resume it, "
+            f"this run reads scenes at {_this_run(resolution)} but the detections already in this output "
+            f"were read at {_read_at(gsd)} (recorded in {DATASET_FILE}); pass {resume} to resume it, "
             f"write to a new --out, or pass --overwrite to detect its scenes again at {_read_at(wanted)}"
         )
     entry = _entry(store)
