@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.aoi import outside_reason
 from pipeline.claims import ClaimKeeper, try_claim
-from pipeline.dataset import check_to_crs, fix_output_crs
+from pipeline.dataset import check_resolution, check_to_crs, fix_output_crs
 from pipeline.errors import PipelineError, first_line
 from pipeline.executor import Executor, Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, write_prepared
@@ -145,6 +145,8 @@ class DetectRun:
         self.listing = tag_listing(self.listed.replay(), self.tags)
         self.listing_done = False
         self.record = new_record(job, self.store)
+        # before any claim: a resume never changes the output's read GSD either (--overwrite alone does)
+        check_resolution(self.store, job.resolution, job.overwrite, self.record.run_id, log)
         self.record.tags = self.tags
         self.stac_out = writer_for(job, self.record.run_id)  # OUT/_stac/: collection.json, an item per scene
         self.claims = ClaimKeeper(self.store, self.record.run_id)
@@ -287,7 +289,11 @@ class DetectRun:
         opened = [h for h in headers if isinstance(h, SceneInfo)]
         if self.settings is None and opened:
             out_crs = fix_output_crs(
-                self.store, [h.crs_wkt for h in opened], self.job.to_crs, self.record.run_id
+                self.store,
+                [h.crs_wkt for h in opened],
+                self.job.to_crs,
+                self.record.run_id,
+                self.job.resolution,
             )
             self.record.crs = out_crs.to_string()
             self.settings = FinishSettings(
