@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from html import escape
 from pathlib import Path
@@ -218,10 +218,13 @@ def render_html(data: ReportData) -> str:
 
 
 def _write_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``text`` to ``path`` atomically: a temporary file beside it, then ``os.replace``.
+
+    The file gets the umask's mode, as the output's other files (``mkstemp`` would make it 0600).
+    """
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as sink:
+        with open(tmp, "x", encoding="utf-8") as sink:
             sink.write(text)
             sink.flush()
             os.fsync(sink.fileno())

@@ -89,6 +89,7 @@ def run_out(tmp_path_factory):
 
 def test_a_run_writes_its_report_with_duckdbs_counts_per_class_and_scene(run_out):
     html = (run_out / REPORT_HTML).read_text()
+    assert (run_out / REPORT_HTML).stat().st_mode == (run_out / "_run.json").stat().st_mode  # as readable
     found = tables(html)
     per_class = run_sql(run_out, "SELECT label, count(*) AS n FROM detections GROUP BY ALL ORDER BY ALL")
     expected = [[lab, str(n)] for lab, n in zip(*per_class.to_pydict().values())]
