@@ -193,3 +193,21 @@ def test_report_help_has_examples():
     _register_optional()
     result = CliRunner().invoke(cli, ["report", "--help"])
     assert result.exit_code == 0 and "$ aerialdet report out/" in result.output
+
+
+def test_an_s3_output_gets_its_report_in_the_bucket(tmp_path, s3_server):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"])
+    s3.create_bucket(Bucket="runs")
+    write_scene(tmp_path / "in" / "s.tif", OBJECTS, width=128, height=128)
+    (tmp_path / "in" / "bad.tif").write_bytes(b"not a tiff")
+    job = DetectJob(source=str(tmp_path / "in"), out_dir="s3://runs/out", model=LOADER, progress=False)
+    messages: list[str] = []
+    DetectRun(job, InlineExecutor(job), log=messages.append).run()
+    assert not [m for m in messages if "HTML report" in m]
+    html = s3.get_object(Bucket="runs", Key=f"out/{REPORT_HTML}")["Body"].read().decode()
+    expected = run_sql("s3://runs/out", "SELECT label, count(*) FROM detections GROUP BY ALL ORDER BY ALL")
+    assert tables(html)["class"][1:-1] == [[lab, str(n)] for lab, n in zip(*expected.to_pydict().values())]
+    assert "1 scene(s) failed" in html and "bad.tif" in html
+    assert len(gather("s3://runs/out").footprints) == 1
