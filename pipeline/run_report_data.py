@@ -1,9 +1,10 @@
 """What the HTML run report (``pipeline.run_report_html``) shows, aggregated without loading the rows.
 
 Every figure over the detections is a DuckDB aggregate over the output's
-GeoParquet files (the view locked to the files as ``aerialdet query``'s), two scans of the
-files in all, so the cost grows with the number of files, not of rows held in
-memory (2,000 files: 5 CPU-s, where ``aerialdet query --summary`` takes 10): counts per class, counts per scene and class (the first
+GeoParquet files (the view locked to its files, as ``aerialdet query``'s),
+two scans of the files in all, so the cost grows with the number of files,
+not of rows held in memory (2,000 files: 5 CPU-s; ``aerialdet query
+--summary`` takes 10): counts per class, counts per scene and class (the first
 ``MAX_SCENES`` scenes by name, with how many more), a score histogram per
 class (``NUM_BINS`` bins over 0..1), the extent and a density grid of box
 centres (``GRID_CELLS`` cells on the long side).  The scene footprints come
