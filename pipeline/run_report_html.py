@@ -51,8 +51,11 @@ def _e(value: Any) -> str:
 
 
 def _table(head: list[str], rows: list[list[Any]], numeric_from: int = 1) -> str:
+    """A table; a head of empty names draws no header row."""
     cls = [' class="n"' if i >= numeric_from else "" for i in range(len(head))]
-    out = ["<table><tr>", *(f"<th{c}>{_e(h)}</th>" for h, c in zip(head, cls)), "</tr>"]
+    out = ["<table>"]
+    if any(head):
+        out += ["<tr>", *(f"<th{c}>{_e(h)}</th>" for h, c in zip(head, cls)), "</tr>"]
     for row in rows:
         out += ["<tr>", *(f"<td{c}>{_e(v)}</td>" for v, c in zip(row, cls)), "</tr>"]
     return "".join(out) + "</table>"
