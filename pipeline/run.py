@@ -49,6 +49,7 @@ from pipeline.output import check_reachable, scene_output_name
 from pipeline.reading import open_scene, scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
 from pipeline.resolution import ReadScale, detections_to_native, plan_read, resolution_fields
+from pipeline.run_report_html import report_after_run
 from pipeline.scene_plan import ScenePlan, plan_scene
 from pipeline.stac_out import writer_for
 from pipeline.stac_source import SceneTags, listing_entries, tag_listing
@@ -222,6 +223,7 @@ class DetectRun:
             self.record.storage_retries = self.store.retries
             self.record.finish()
             self.record.close()
+            report_after_run(self.job.out_dir, self.log)  # OUT/_report.html beside _run.json
 
     def _abort(self, reason: str, *, stopped: bool = False) -> None:
         """Record every scene of the window as failed with ``reason`` and release it."""
