@@ -223,7 +223,7 @@ class DetectRun:
             self.record.storage_retries = self.store.retries
             self.record.finish()
             self.record.close()
-            report_after_run(self.job.out_dir, self.log)  # OUT/_report.html beside _run.json
+            report_after_run(self.job.out_dir, self.log, self.record.num_listed)  # OUT/_report.html
 
     def _abort(self, reason: str, *, stopped: bool = False) -> None:
         """Record every scene of the window as failed with ``reason`` and release it."""

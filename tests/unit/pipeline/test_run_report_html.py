@@ -211,3 +211,17 @@ def test_an_s3_output_gets_its_report_in_the_bucket(tmp_path, s3_server):
     assert tables(html)["class"][1:-1] == [[lab, str(n)] for lab, n in zip(*expected.to_pydict().values())]
     assert "1 scene(s) failed" in html and "bad.tif" in html
     assert len(gather("s3://runs/out").footprints) == 1
+
+
+def test_a_run_over_more_scenes_than_the_cap_leaves_the_page_to_the_command(tmp_path, monkeypatch):
+    import pipeline.run_report_html as page
+
+    write_scene(tmp_path / "in" / "a.tif", OBJECTS, width=128, height=128)
+    write_scene(tmp_path / "in" / "b.tif", OBJECTS, width=128, height=128)
+    monkeypatch.setattr(page, "REPORT_AFTER_RUN_MAX_SCENES", 1)
+    job = DetectJob(source=str(tmp_path / "in"), out_dir=str(tmp_path / "out"), model=LOADER, progress=False)
+    messages: list[str] = []
+    DetectRun(job, InlineExecutor(job), log=messages.append).run()
+    assert not (tmp_path / "out" / REPORT_HTML).exists()
+    (note,) = [m for m in messages if "HTML report" in m]
+    assert note.startswith("NOTE 2 scenes") and f"aerialdet report {tmp_path / 'out'}" in note
