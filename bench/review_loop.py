@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import numpy as np
+# the reviewer (decisions from the ground truth, edits POSTed to the API): shared with the loop test
+from tests.review_helpers import review
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,97 +60,6 @@ def ap50(det: Path, truth: Path, model: Path) -> dict[str, float]:
     return {
         name: round(float(m["ap50"]), 3) for name, m in result.items() if isinstance(m, dict) and "ap50" in m
     }
-
-
-def _truth(labels: Path) -> list[tuple[str, np.ndarray, str]]:
-    import geopandas as gpd
-
-    gdf = gpd.read_parquet(labels)
-    root = labels.parent
-    return [
-        (str((root / s).resolve() if not Path(s).is_absolute() else Path(s)), np.array(g.bounds), str(lab))
-        for s, g, lab in zip(gdf["scene"], gdf.geometry, gdf["label"])
-    ]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def decide(det: dict, truth: list, to_map) -> dict:
-    """The edit a reviewer who knows the ground truth makes for one detection."""
-    box = np.array([det["xmin"], det["ymin"], det["xmax"], det["ymax"]])
-    best, best_iou = None, 0.0
-    for scene, gt_box, label in truth:
-        if scene == det["scene"]:
-            iou = _iou(box, gt_box)
-            if iou > best_iou:
-                best, best_iou = (gt_box, label), iou
-    if best is None or best_iou < 0.1:
-        return {"op": "reject", "id": det["id"]}
-    if best_iou < 0.5:
-        return {"op": "move", "id": det["id"], "bbox": list(to_map.transform_bounds(*best[0]))}
-    if best[1] != det["label"]:
-        return {"op": "relabel", "id": det["id"], "label": best[1]}
-    return {"op": "accept", "id": det["id"]}
-
-
-def _post(url: str, edit: dict) -> dict:
-    req = urllib.request.Request(
-        url + "api/edit", data=json.dumps(edit).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=60) as response:
-        return json.load(response)
-
-
-def review(
-    det: Path, scenes: Path, truth_file: Path, labels: Path, model: Path, order: str, n: int, seed: int
-) -> dict:
-    """N edits through the HTTP API in ``order``; returns the counts of each kind of edit."""
-    from pyproj import Transformer
-
-    from jobs.review import _thresholds
-    from jobs.review_session import open_session
-    from pipeline.reading import ReadConfig
-    from pipeline.sources import list_scenes
-    from tests.review_helpers import serving
-
-    thresholds, names = _thresholds(str(model), {})
-    session = open_session(
-        str(det),
-        tuple(sorted(list_scenes(str(scenes)).scenes)),
-        labels,
-        thresholds=thresholds,
-        class_names=names,
-        reviewer=f"bench-{order}",
-        read_config=ReadConfig(),
-    )
-    truth = _truth(truth_file)
-    to_map = Transformer.from_crs(session.crs, "EPSG:3857", always_xy=True)
-    by_id = {d["id"]: d for d in session.detections.to_dict("records")}
-    shuffled = list(by_id)
-    random.Random(seed).shuffle(shuffled)
-    counts: dict[str, int] = {}
-    with serving(session) as url:
-        for k in range(n):
-            if order == "queue":
-                with urllib.request.urlopen(url + "api/queue?limit=1", timeout=60) as response:
-                    items = json.load(response)["items"]
-                if not items:
-                    break
-                det_id = items[0]["id"]
-            else:
-                det_id = shuffled[k] if k < len(shuffled) else None
-                if det_id is None:
-                    break
-            edit = decide(by_id[det_id], truth, to_map)
-            _post(url, edit)
-            counts[edit["op"]] = counts.get(edit["op"], 0) + 1
-    return counts
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ cli.add_command(detect_command)
 
 
 def _register_optional() -> None:
-    from jobs import evaluate, export, import_model, query, review, submit, synth, train
+    from jobs import evaluate, export, import_model, query, report, review, submit, synth, train
 
     cli.add_command(import_model.import_command)
     cli.add_command(submit.submit_command)
@@ -48,6 +48,7 @@ def _register_optional() -> None:
     cli.add_command(query.quicklook_command)
     cli.add_command(review.review_command)
     cli.add_command(export.export_command)
+    cli.add_command(report.report_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -32,6 +32,18 @@ PREFIX = "aerialdet-ray-"
 RAY_TEMP_NAME = "r"  # Ray's temp dir inside the private parent: short, for the unix socket paths
 TOKEN_NAME = "token"
 LOOPBACK = "127.0.0.1"
+# Idle workers a node keeps for the next task.  Ray keeps as many as its *available* CPUs and kills
+# the rest after 1 s idle; a CPU model actor holds all but 0.5 CPU of its node, so every read,
+# header and finish task used to start a fresh worker (imports included, 1.5-3 CPU s): 40 workers
+# started in 10 minutes of a 120-scene run, 3.75 s a tile (bench/RESULTS.md, "Worker churn").
+IDLE_WORKERS_ENV = "RAY_num_workers_soft_limit"
+
+
+def idle_workers_kept() -> str:
+    """``RAY_num_workers_soft_limit`` for a node of this machine: its cores plus the task kinds (4)."""
+    return str((os.cpu_count() or 1) + 4)
+
+
 _PRIVATE_DIR_MODE = 0o700
 _PRIVATE_FILE_MODE = 0o600
 
@@ -93,6 +105,7 @@ def private_cluster_env(parent: Path) -> Iterator[None]:
         "RAY_AUTH_TOKEN_PATH": str(token_path),
         "RAY_AUTH_TOKEN": None,
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # a single-machine cluster on loopback
+        IDLE_WORKERS_ENV: os.environ.get(IDLE_WORKERS_ENV) or idle_workers_kept(),
     }
     saved = {name: os.environ.get(name) for name in changes}
     saved_flag = ray_constants.ENABLE_RAY_CLUSTER

@@ -8,8 +8,14 @@ scene's own CRS (the AOI densified, then reprojected: ``Aoi.in_crs``):
   the AOI are planned, read and inferred; the others are counted, and the
   report says how many tiles the AOI saved;
 * a scene none of whose tiles meets the AOI is ``skipped`` with the reason;
-* ``keep_in_aoi``: a detection is kept when its box centre lies in the AOI
-  (or on its edge), so a box straddling the edge belongs to one side only.
+  a STAC item whose own footprint (its ``geometry``, else its ``bbox``, in
+  OGC:CRS84) misses the AOI is ``skipped`` as it is listed, before its
+  header is opened (``lonlat_outside``: such a scene counts no tiles saved);
+* ``aoi_in_scene_px``: the AOI in scene pixels, which ``pipeline.scene_plan``
+  intersects with the part of the mosaic the scene owns, once per scene: the
+  finish keeps a detection when its box centre lies inside that one region
+  (``pipeline.mosaic.centres_inside``; a centre on the AOI's edge is outside,
+  as on a mosaic seam), so a box straddling the edge belongs to one side only.
 
 Accepted: any vector file geopandas reads (GeoPackage, GeoJSON, Shapefile,
 GeoParquet, ...) in any CRS, its polygons and multipolygons unioned; or WKT,
@@ -32,7 +38,6 @@ from pyproj import CRS, Transformer
 
 from pipeline.errors import PipelineError
 from pipeline.georef import scene_px_to_crs
-from pipeline.merging import MergedBoxes
 from pipeline.types import SceneInfo, TileSpec
 
 AOI_CRS = "OGC:CRS84"
@@ -198,12 +203,35 @@ def outside_reason(scene: SceneInfo, aoi: Aoi) -> str:
     return f"{scene.uri}: outside the area of interest (--aoi {aoi.source}); no tile of it was read"
 
 
-def keep_in_aoi(merged: MergedBoxes, scene: SceneInfo, aoi: Aoi | None) -> MergedBoxes:
-    """Drop detections whose box centre lies outside the AOI; ``None`` keeps all."""
-    if aoi is None or len(merged.scores) == 0:
-        return merged
-    boxes = merged.boxes_xyxy_px
-    cols, rows = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    xs, ys = scene.transform @ (cols, rows)
-    keep = shapely.intersects_xy(aoi.in_crs(scene.crs_wkt), np.asarray(xs), np.asarray(ys))
-    return MergedBoxes(boxes[keep], merged.scores[keep], merged.labels[keep])
+def lonlat_outside(aoi: Aoi, footprint_lonlat: shapely.Geometry | None) -> bool:
+    """Whether a footprint in OGC:CRS84 (a STAC item's) misses the AOI; None (unknown) is never outside.
+
+    Example:
+        >>> area = load_aoi("POLYGON((15 45, 15.1 45, 15.1 45.1, 15 45.1, 15 45))")
+        >>> lonlat_outside(area, shapely.box(16, 45, 16.1, 45.1)), lonlat_outside(area, None)
+        (True, False)
+    """
+    if footprint_lonlat is None or shapely.is_empty(footprint_lonlat):
+        return False
+    return not bool(shapely.intersects(aoi.geometry, footprint_lonlat))
+
+
+def aoi_in_scene_px(scene: SceneInfo, aoi: Aoi) -> shapely.Geometry:
+    """The AOI in ``scene``'s pixel frame (x = col, y = row, native px), clipped to the scene (1 px margin).
+
+    The AOI in the scene's CRS (``Aoi.in_crs``) through the inverse of the
+    scene's affine transform: a linear map, so a centre is inside the result
+    exactly when it is inside the AOI.  Clipped, it stays small when it travels
+    to the scene's finish (``FinishSettings.keep_region_px``).
+    """
+    inverse = ~scene.transform
+
+    def to_px(coords: np.ndarray) -> np.ndarray:
+        xs, ys = coords[:, 0], coords[:, 1]
+        cols = inverse.a * xs + inverse.b * ys + inverse.c
+        rows = inverse.d * xs + inverse.e * ys + inverse.f
+        return np.stack([cols, rows], axis=1)
+
+    area = shapely.transform(aoi.in_crs(scene.crs_wkt), to_px)
+    frame = shapely.box(-1.0, -1.0, scene.width_px + 1.0, scene.height_px + 1.0)
+    return shapely.intersection(area, frame)

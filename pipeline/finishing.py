@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 from pyproj import CRS
 
-from pipeline.aoi import Aoi, keep_in_aoi
 from pipeline.merging import MergeConfig, MergedBoxes, merge_scene
 from pipeline.mosaic import centres_inside
 from pipeline.output import OutputExistsError, encode_scene_detections, scene_output_name, write_scene_file
@@ -48,11 +47,12 @@ class FinishSettings:
         model_id: checkpoint id, written in each row.
         run_id: this run's id, written in each row.
         replace: replace an existing output (``--overwrite``).
-        keep_region_px: the part of the scene it owns in the mosaic (scene px,
-            ``pipeline.mosaic.owned_px``); detections whose centre lies
-            outside are another scene's.  None keeps all (one scene's
-            settings: ``dataclasses.replace`` of the run's).
-        aoi: drop detections whose centre lies outside it (``pipeline.aoi``); None keeps all.
+        keep_region_px: the part of the scene whose detections it reports (scene
+            px, ``pipeline.scene_plan.ScenePlan.keep_px``): what it owns in
+            the mosaic (``pipeline.mosaic.owned_px``) within ``--aoi``
+            (``pipeline.aoi.aoi_in_scene_px``); a detection whose centre lies
+            outside is another scene's, or outside the area.  None keeps all
+            (one scene's settings: ``dataclasses.replace`` of the run's).
     """
 
     out_dir: str
@@ -64,7 +64,6 @@ class FinishSettings:
     run_id: str
     replace: bool
     keep_region_px: Any = None  # shapely geometry; Any keeps shapely out of this dataclass's signature
-    aoi: Aoi | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +121,6 @@ def prepare_scene(scene: SceneInfo, tiles: list[TileDetections], settings: Finis
     started = time.time()
     try:
         merged = keep_scores(merge_scene(tiles, settings.merge), settings.min_score_per_class)
-        merged = keep_in_aoi(merged, scene, settings.aoi)
         if settings.keep_region_px is not None:
             keep = centres_inside(merged.boxes_xyxy_px, settings.keep_region_px)
             merged = MergedBoxes(merged.boxes_xyxy_px[keep], merged.scores[keep], merged.labels[keep])

@@ -6,7 +6,11 @@ tile's model-pixel shape (``out_shape``): ``Resampling.average`` when
 downsampling, ``bilinear`` when upsampling; when downsampling GDAL reads the
 overview nearest the target resolution (the cheap path on a COG) instead of
 every native pixel.  GDAL's averaging and bilinear kernels leave nodata pixels
-out of the values they blend.
+out of the values they blend.  A paletted scene (one band, colour table) is
+read with ``nearest`` whichever way: its values are colour-table indexes,
+and GDAL's ``average`` of a paletted band averages the colours and takes the
+table's nearest entry, a colour neither pixel has (red and blue came out
+purple).  The palette is expanded after the read (``pipeline.pixel_kinds``).
 
 The no-value rule is the reader's (``_valid_pixels``: nodata, all-band NaN,
 masks), applied to the resampled values, and, for a scene with a nodata
@@ -21,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from pipeline.resolution import ResampledTile
@@ -46,7 +50,9 @@ def read_resampled(
     """
     window = tile.window()
     out_hw = tile.out_shape_hw
-    data = src.read(list(bands), window=window, out_shape=(len(bands), *out_hw), resampling=tile.resampling)
+    paletted = src.count == 1 and src.colorinterp[0] is ColorInterp.palette  # indexes: never blended
+    resampling = Resampling.nearest if paletted else tile.resampling
+    data = src.read(list(bands), window=window, out_shape=(len(bands), *out_hw), resampling=resampling)
     valid = valid_rule(src, data, window, out_hw)
     if src.nodata is not None:
         nearest = src.dataset_mask(window=window, out_shape=out_hw, resampling=Resampling.nearest) != 0

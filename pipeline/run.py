@@ -37,21 +37,23 @@ from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.aoi import outside_reason
 from pipeline.claims import ClaimKeeper, try_claim
-from pipeline.dataset import check_to_crs, fix_output_crs
+from pipeline.dataset import check_resolution, check_to_crs, fix_output_crs
 from pipeline.errors import PipelineError, first_line
 from pipeline.executor import Executor, Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, write_prepared
 from pipeline.job import DetectJob, check_bands, min_scores
+from pipeline.listing_once import ListingTape
 from pipeline.mosaic import Footprints
 from pipeline.mosaic_index import footprint_pass
 from pipeline.output import check_reachable, scene_output_name
 from pipeline.reading import scene_extensions
 from pipeline.report import RunRecord, SceneReport, SceneStatus, new_run_id
 from pipeline.resolution import ReadScale, detections_to_native, plan_read, resolution_fields
+from pipeline.run_report_html import report_after_run
 from pipeline.scene_headers import is_remote, open_header
 from pipeline.scene_plan import ScenePlan, plan_scene
 from pipeline.stac_out import writer_for
-from pipeline.stac_source import SceneTags, scene_listing
+from pipeline.stac_source import SceneTags, listing_entries, tag_listing
 from pipeline.storage import OutputStore, open_store
 from pipeline.tiling import check_scene_size
 from pipeline.types import SceneInfo, TileDetections
@@ -136,14 +138,17 @@ class DetectRun:
         self.store = open_store(job.out_dir)
         check_to_crs(self.store, job.to_crs)  # before any claim: a resume never changes the output's CRS
         self.tags = SceneTags()  # STAC items' ids and collections, by scene URI, until recorded
-        listing = scene_listing(
-            job.source, job.stac, scene_extensions(job.read.drivers), self.tags, job.read.bands
+        entries = listing_entries(
+            job.source, job.stac, scene_extensions(job.read.drivers), job.read.bands, job.aoi
         )
         # the first entry now: a source that does not exist or holds no file is the caller's error
         # (SourceError, one line), raised before anything is claimed or written
-        self.listing = itertools.chain([next(listing)], listing)
+        self.listed = ListingTape(itertools.chain([next(entries)], entries))  # listed once (listing_once)
+        self.listing = tag_listing(self.listed.replay(), self.tags)
         self.listing_done = False
         self.record = new_record(job, self.store)
+        # before any claim: a resume never changes the output's read GSD either (--overwrite alone does)
+        check_resolution(self.store, job.resolution, job.overwrite, self.record.run_id, log)
         self.record.tags = self.tags
         self.stac_out = writer_for(job, self.record.run_id)  # OUT/_stac/: collection.json, an item per scene
         self.claims = ClaimKeeper(self.store, self.record.run_id)
@@ -195,11 +200,8 @@ class DetectRun:
 
     def _record_footprints(self) -> None:
         """Every listed scene's footprint, recorded in the output before the first tile (``pipeline.mosaic``)."""
-        job = self.job  # a listing of its own (a STAC search runs again; its tags are not kept)
-        listing = scene_listing(
-            job.source, job.stac, scene_extensions(job.read.drivers), SceneTags(), job.read.bands
-        )
-        self.footprints = footprint_pass(self.store, listing, self._footprint_headers)
+        # the run's one listing: the pass walks it, the lifecycle replays what it walked
+        self.footprints = footprint_pass(self.store, self.listed.walk(), self._footprint_headers)
         self.record.mark("footprints_recorded")
 
     def _footprint_headers(self, uris: list[str]) -> list[SceneInfo | str]:
@@ -217,6 +219,7 @@ class DetectRun:
             self.record.storage_retries = self.store.retries
             self.record.finish()
             self.record.close()
+            report_after_run(self.job.out_dir, self.log, self.record.num_listed)  # OUT/_report.html
 
     def _abort(self, reason: str, *, stopped: bool = False) -> None:
         """Record every scene of the window as failed with ``reason`` and release it."""
@@ -286,7 +289,11 @@ class DetectRun:
         opened = [h for h in headers if isinstance(h, SceneInfo)]
         if self.settings is None and opened:
             out_crs = fix_output_crs(
-                self.store, [h.crs_wkt for h in opened], self.job.to_crs, self.record.run_id
+                self.store,
+                [h.crs_wkt for h in opened],
+                self.job.to_crs,
+                self.record.run_id,
+                self.job.resolution,
             )
             self.record.crs = out_crs.to_string()
             self.settings = FinishSettings(
@@ -298,7 +305,6 @@ class DetectRun:
                 model_id=self.job.model.info.model_id,
                 run_id=self.record.run_id,
                 replace=self.job.overwrite,
-                aoi=self.job.aoi,
             )
         for uri, header in zip(uris, headers):
             if isinstance(header, str):
@@ -334,11 +340,7 @@ class DetectRun:
     def _fail_now(self, uri: str, error: str) -> None:
         self.log(f"FAILED {error}")
         self.record.add(SceneReport(uri, SceneStatus.FAILED, error=error))
-        self.claims.drop(self._release_name(uri))
-
-    def _release_name(self, uri: str) -> str:
-        """The output name of a scene leaving the window (made when it was claimed)."""
-        return self.names.pop(uri, None) or scene_output_name(uri)
+        self.claims.drop(self.names.pop(uri, "") or scene_output_name(uri))
 
     # -- stream, finish, record, release -------------------------------------------------------------------
 
@@ -396,8 +398,8 @@ class DetectRun:
         # by tile index, not arrival: equal scores are broken the same way in every run
         tiles = [detections_to_native(td) for td in sorted(scene.received, key=lambda td: td.tile.index)]
         settings = self.settings
-        if scene.planned.owned_px is not None:
-            settings = replace(settings, keep_region_px=scene.planned.owned_px)
+        if scene.planned.keep_px is not None:  # owned in the mosaic, within --aoi (pipeline.scene_plan)
+            settings = replace(settings, keep_region_px=scene.planned.keep_px)
         self.executor.submit_finish(scene.info, tiles, settings)
 
     def _write(self, event: Finished) -> None:
@@ -441,7 +443,7 @@ class DetectRun:
         self.record.add(line)
         self.window.pop(line.uri, None)
         try:
-            self.claims.drop(self._release_name(line.uri))
+            self.claims.drop(self.names.pop(line.uri, "") or scene_output_name(line.uri))
         except Exception as exc:  # the scene is recorded; its claim runs out with its lease
             self.log(f"WARNING {line.uri}: cannot release its claim: {first_line(exc)}")
         self.progress(self.tiles_done, self.tiles_planned, self.record.num_lines)

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.aoi import tiles_in_aoi
+import shapely
+
+from pipeline.aoi import aoi_in_scene_px, tiles_in_aoi
 from pipeline.job import DetectJob
 from pipeline.mosaic import Footprints, owned_px, owned_tiles
 from pipeline.resolution import ReadScale
@@ -32,6 +34,8 @@ class ScenePlan:
         outside_aoi: tiles ``--aoi`` left out.
         owned_px: the part of the scene it owns in the mosaic (shapely, scene
             px), or None when it owns all of itself.
+        keep_px: the region the finish keeps detection centres in: ``owned_px``
+            within ``--aoi`` (shapely, scene px), computed once here; None keeps all.
         not_owned: a one-item counter of the tiles left to the scenes that own
             them (filled as ``groups`` is walked).
     """
@@ -40,6 +44,7 @@ class ScenePlan:
     groups: Iterator[list[TileSpec]]
     outside_aoi: int = 0
     owned_px: Any = None
+    keep_px: Any = None
     not_owned: list[int] = field(default_factory=lambda: [0])
 
 
@@ -65,4 +70,8 @@ def plan_scene(
         core = job.merge.strategy.value == "core"  # exact: such a tile's boxes all go to other scenes
         walked = owned_tiles(tiles, region, core, counter)
     groups = group_tile_rows(walked, job.tiling.tile_rows_per_task, job.tiling.max_tiles_per_task)
-    return ScenePlan(tiles, groups, outside, region, counter)
+    keep = region
+    if job.aoi is not None and tiles:  # one region for the finish: owned and inside the area
+        area = aoi_in_scene_px(header, job.aoi)
+        keep = area if region is None else shapely.intersection(region, area)
+    return ScenePlan(tiles, groups, outside, region, keep, counter)

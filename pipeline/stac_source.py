@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import shapely
+import shapely.geometry
+
+from pipeline.aoi import Aoi, lonlat_outside
 from pipeline.errors import SourceError
 from pipeline.sources import is_s3_uri, iter_listing, normalize_scene_uri, unsafe_s3_key_reason
 from pipeline.stac_search import StacSearch as StacSearch  # re-exported: StacOptions.search
@@ -66,6 +70,9 @@ class ItemRef:
     collection: str | None
     href: str | None
     bbox: tuple[float, ...] | None = None
+
+
+ListingEntry = tuple[str, str | None, ItemRef | None]  # (uri, why it is skipped, the item it came from)
 
 
 @dataclass
@@ -267,9 +274,17 @@ def _band_reason(asset: dict[str, Any], bands: tuple[int, ...]) -> str | None:
 
 
 def item_scene(
-    item: dict[str, Any], item_href: str | None, options: StacOptions, bands: tuple[int, ...]
+    item: dict[str, Any],
+    item_href: str | None,
+    options: StacOptions,
+    bands: tuple[int, ...],
+    aoi: Aoi | None = None,
 ) -> tuple[str, str | None, ItemRef]:
-    """One item -> ``(scene uri, reason it is skipped or None, its reference)``."""
+    """One item -> ``(scene uri, reason it is skipped or None, its reference)``.
+
+    An item whose footprint misses ``aoi`` is skipped here, from its own
+    geometry (else bbox), before any header is opened.
+    """
     item_id = str(item.get("id") or "?")
     collection = item.get("collection")
     ref = ItemRef(item_id, str(collection) if collection else None, item_href, _bbox(item))
@@ -292,7 +307,36 @@ def item_scene(
         unsafe = unsafe_s3_key_reason(uri)
         if unsafe:
             return uri, f"{label}: {unsafe}", ref
+    if aoi is not None and lonlat_outside(aoi, item_footprint(item)):
+        reason = (
+            f"{label}: its footprint lies outside the area of interest (--aoi {aoi.source}); "
+            "no header or tile of it was read"
+        )
+        return uri, reason, ref
     return uri, _band_reason(asset, bands), ref
+
+
+def item_footprint(item: dict[str, Any]) -> shapely.Geometry | None:
+    """An item's footprint in OGC:CRS84: its ``geometry``, else its ``bbox``; None when it has neither.
+
+    A bbox across the antimeridian (west > east) or a geometry shapely cannot
+    read is None too: the scene's header decides instead.
+    """
+    geometry = item.get("geometry")
+    if isinstance(geometry, dict):
+        try:
+            shape = shapely.geometry.shape(geometry)
+            if not shape.is_empty:
+                return shape
+        except Exception:  # shapely's errors on a malformed GeoJSON geometry: fall back to the bbox
+            pass
+    bbox = _bbox(item)
+    if bbox is None:
+        return None
+    west, south, east, north = (
+        (bbox[0], bbox[1], bbox[2], bbox[3]) if len(bbox) == 4 else bbox[:2] + bbox[3:5]
+    )
+    return shapely.box(west, south, east, north) if west <= east and south <= north else None
 
 
 def _item_uri(ref: ItemRef) -> str:
@@ -316,33 +360,70 @@ def iter_items(source: str, options: StacOptions) -> Iterator[tuple[dict[str, An
     return _json_items(source)
 
 
-def iter_stac_listing(
-    source: str, options: StacOptions, tags: SceneTags, bands: tuple[int, ...] = ()
-) -> Iterator[tuple[str, str | None]]:
-    """List a STAC source as ``(uri, reason)``, as ``sources.iter_listing`` lists a folder.
-
-    Each item's reference goes to ``tags`` under the URI it yields.  Two items
-    with one asset href are one scene: the second is skipped, naming the first.
-
-    Raises:
-        SourceError: the source cannot be read, is not STAC, or holds no item (when the listing ends).
-    """
+def _stac_entries(
+    source: str, options: StacOptions, bands: tuple[int, ...], aoi: Aoi | None
+) -> Iterator[ListingEntry]:
+    """A STAC source's ``(uri, reason, item ref)``, lazily, in the catalog's order (``iter_stac_listing``)."""
     first_item: dict[str, str] = {}
     seen_any = False
     for item, item_href in iter_items(source, options):
         seen_any = True
-        uri, reason, ref = item_scene(item, item_href, options, bands)
+        uri, reason, ref = item_scene(item, item_href, options, bands, aoi)
         if reason is None and uri in first_item:
             reason = (
                 f"stac item {ref.item_id}: its asset {uri} is the scene of item {first_item[uri]} already"
             )
         elif reason is None:
             first_item[uri] = ref.item_id
-        tags.put(uri, ref)
-        yield uri, reason
+        yield uri, reason, ref
     if not seen_any:
         what = f"the STAC search {options.search.url}" if options.search else f"STAC source {source!r}"
         raise SourceError(f"{what} returned no items; widen --collections/--datetime/--bbox/--aoi/--filter")
+
+
+def tag_listing(entries: Iterable[ListingEntry], tags: SceneTags) -> Iterator[tuple[str, str | None]]:
+    """``(uri, reason)`` of each entry, its item reference put in ``tags`` as it is yielded (not before)."""
+    for uri, reason, ref in entries:
+        if ref is not None:
+            tags.put(uri, ref)
+        yield uri, reason
+
+
+def iter_stac_listing(
+    source: str,
+    options: StacOptions,
+    tags: SceneTags,
+    bands: tuple[int, ...] = (),
+    aoi: Aoi | None = None,
+) -> Iterator[tuple[str, str | None]]:
+    """List a STAC source as ``(uri, reason)``, as ``sources.iter_listing`` lists a folder.
+
+    Each item's reference goes to ``tags`` under the URI it yields.  Two items
+    with one asset href are one scene: the second is skipped, naming the first.
+    With ``aoi``, an item whose footprint misses it is skipped (``item_scene``).
+
+    Raises:
+        SourceError: the source cannot be read, is not STAC, or holds no item (when the listing ends).
+    """
+    return tag_listing(_stac_entries(source, options, bands, aoi), tags)
+
+
+def listing_entries(
+    source: str,
+    options: StacOptions | None,
+    extensions: tuple[str, ...],
+    bands: tuple[int, ...] = (),
+    aoi: Aoi | None = None,
+) -> Iterator[ListingEntry]:
+    """The run's one listing as ``(uri, reason, item ref or None)``: a STAC source's items, else a folder's files.
+
+    A source is STAC when ``options`` are given or it is a ``.json``/``.parquet``
+    file; other sources are ``sources.iter_listing``'s, with no item ref.
+    ``tag_listing`` turns entries into what the lifecycle consumes.
+    """
+    if options is not None or is_stac_file(source):
+        return _stac_entries(source, options or StacOptions(), bands, aoi)
+    return ((uri, reason, None) for uri, reason in iter_listing(source, extensions=extensions))
 
 
 def scene_listing(
@@ -351,11 +432,7 @@ def scene_listing(
     extensions: tuple[str, ...],
     tags: SceneTags,
     bands: tuple[int, ...] = (),
+    aoi: Aoi | None = None,
 ) -> Iterator[tuple[str, str | None]]:
-    """The listing a run consumes: a STAC source's items, else ``sources.iter_listing``.
-
-    A source is STAC when ``options`` are given or it is a ``.json``/``.parquet`` file.
-    """
-    if options is not None or is_stac_file(source):
-        return iter_stac_listing(source, options or StacOptions(), tags, bands)
-    return iter_listing(source, extensions=extensions)
+    """The listing a run consumes: ``listing_entries`` with the item refs put in ``tags``."""
+    return tag_listing(listing_entries(source, options, extensions, bands, aoi), tags)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -37,6 +38,9 @@ def ray_cluster(s3_server):
     """
     import ray
 
+    from jobs.private_cluster import IDLE_WORKERS_ENV, idle_workers_kept
+
+    os.environ.setdefault(IDLE_WORKERS_ENV, idle_workers_kept())  # as every private cluster of the CLI
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()

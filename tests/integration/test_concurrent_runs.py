@@ -42,6 +42,7 @@ def test_two_concurrent_runs_do_each_scene_once(tmp_path):
     assert sum(last["counts"].values()) == 4  # the last run accounts for every scene it listed
 
 
+@pytest.mark.slow  # make test-all: ~6 min; make test keeps two concurrent runs and the 300-scene in-process run
 def test_three_drivers_on_one_cluster_share_300_scenes(ray_cluster, tmp_path):
     # issue 26: N `aerialdet detect` jobs on one cluster, same OUT, are the way past one driver
     first = write_scene(tmp_path / "in" / "s000.tif", OBJECTS[:1], width=64, height=64)

@@ -74,6 +74,7 @@ def s3_scenes(netns_cluster) -> str:
     return "s3://scenes/in/"
 
 
+@pytest.mark.slow  # make test-all; make test keeps the visibility failure across hosts
 def test_scenes_in_s3_are_detected_across_hosts(netns_cluster, s3_scenes):
     hosts = netns_cluster
     out = hosts.hidden / "out-s3"  # --out is the driver's: the worker need not see it
@@ -108,6 +109,7 @@ def test_ray_client_works_or_fails_in_one_line(netns_cluster, s3_scenes):
     assert not list(out.glob("*.parquet"))
 
 
+@pytest.mark.slow  # make test-all; make test keeps the visibility failure across hosts
 def test_a_folder_every_host_sees_passes_the_check_and_is_detected(netns_cluster):
     hosts = netns_cluster
     scenes = _scenes(hosts.temp / "shared-scenes")  # not under `hidden`: the worker sees it too

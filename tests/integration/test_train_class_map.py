@@ -24,6 +24,7 @@ from tests.unit.retinanet.test_class_map import neon_like
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow  # make test-all: ~4 min of training; unit tests cover --map and the split
 def test_mapped_neon_labels_train_one_class_validated_on_its_boxes(tmp_path):
     labels = neon_like(tmp_path)
     out = tmp_path / "run"

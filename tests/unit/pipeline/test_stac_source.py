@@ -17,7 +17,7 @@ from pipeline.stac_source import SceneTags, StacOptions, iter_stac_listing, pick
 from pipeline.standin import StandinLoader
 from pipeline.tiling import TilingConfig
 from tests.conftest import write_scene
-from tests.stac_items import GEOTIFF, collection, item, item_collection, write_json
+from tests.stac_items import GEOTIFF, collection, footprint, item, item_collection, write_json
 from tests.unit.pipeline.inline_executor import InlineExecutor
 
 OBJECTS = [(10, 10, 30, 30, 0), (110, 20, 130, 36, 1)]
@@ -172,3 +172,51 @@ def test_a_stac_geoparquet_file_lists_its_items(tmp_path):
     listed = list(iter_stac_listing(str(tmp_path / "items.parquet"), StacOptions(), tags))
     assert listed == [(str(s.resolve()), None) for s in scenes]
     assert tags.pop(str(scenes[2].resolve())).item_id == "g2"
+
+
+def _lonlat_wkt(scene: Path) -> str:
+    """The footprint of ``scene`` as OGC:CRS84 WKT (an AOI over exactly that scene)."""
+    import shapely
+    from shapely.geometry import shape
+
+    return shapely.to_wkt(shape(footprint(scene)[1]))
+
+
+@pytest.mark.parametrize("cross_scene_merge", [True, False])
+def test_an_item_outside_the_aoi_is_skipped_at_listing_before_its_header_is_opened(
+    tmp_path, cross_scene_merge
+):
+    from rasterio.transform import Affine
+
+    from pipeline.aoi import load_aoi
+
+    inside = write_scene(tmp_path / "in.tif", OBJECTS, width=200, height=200)
+    far = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 4000000.0)  # 100 km east of the AOI
+    elsewhere = write_scene(tmp_path / "far.tif", OBJECTS, width=200, height=200, transform=far)
+    gone = tmp_path / "gone.tif"  # the outside item's asset: opening its header would fail the scene
+    docs = [item("inside", inside, str(inside)), item("outside", elsewhere, str(gone))]
+    source = write_json(tmp_path / "items.json", item_collection(docs))
+    aoi = load_aoi(_lonlat_wkt(inside))
+    record, messages = _run(source, tmp_path / "out", aoi=aoi, cross_scene_merge=cross_scene_merge)
+    assert record.counts() == {"done": 1, "exists": 0, "failed": 0, "skipped": 1}
+    assert not any("gone.tif" in m for m in messages)  # no FAILED line: its header was never opened
+    report = read_report(tmp_path / "out")
+    by_item = {s["item_id"]: s for s in report["scenes"]}
+    assert by_item["outside"]["status"] == "skipped" and by_item["outside"]["uri"] == str(gone)
+    assert "outside the area of interest" in by_item["outside"]["error"]
+    assert by_item["inside"]["status"] == "done" and by_item["inside"]["num_detections"] == len(OBJECTS)
+    assert report["num_listed"] == 2
+
+
+def test_an_item_footprint_is_its_geometry_else_its_bbox(tmp_path):
+    import shapely
+
+    from pipeline.stac_source import item_footprint
+
+    scene = write_scene(tmp_path / "a.tif", OBJECTS, width=64, height=64)
+    doc = item("a", scene, str(scene))
+    assert item_footprint(doc).equals(shapely.geometry.shape(doc["geometry"]))
+    doc["geometry"] = None
+    assert item_footprint(doc).bounds == tuple(doc["bbox"])
+    doc["bbox"] = [170.0, -10.0, -170.0, 10.0]  # across the antimeridian: unknown, the header decides
+    assert item_footprint(doc) is None
