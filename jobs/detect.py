@@ -179,7 +179,7 @@ def detect_command(source: str | None, model: str, out_dir: str, **opts: Any) ->
     if warning:
         notes.append(warning)
     log_dir = _log_dir(out_dir)
-    with ray_session(opts["address"], log_dir, verbose=opts["verbose"]):
+    with ray_session(opts["address"], log_dir, verbose=opts["verbose"], ray_data=False):  # Ray core only
         try:
             _check_nodes(source, loader, opts)
             for note in notes:  # once the cluster is reached: a usage or address error stays one line

@@ -15,6 +15,7 @@ Nothing here opens a file: ``pipeline.reading`` does, with these settings.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -93,6 +94,12 @@ def canonical_drivers(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def scene_extensions(drivers: Sequence[str]) -> tuple[str, ...]:
+    """File extensions (``.tif``) of the scenes that ``drivers`` open (``_scene_extensions``, cached)."""
+    return _scene_extensions(tuple(drivers))
+
+
+@functools.lru_cache(maxsize=16)
+def _scene_extensions(drivers: tuple[str, ...]) -> tuple[str, ...]:
     """File extensions (``.tif``) of the scenes that ``drivers`` open, from GDAL's driver metadata.
 
     A source is listed by these, so widening ``ReadConfig.drivers`` (``detect
