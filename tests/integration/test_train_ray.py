@@ -168,6 +168,7 @@ def test_worker_killed_mid_run_finishes_from_last_checkpoint(train_cluster, labe
     assert (out / "best" / "model.pt").exists() and (out / "training.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # make test-all: the killed-and-resumed run's equal weights (make test) imply the optimizer's resume
 def test_resume_continues_epochs_and_optimizer(train_cluster, labels, tmp_path):
     out = tmp_path / "run"
     run_training(spec(labels, out, epochs=2, workers=1), data(labels))  # "interrupted" after 2 of 4 epochs
@@ -189,7 +190,11 @@ def test_resume_continues_epochs_and_optimizer(train_cluster, labels, tmp_path):
     assert load_dir(out / "last").config.class_names == ("vehicle", "building", "tree")
 
 
-@pytest.mark.parametrize("ema", [None, 2], ids=["trained-weights", "weight-average"])
+@pytest.mark.parametrize(
+    "ema",
+    # the weight average's resume is also test_train_cli_resume_keeps_the_runs_weight_average: make test-all
+    [pytest.param(None, id="trained-weights"), pytest.param(2, id="weight-average", marks=pytest.mark.slow)],
+)
 def test_killed_and_resumed_run_gives_the_same_weights_as_an_uninterrupted_one(
     train_cluster, labels, tmp_path, ema
 ):
