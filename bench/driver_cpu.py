@@ -27,14 +27,12 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.scale import _bucket
+from bench.scale import _bucket, _standin_job
 from pipeline.executor import Finished, TileGroup, TileResult, TileStatus
 from pipeline.finishing import FinishSettings, prepare_scene
 from pipeline.job import DetectJob
 from pipeline.ray_stages import TileDetector, open_headers, read_group, unpack_detections
 from pipeline.run import DetectRun
-from pipeline.standin import StandinLoader
-from pipeline.tiling import TilingConfig
 from pipeline.types import SceneInfo, TileDetections
 
 
@@ -90,13 +88,7 @@ class WorkerSideExecutor:
 def run_once(root: Path, num: int, profile: str | None = None) -> dict[str, float]:
     """One run over ``num`` scenes; the driver's CPU ms a scene (worker-side work taken out)."""
     src, out = _bucket(root, num), root / f"out-{num}"
-    job = DetectJob(
-        source=str(src),
-        out_dir=str(out),
-        model=StandinLoader(),
-        tiling=TilingConfig(tile_size_px=64, overlap_px=16),
-        progress=False,
-    )
+    job = _standin_job(src, out)
     executor = WorkerSideExecutor(job)
     profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not wall
     cpu0, wall0 = time.process_time(), time.perf_counter()

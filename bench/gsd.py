@@ -31,13 +31,15 @@ from typing import Any
 GSDS_M = (0.075, 0.15, 0.3, 0.6, 1.2)
 
 
-def _bucket(root: Path, extent_m: float, seed: int) -> dict[str, Any]:
-    """One scene per GSD, ``extent_m`` a side, in one folder; their truth by file name."""
+def _bucket(
+    root: Path, extent_m: float, seed: int, gsds_m: tuple[float, ...] = GSDS_M, name: str = "bucket"
+) -> dict[str, Any]:
+    """One scene per GSD of ``gsds_m``, ``extent_m`` a side, in ``root/name``; their truth by file name."""
     from retinanet.synth import SynthConfig, write_scene
 
-    folder = root / "bucket"
+    folder = root / name
     truths = {}
-    for i, gsd in enumerate(GSDS_M):
+    for i, gsd in enumerate(gsds_m):
         cfg = SynthConfig(size_px=round(extent_m / gsd), gsd_m=gsd)
         name = f"gsd_{gsd:.3f}.tif"
         truths[name] = write_scene(
@@ -75,6 +77,8 @@ def _ap50(out: Path, truths: dict[str, Any], class_names: tuple[str, ...]) -> di
     from retinanet.evaluate import ImageBoxes, evaluate_detections
 
     rows = gpd.read_parquet(out)
+    if rows.empty:  # nothing found: an empty output has no pixel columns
+        return dict.fromkeys(truths, 0.0)
     result = {}
     for name, truth in truths.items():
         mine = rows[[Path(s).name == name for s in rows["scene"]]]

@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.gsd import _ap50, _detect
+from bench.gsd import _ap50, _bucket, _detect
 
 TRAIN_GSDS_M = (0.15, 0.6)
 HELDOUT_GSDS_M = (0.15, 0.3, 0.6)
@@ -67,21 +67,6 @@ def _training_labels(root: Path, extent_m: float, num_scenes: int, seed: int) ->
     return labels
 
 
-def _heldout(root: Path, extent_m: float, seed: int) -> dict[str, Any]:
-    """One scene per held-out GSD, ``extent_m`` a side, in one folder; their truth by file name."""
-    from retinanet.synth import SynthConfig, write_scene
-
-    folder = root / "heldout"
-    truths = {}
-    for i, gsd in enumerate(HELDOUT_GSDS_M):
-        cfg = SynthConfig(size_px=round(extent_m / gsd), gsd_m=gsd)
-        name = f"gsd_{gsd:.3f}.tif"
-        truths[name] = write_scene(
-            folder / name, cfg, seed * 1000 + i, (500000.0 + i * (extent_m + 100), 5e6)
-        )
-    return {"folder": folder, "truths": truths}
-
-
 def _train(labels: list[Path], run_dir: Path, args: argparse.Namespace) -> None:
     """``aerialdet train`` on every label file together at the model GSD, from scratch (the demo's recipe)."""
     _aerialdet(
@@ -89,15 +74,6 @@ def _train(labels: list[Path], run_dir: Path, args: argparse.Namespace) -> None:
         "--steps", str(args.steps), "--backbone", "resnet18", "--tile-size-px", str(args.tile_size_px),
         "--seed", str(args.seed), "--overwrite", "--no-progress",
     )  # fmt: skip
-
-
-def _scores(out: Path, truths: dict[str, Any], class_names: tuple[str, ...]) -> dict[str, float]:
-    """AP50 per scene (``bench.gsd._ap50``); 0.0 each when a run found nothing (no px columns then)."""
-    import geopandas as gpd
-
-    if gpd.read_parquet(out).empty:
-        return dict.fromkeys(truths, 0.0)
-    return _ap50(out, truths, class_names)
 
 
 def _table(rows: list[dict[str, Any]], checkpoint_gsd_m: float | None, args: argparse.Namespace) -> str:
@@ -160,7 +136,7 @@ def main() -> None:
             "model_gsd": ResolutionConfig(checkpoint_gsd, source="checkpoint"),
             "native": ResolutionConfig(),
         }
-        bucket = _heldout(root, args.heldout_extent_m, args.seed)
+        bucket = _bucket(root, args.heldout_extent_m, args.seed, HELDOUT_GSDS_M, name="heldout")
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
         lines, aps = {}, {}
         for way, resolution in ways.items():
@@ -168,7 +144,7 @@ def main() -> None:
             lines[way] = _detect(
                 bucket["folder"], out, loader, resolution, args.tile_size_px, args.overlap_px
             )
-            aps[way] = _scores(out, bucket["truths"], loader.info.class_names)
+            aps[way] = _ap50(out, bucket["truths"], loader.info.class_names)
         rows = [
             {
                 "scene": name,

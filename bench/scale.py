@@ -33,6 +33,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.job import DetectJob
 
 
 def _vm_hwm_mb() -> float:
@@ -73,21 +77,27 @@ def _bucket(root: Path, num: int, size_px: int = 64) -> Path:
     return folder
 
 
-def _run_one(num: int, root: Path, size_px: int = 64) -> dict[str, float]:
+def _standin_job(src: Path, out: Path) -> DetectJob:
+    """The benches' ``DetectJob``: the blob stand-in model, 64/16 px tiles, no progress bar."""
     from pipeline.job import DetectJob
-    from pipeline.ray_stages import run_detect
-    from pipeline.report import read_report
     from pipeline.standin import StandinLoader
     from pipeline.tiling import TilingConfig
 
-    src, out = _bucket(root, num, size_px), root / f"out-{num}"
-    job = DetectJob(
+    return DetectJob(
         source=str(src),
         out_dir=str(out),
         model=StandinLoader(),
         tiling=TilingConfig(tile_size_px=64, overlap_px=16),
         progress=False,
     )
+
+
+def _run_one(num: int, root: Path, size_px: int = 64) -> dict[str, float]:
+    from pipeline.ray_stages import run_detect
+    from pipeline.report import read_report
+
+    src, out = _bucket(root, num, size_px), root / f"out-{num}"
+    job = _standin_job(src, out)
     cpu0, wall0 = _cpu_s(), time.perf_counter()
     record = run_detect(job, log=lambda m: None)
     wall, cpu = time.perf_counter() - wall0, _cpu_s() - cpu0

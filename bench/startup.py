@@ -59,22 +59,13 @@ def main() -> None:
     from pipeline import ray_stages
 
     mark("imports")
-    from bench.scale import _bucket
+    from bench.scale import _bucket, _standin_job
     from jobs.ray_session import ray_session
-    from pipeline.job import DetectJob
     from pipeline.run_progress import run_job
-    from pipeline.standin import StandinLoader
-    from pipeline.tiling import TilingConfig
 
     root = Path(tempfile.mkdtemp(prefix="aerialdet-startup-"))
     src, out = _bucket(root, 1), root / "out"
-    job = DetectJob(
-        source=str(src),
-        out_dir=str(out),
-        model=StandinLoader(),
-        tiling=TilingConfig(tile_size_px=64, overlap_px=16),
-        progress=False,
-    )
+    job = _standin_job(src, out)
     ready: list[float] = []
 
     class Timed(ray_stages.RayExecutor):
