@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.run_report_data import NUM_BINS, ReportData, gather
-from pipeline.storage import LocalStore, open_store
+from pipeline.storage import open_store
 
 REPORT_HTML = "_report.html"
 MAP_WIDTH_PX = 480
@@ -252,10 +252,7 @@ def write_report_html(out: str, target: str | os.PathLike[str] | None = None) ->
         _write_file(Path(target), text)
         return str(target)
     store = open_store(out)
-    if isinstance(store, LocalStore):  # its own temporary file, removed when the write fails
-        _write_file(store.path(REPORT_HTML), text)
-        return str(store.path(REPORT_HTML))
-    store.write_text(REPORT_HTML, text)  # S3: one PUT, visible once complete
+    store.write_text(REPORT_HTML, text)  # local: temp file + rename; S3: one PUT, visible once complete
     return store.uri(REPORT_HTML)
 
 

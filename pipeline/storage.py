@@ -164,10 +164,14 @@ class LocalStore(OutputStore):
     def _temp(self, name: str, data: bytes) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{name}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:  # a failed write or fsync leaves no temporary file behind
+            tmp.unlink(missing_ok=True)
+            raise
         return tmp
 
     def write_bytes_once(self, name: str, data: bytes, *, replace: bool = False) -> bool:  # noqa: D102
